@@ -1,0 +1,239 @@
+//! Where an archive (or a projection's home) lives: an object_store URL or a bare path.
+
+use std::{collections::BTreeMap, path::Path as FsPath, sync::Arc};
+
+use object_store::{ObjectStore, path::Path};
+use url::Url;
+
+use crate::{Error, Result};
+
+/// A resolved storage location: the store, the prefix inside it, and the URL it came from.
+#[derive(Clone)]
+pub struct Location {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    url: Url,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location").field("url", &self.url.as_str()).finish()
+    }
+}
+
+impl Location {
+    /// Parse `input`: a URL that `object_store` understands (`file://`, `s3://`, `gs://`,
+    /// `az://`, `memory://`, ...) or a bare path, resolved against `base_dir` when relative
+    /// (the config file's folder) or against the working directory when `base_dir` is `None`.
+    ///
+    /// `options` are object_store options (`region`, `endpoint`, `allow_http`, ...); for
+    /// S3, the `AWS_*` variables of the environment are read as well.
+    pub fn parse(
+        input: &str,
+        base_dir: Option<&FsPath>,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let url = to_url(input, base_dir)?;
+        let (store, prefix) = build_store(&url, options)?;
+        Ok(Self { store, prefix, url })
+    }
+
+    /// A location over an existing store (tests, in-memory targets).
+    pub fn from_store(store: Arc<dyn ObjectStore>, prefix: Path, url: Url) -> Self {
+        Self { store, prefix, url }
+    }
+
+    /// The object store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The prefix inside the store under which everything lives.
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
+    /// The URL this location was parsed from (bare paths become `file://` URLs).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The full store path of `relative` (a `/`-separated path below the prefix).
+    pub fn child(&self, relative: &str) -> Path {
+        let mut path = self.prefix.clone();
+        for part in relative.split('/').filter(|p| !p.is_empty()) {
+            path = path.child(part);
+        }
+        path
+    }
+
+    /// `full` relative to the prefix, `/`-separated; `None` when it lies outside.
+    pub fn relative<'a>(&self, full: &'a Path) -> Option<String> {
+        let parts: Vec<_> = full.prefix_match(&self.prefix)?.collect();
+        Some(
+            parts
+                .iter()
+                .map(|p| p.as_ref())
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
+    }
+
+    /// A location for a sub-folder of this one.
+    pub fn join(&self, relative: &str) -> Self {
+        let mut url = self.url.clone();
+        let joined = format!(
+            "{}/{}",
+            url.path().trim_end_matches('/'),
+            relative.trim_matches('/')
+        );
+        url.set_path(&joined);
+        Self {
+            store: Arc::clone(&self.store),
+            prefix: self.child(relative),
+            url,
+        }
+    }
+}
+
+fn to_url(input: &str, base_dir: Option<&FsPath>) -> Result<Url> {
+    let input = input.trim();
+    if input.is_empty() {
+        return Err(Error::InvalidLocation {
+            location: input.to_owned(),
+            reason: "empty location".into(),
+        });
+    }
+    // A scheme is letters followed by "://"; anything else is a filesystem path
+    // (Windows drive letters are not a concern on the platforms we ship).
+    if let Some((scheme, _)) = input.split_once("://") {
+        if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') {
+            let url = Url::parse(input).map_err(|e| Error::InvalidLocation {
+                location: input.to_owned(),
+                reason: e.to_string(),
+            })?;
+            if url.scheme() == "file" && url.host_str().is_some_and(|h| !h.is_empty()) {
+                return Err(Error::InvalidLocation {
+                    location: input.to_owned(),
+                    reason: format!(
+                        "file URLs must be absolute (file:///abs/path); write a bare path such as `{}` for a path relative to the config file",
+                        input.trim_start_matches("file://")
+                    ),
+                });
+            }
+            return Ok(url);
+        }
+    }
+    let path = FsPath::new(input);
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        let base = match base_dir {
+            Some(b) => b.to_path_buf(),
+            None => std::env::current_dir().map_err(|e| Error::InvalidLocation {
+                location: input.to_owned(),
+                reason: format!("cannot resolve a relative path: {e}"),
+            })?,
+        };
+        base.join(path)
+    };
+    let normalized = normalize(&absolute);
+    Url::from_directory_path(&normalized).map_err(|()| Error::InvalidLocation {
+        location: input.to_owned(),
+        reason: format!("`{}` is not an absolute path", normalized.display()),
+    })
+}
+
+/// Lexically removes `.` and `..` so that `base/../x` names `x` (the folder may not exist yet).
+fn normalize(path: &FsPath) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+fn build_store(
+    url: &Url,
+    options: &BTreeMap<String, String>,
+) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    let invalid = |reason: String| Error::InvalidLocation {
+        location: url.to_string(),
+        reason,
+    };
+    match url.scheme() {
+        "file" => {
+            let dir = url
+                .to_file_path()
+                .map_err(|()| invalid("not a local path".into()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| invalid(format!("cannot create `{}`: {e}", dir.display())))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| invalid(e.to_string()))?;
+            Ok((Arc::new(store), Path::default()))
+        }
+        "s3" | "s3a" => {
+            let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry_config());
+            for (k, v) in options {
+                let key = k.parse().map_err(|e: object_store::Error| {
+                    invalid(format!("unknown S3 option `{k}`: {e}"))
+                })?;
+                builder = builder.with_config(key, v);
+            }
+            let store = builder.build().map_err(|e| invalid(e.to_string()))?;
+            Ok((Arc::new(store), url_prefix(url)?))
+        }
+        _ => {
+            let (store, prefix) = object_store::parse_url_opts(url, options.iter())
+                .map_err(|e| invalid(e.to_string()))?;
+            Ok((Arc::from(store), prefix))
+        }
+    }
+}
+
+fn url_prefix(url: &Url) -> Result<Path> {
+    Path::from_url_path(url.path()).map_err(|e| Error::InvalidLocation {
+        location: url.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 5,
+        retry_timeout: std::time::Duration::from_secs(60),
+        backoff: object_store::BackoffConfig::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_relative_path_resolves_against_base_dir() {
+        let url = to_url("data/events", Some(FsPath::new("/etc/replay"))).unwrap();
+        assert_eq!(url.as_str(), "file:///etc/replay/data/events/");
+        let url = to_url("../x", Some(FsPath::new("/a/b"))).unwrap();
+        assert_eq!(url.as_str(), "file:///a/x/");
+    }
+
+    #[test]
+    fn urls_pass_through_and_relative_file_urls_are_refused() {
+        assert_eq!(
+            to_url("s3://bucket/prefix", None).unwrap().as_str(),
+            "s3://bucket/prefix"
+        );
+        let err = to_url("file://./x", None).unwrap_err().to_string();
+        assert!(err.contains("file:///abs/path"), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! replayfleet-contracts
