@@ -1,1 +1,38 @@
-fn main() {}
+//! `replayfleet`: the one binary. Thin: parses flags, runs a command, maps its
+//! outcome to the exit codes of SPEC section 10.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+mod exit;
+mod output;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    if let Err(e) = output::init_tracing(&cli.global) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(exit::USAGE);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let outcome = runtime.block_on(commands::dispatch(cli.command));
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = exit::code_of(&e);
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -2,12 +2,23 @@
 //!
 //! This crate owns the raw serde structs (unknown keys rejected by name), the
 //! `REPLAYFLEET_<SECTION>__<KEY>` environment overrides, and the validated run
-//! model that the other crates consume. It never does I/O beyond reading the
-//! one file it is given.
+//! model ([`Config`]) that the other crates consume. The file says *what* to
+//! replay; how a process runs comes from its command-line flags. It never does
+//! I/O beyond reading the file it is given and the SQL file that file names.
 
-mod mapping;
-
-pub use mapping::{ColumnMapping, ENVELOPE_COLUMNS};
 mod anomaly;
+mod error;
+mod mapping;
+mod model;
+mod raw;
 
 pub use anomaly::{AnomalyKind, Policy};
+pub use error::{Error, Result};
+pub use mapping::{ColumnMapping, ENVELOPE_COLUMNS};
+pub use model::{
+    Checks, Config, ENV_PREFIX, FleetConfig, ProjectionConfig, SourceConfig, StoreConfig, Window,
+    parse_bytes,
+};
+
+#[cfg(test)]
+mod tests;

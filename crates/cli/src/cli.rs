@@ -1,0 +1,179 @@
+//! Flags and subcommands (clap derive). The config file says what to replay;
+//! these flags say how this process runs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Rebuild event-sourced projections from archived history, predictably.
+#[derive(Debug, Parser)]
+#[command(name = "replayfleet", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `replayfleet=debug`.
+    #[arg(long, global = true, env = "REPLAYFLEET_LOG", default_value = "warn")]
+    pub log_level: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "REPLAYFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List an archive's segments from their Parquet footers: rows, seq ranges,
+    /// partitions, bytes, etags, and the (event type, version) pairs present.
+    Inventory(InventoryArgs),
+    /// Write a synthetic event history with the edge cases real archives have.
+    Generate(GenerateArgs),
+    /// Check or test a contract catalog.
+    #[command(subcommand)]
+    Contracts(ContractsCommand),
+    /// Measure throughput, printing ratios measured side by side in one run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// The archive: a URL (file://, s3://, gs://, az://, memory://) or a path.
+    #[arg(long, env = "REPLAYFLEET_SOURCE", required_unless_present = "config")]
+    pub source: Option<String>,
+    /// Take the source URL, column mapping and options from this backfill.toml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// An object_store option for the source, `key=value` (repeatable); credentials
+    /// come from `REPLAYFLEET_SOURCE_*` or the provider's environment.
+    #[arg(long = "option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub options: Vec<(String, String)>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Where to write the archive: a URL or a path.
+    #[arg(long)]
+    pub out: String,
+    /// Number of events (before duplicates are added).
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Number of archive partitions.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// Number of streams (accounts).
+    #[arg(long, default_value_t = 1_000)]
+    pub streams: u64,
+    /// Random seed: the same seed writes the same bytes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Rows per segment (default: a third of a partition's events).
+    #[arg(long)]
+    pub segment_rows: Option<u64>,
+    /// An object_store option for the output, `key=value` (repeatable).
+    #[arg(long = "option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub options: Vec<(String, String)>,
+    /// Switch on every edge case below except conflicting duplicates and future versions.
+    #[arg(long)]
+    pub all_edge_cases: bool,
+    /// Exact duplicates of earlier events, resent at a later seq.
+    #[arg(long)]
+    pub duplicates: bool,
+    /// Same event id, different payload (a conflicting duplicate).
+    #[arg(long)]
+    pub conflicting_duplicates: bool,
+    /// Rows out of seq order inside a segment.
+    #[arg(long)]
+    pub out_of_order: bool,
+    /// Null metadata and explicit nulls in payloads.
+    #[arg(long)]
+    pub nulls: bool,
+    /// 100 KiB strings in payloads.
+    #[arg(long)]
+    pub long_strings: bool,
+    /// Payload fields no contract declares.
+    #[arg(long)]
+    pub unknown_fields: bool,
+    /// Events of types the catalog does not know.
+    #[arg(long)]
+    pub unknown_types: bool,
+    /// Payloads that fail their schema.
+    #[arg(long)]
+    pub invalid_payloads: bool,
+    /// Events of versions newer than the catalog knows.
+    #[arg(long)]
+    pub future_versions: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContractsCommand {
+    /// Validate a catalog: schemas compile, every version after the first has an
+    /// upcaster, jq and SQL steps compile, examples validate.
+    Check(ContractsArgs),
+    /// Run the schema-upgrade matrix: every example and generated edge cases from
+    /// every version to the target; a table of pass/fail per (type, from-version).
+    Test(ContractsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ContractsArgs {
+    /// The catalog folder.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Upcast + validate throughput per core against a bare serde_json parse.
+    Upcast(BenchUpcastArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchUpcastArgs {
+    /// Number of generated payloads per measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,19 @@
+//! One module per subcommand; each returns the exit code of a completed command.
+
+use crate::cli::{BenchCommand, Command, ContractsCommand};
+
+mod bench;
+mod contracts;
+mod generate;
+mod inventory;
+
+/// Runs one subcommand.
+pub async fn dispatch(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Inventory(args) => inventory::run(args).await,
+        Command::Generate(args) => generate::run(args).await,
+        Command::Contracts(ContractsCommand::Check(args)) => contracts::check(args),
+        Command::Contracts(ContractsCommand::Test(args)) => contracts::test(args),
+        Command::Bench(BenchCommand::Upcast(args)) => bench::upcast(args).await,
+    }
+}

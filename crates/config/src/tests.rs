@@ -1,0 +1,162 @@
+use std::path::Path;
+
+use crate::{AnomalyKind, Config, Policy};
+
+const MINIMAL: &str = r#"
+[run]
+name = "balances"
+[source]
+url = "data/events"
+[contracts]
+dir = "contracts"
+[projection]
+name = "account_balances"
+key = ["account_id"]
+sql = "SELECT stream_id AS account_id FROM events GROUP BY stream_id"
+[target]
+url = "s3://bucket/projections/balances"
+"#;
+
+fn parse(text: &str) -> crate::Result<Config> {
+    Config::parse(text, Path::new("/etc/rf/backfill.toml"), Vec::new())
+}
+
+fn parse_env(text: &str, env: &[(&str, &str)]) -> crate::Result<Config> {
+    Config::parse(
+        text,
+        Path::new("/etc/rf/backfill.toml"),
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+#[test]
+fn minimal_file_gets_the_spec_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.source.url, "/etc/rf/data/events");
+    assert_eq!(c.contracts_dir, Path::new("/etc/rf/contracts"));
+    assert_eq!(c.target.url, "s3://bucket/projections/balances");
+    assert_eq!(c.shard_target_events, 5_000_000);
+    assert_eq!(c.fleet.lease_ttl.as_secs(), 30);
+    assert_eq!(c.fleet.max_attempts, 3);
+    assert_eq!(c.memory_limit_bytes, 2 << 30);
+    assert_eq!(c.checks.max_quarantined_ratio, 0.0);
+    assert_eq!(c.checks.max_changed_ratio, 1.0);
+    for kind in AnomalyKind::ALL {
+        assert_eq!(c.checks.policy(kind), Policy::Halt);
+    }
+    assert!(!c.window.is_windowed());
+    assert!(c.fleet.nats_url.is_none());
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name() {
+    let err = parse(&format!("{MINIMAL}\n[shards]\ntarget_evnts = 3\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("target_evnts"), "{err}");
+    assert!(err.contains("backfill.toml"), "{err}");
+    let err = parse(&format!("{MINIMAL}\n[bogus]\nx = 1\n")).unwrap_err().to_string();
+    assert!(err.contains("bogus"), "{err}");
+}
+
+#[test]
+fn env_overrides_use_section_and_key() {
+    let c = parse_env(
+        MINIMAL,
+        &[
+            ("REPLAYFLEET_FLEET__NATS_URL", "nats://127.0.0.1:4333"),
+            ("REPLAYFLEET_SHARDS__TARGET_EVENTS", "1000"),
+            ("REPLAYFLEET_CHECKS__ANOMALIES__UNKNOWN_TYPE", "quarantine"),
+            ("REPLAYFLEET_SOURCE_SECRET_ACCESS_KEY", "s3cr3t"),
+            ("REPLAYFLEET_LOG_FORMAT", "json"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.fleet.nats_url.as_deref(), Some("nats://127.0.0.1:4333"));
+    assert_eq!(c.shard_target_events, 1000);
+    assert_eq!(c.checks.policy(AnomalyKind::UnknownType), Policy::Quarantine);
+    assert_eq!(c.source.options.get("secret_access_key").map(String::as_str), Some("s3cr3t"));
+    let err = parse_env(MINIMAL, &[("REPLAYFLEET_SHARDS__NOPE", "1")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("REPLAYFLEET_SHARDS__NOPE") && err.contains("nope"), "{err}");
+}
+
+#[test]
+fn secrets_in_the_file_are_refused() {
+    let text = MINIMAL.replace(
+        "[target]",
+        "[source.options]\nsecret_access_key = \"x\"\n[target]",
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("source.options.secret_access_key"), "{err}");
+    assert!(err.contains("REPLAYFLEET_SOURCE_SECRET_ACCESS_KEY"), "{err}");
+}
+
+#[test]
+fn window_partitions_take_numbers_and_ranges() {
+    let text = format!(
+        "{MINIMAL}\n[window]\npartitions = [7, \"0-3\", \"5\"]\nuntil_seq = 99\nuntil_time = \"2024-01-01T00:00:00Z\"\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.window.partitions, Some(vec![0, 1, 2, 3, 5, 7]));
+    assert_eq!(c.window.until_seq, Some(99));
+    assert!(c.window.until_time.is_some());
+    assert!(c.window.is_windowed());
+    let err = parse(&format!("{MINIMAL}\n[window]\npartitions = [\"3-1\"]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("window.partitions"), "{err}");
+    let c = parse(&format!("{MINIMAL}\n[window]\nuntil_time = 2024-01-01T00:00:00Z\n")).unwrap();
+    assert!(c.window.until_time.is_some());
+}
+
+#[test]
+fn values_out_of_range_name_their_key() {
+    for (extra, key) in [
+        ("[fleet]\nlease_ttl = \"-3s\"", "fleet.lease_ttl"),
+        ("[fleet]\nlease_ttl = \"10ms\"", "fleet.lease_ttl"),
+        ("[fleet]\nmax_attempts = 0", "fleet.max_attempts"),
+        ("[checks.anomalies]\nmax_quarantined_ratio = 1.5", "checks.anomalies.max_quarantined_ratio"),
+        ("[checks.baseline]\nmax_changed_ratio = -0.1", "checks.baseline.max_changed_ratio"),
+        ("[shards]\ntarget_events = 0", "shards.target_events"),
+        ("[limits]\nmemory = \"2 parsecs\"", "limits.memory"),
+        ("[pacing]\nevents_per_second = -1", "pacing.events_per_second"),
+    ] {
+        let err = parse(&format!("{MINIMAL}\n{extra}\n")).unwrap_err().to_string();
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+    let err = parse(&format!("{MINIMAL}\n[checks.anomalies]\ngap = \"explode\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("explode"), "{err}");
+}
+
+#[test]
+fn sql_and_sql_file_are_exclusive() {
+    let both = MINIMAL.replace("key = [", "sql_file = \"x.sql\"\nkey = [");
+    assert!(parse(&both).unwrap_err().to_string().contains("not both"));
+    let none = MINIMAL.replace(
+        "sql = \"SELECT stream_id AS account_id FROM events GROUP BY stream_id\"",
+        "",
+    );
+    assert!(parse(&none).unwrap_err().to_string().contains("projection.sql"));
+}
+
+#[test]
+fn sizes_parse() {
+    assert_eq!(crate::parse_bytes("2GiB").unwrap(), 2 << 30);
+    assert_eq!(crate::parse_bytes("512 MiB").unwrap(), 512 << 20);
+    assert_eq!(crate::parse_bytes("1.5GB").unwrap(), 1_500_000_000);
+    assert!(crate::parse_bytes("lots").is_err());
+}
+
+#[test]
+fn the_shipped_example_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/accounts/backfill.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let c = Config::parse(&text, &path, Vec::new()).unwrap();
+    assert_eq!(c.name, "account-balances-v2");
+    assert_eq!(c.checks.policy(AnomalyKind::UnknownType), Policy::Quarantine);
+    assert_eq!(c.checks.invariants.len(), 1);
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what replayfleet's tests and examples need on a fresh machine:
+# the Rust tools (cargo-nextest) and the real servers the tests start
+# (moto's S3 server from PyPI). Idempotent; safe to run again.
+set -euo pipefail
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is required: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  say "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+PY=${PYTHON:-python3}
+need_pip=()
+"$PY" -c 'import moto.server, flask_cors' >/dev/null 2>&1 || need_pip+=('moto[server]>=5,<6')
+if [ ${#need_pip[@]} -gt 0 ]; then
+  say "installing ${need_pip[*]} from PyPI"
+  "$PY" -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
+fi
+command -v moto_server >/dev/null 2>&1 || say "note: moto_server is not on PATH; tests fall back to '$PY -m moto.server'"

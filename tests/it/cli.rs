@@ -1,0 +1,164 @@
+//! The command line end to end: exit codes and the places error messages name.
+
+use crate::support::{copy_example_contracts, replayfleet, repo};
+
+fn write(path: &std::path::Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn example_catalog_checks_and_its_matrix_passes() {
+    let dir = repo().join("examples/accounts/contracts");
+    let dir = dir.to_str().unwrap();
+    replayfleet(&["contracts", "check", "--dir", dir]).expect_code(0);
+    let run = replayfleet(&["contracts", "test", "--dir", dir, "--json"]);
+    run.expect_code(0);
+    let report = run.json();
+    assert_eq!(report["failed"], 0, "{report:#}");
+    let rows = report["rows"].as_array().unwrap();
+    // every (type, from-version): AccountOpened 1..3, Deposited 1..2, Withdrawn 1..2, AccountClosed 1
+    assert_eq!(rows.len(), 8, "{report:#}");
+    let text = replayfleet(&["contracts", "test", "--dir", dir]);
+    text.expect_code(0);
+    assert!(text.stdout.contains("pass") && !text.stdout.contains("FAIL"), "{}", text.stdout);
+}
+
+/// Each bad catalog exits 2 naming the file and the place inside it.
+#[test]
+fn bad_catalogs_exit_2_naming_the_place() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "bad YAML",
+            "event_type: Deposited\nversions:\n  - version: 1\n    schema: {type: object\n",
+            &["deposited.yaml", "line"],
+        ),
+        (
+            "unknown step",
+            "event_type: Deposited\nversions:\n  - version: 1\n    schema: {type: object}\n  - version: 2\n    schema: {type: object}\n    upcast:\n      - rename: {a: b}\n      - explode: [a]\n",
+            &["deposited.yaml", "version 2", "explode"],
+        ),
+        (
+            "jq syntax error",
+            "event_type: Deposited\nversions:\n  - version: 1\n    schema: {type: object}\n  - version: 2\n    schema: {type: object}\n    upcast:\n      - jq: '{a: .b'\n",
+            &["deposited.yaml", "version 2", "jq"],
+        ),
+        (
+            "schema that does not compile",
+            "event_type: Deposited\nversions:\n  - version: 1\n    schema: {type: objekt}\n",
+            &["deposited.yaml", "version 1", "schema"],
+        ),
+        (
+            "chain with a hole",
+            "event_type: Deposited\nversions:\n  - version: 1\n    schema: {type: object}\n  - version: 2\n    schema: {type: object}\n",
+            &["deposited.yaml", "version 2", "upcast"],
+        ),
+        (
+            "bad SQL expression",
+            "event_type: Deposited\nversions:\n  - version: 1\n    schema: {type: object, properties: {amount: {type: number}}}\n  - version: 2\n    schema: {type: object}\n    upcast:\n      - sql: {cents: \"amount * * 100\"}\n",
+            &["deposited.yaml", "version 2", "cents"],
+        ),
+        (
+            "property named like an envelope column",
+            "event_type: Deposited\nversions:\n  - version: 1\n    schema: {type: object, properties: {seq: {type: integer}}}\n",
+            &["deposited.yaml", "seq"],
+        ),
+    ];
+    for (name, yaml, needles) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("deposited.yaml"), yaml);
+        let run = replayfleet(&["contracts", "check", "--dir", dir.path().to_str().unwrap()]);
+        assert_eq!(run.code, 2, "{name}: {}", run.stderr);
+        run.stderr_names(needles);
+    }
+}
+
+#[test]
+fn conflicting_typed_columns_name_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("a.yaml"),
+        "event_type: A\nversions:\n  - version: 1\n    schema: {type: object, properties: {amount: {type: integer}}}\n",
+    );
+    write(
+        &dir.path().join("b.yaml"),
+        "event_type: B\nversions:\n  - version: 1\n    schema: {type: object, properties: {amount: {type: string}}}\n",
+    );
+    replayfleet(&["contracts", "check", "--dir", dir.path().to_str().unwrap()])
+        .expect_code(2)
+        .stderr_names(&["a.yaml", "b.yaml", "amount"]);
+}
+
+#[test]
+fn generate_then_inventory_reports_exactly_the_rows_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events");
+    let out = out.to_str().unwrap();
+    let gen_run = replayfleet(&[
+        "generate", "--out", out, "--events", "5000", "--partitions", "4", "--streams", "200",
+        "--seed", "11", "--all-edge-cases", "--json",
+    ]);
+    gen_run.expect_code(0);
+    let summary = gen_run.json();
+    let inv = replayfleet(&["inventory", "--source", out, "--json"]);
+    inv.expect_code(0);
+    let inv = inv.json();
+    assert_eq!(inv["total_rows"], summary["events_written"], "{inv:#}");
+    assert_eq!(inv["partitions"].as_array().unwrap().len(), 4, "{inv:#}");
+    assert!(!inv["event_types"].as_array().unwrap().is_empty());
+    // the people's view prints the same totals
+    let table = replayfleet(&["inventory", "--source", out]);
+    table.expect_code(0);
+    assert!(table.stdout.contains("AccountOpened"), "{}", table.stdout);
+}
+
+#[test]
+fn non_parquet_segment_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("events/partition=0/part-0.parquet"), "this is not parquet");
+    replayfleet(&["inventory", "--source", dir.path().join("events").to_str().unwrap()])
+        .expect_code(2)
+        .stderr_names(&["part-0.parquet"]);
+}
+
+#[test]
+fn missing_mapped_column_exits_2_naming_segment_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    replayfleet(&[
+        "generate", "--out", events.to_str().unwrap(), "--events", "300", "--partitions", "2",
+        "--streams", "20", "--seed", "3",
+    ])
+    .expect_code(0);
+    let contracts = copy_example_contracts(dir.path());
+    let config = dir.path().join("backfill.toml");
+    write(
+        &config,
+        &format!(
+            "[run]\nname = \"t\"\n[source]\nurl = \"events\"\n[source.columns]\nseq = \"offset\"\n[contracts]\ndir = \"{}\"\n[projection]\nname = \"p\"\nkey = [\"stream_id\"]\nsql = \"SELECT stream_id FROM events GROUP BY stream_id\"\n[target]\nurl = \"out\"\n",
+            contracts.display()
+        ),
+    );
+    replayfleet(&["inventory", "--config", config.to_str().unwrap()])
+        .expect_code(2)
+        .stderr_names(&["part-", ".parquet", "offset", "seq"]);
+}
+
+#[test]
+fn unknown_config_key_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("backfill.toml");
+    write(
+        &config,
+        "[run]\nname = \"t\"\nnmae = \"typo\"\n[source]\nurl = \"events\"\n[contracts]\ndir = \"c\"\n[projection]\nname = \"p\"\nkey = [\"k\"]\nsql = \"SELECT 1\"\n[target]\nurl = \"out\"\n",
+    );
+    replayfleet(&["inventory", "--config", config.to_str().unwrap()])
+        .expect_code(2)
+        .stderr_names(&["backfill.toml", "nmae"]);
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    let run = replayfleet(&["generate", "--events", "ten"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
