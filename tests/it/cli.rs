@@ -21,7 +21,11 @@ fn example_catalog_checks_and_its_matrix_passes() {
     assert_eq!(rows.len(), 8, "{report:#}");
     let text = replayfleet(&["contracts", "test", "--dir", dir]);
     text.expect_code(0);
-    assert!(text.stdout.contains("pass") && !text.stdout.contains("FAIL"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("pass") && !text.stdout.contains("FAIL"),
+        "{}",
+        text.stdout
+    );
 }
 
 /// Each bad catalog exits 2 naming the file and the place inside it.
@@ -95,15 +99,26 @@ fn generate_then_inventory_reports_exactly_the_rows_written() {
     let out = dir.path().join("events");
     let out = out.to_str().unwrap();
     let gen_run = replayfleet(&[
-        "generate", "--out", out, "--events", "5000", "--partitions", "4", "--streams", "200",
-        "--seed", "11", "--all-edge-cases", "--json",
+        "generate",
+        "--out",
+        out,
+        "--events",
+        "5000",
+        "--partitions",
+        "4",
+        "--streams",
+        "200",
+        "--seed",
+        "11",
+        "--all-edge-cases",
+        "--json",
     ]);
     gen_run.expect_code(0);
     let summary = gen_run.json();
     let inv = replayfleet(&["inventory", "--source", out, "--json"]);
     inv.expect_code(0);
     let inv = inv.json();
-    assert_eq!(inv["total_rows"], summary["events_written"], "{inv:#}");
+    assert_eq!(inv["totals"]["rows"], summary["events_written"], "{inv:#}");
     assert_eq!(inv["partitions"].as_array().unwrap().len(), 4, "{inv:#}");
     assert!(!inv["event_types"].as_array().unwrap().is_empty());
     // the people's view prints the same totals
@@ -115,10 +130,17 @@ fn generate_then_inventory_reports_exactly_the_rows_written() {
 #[test]
 fn non_parquet_segment_exits_2_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    write(&dir.path().join("events/partition=0/part-0.parquet"), "this is not parquet");
-    replayfleet(&["inventory", "--source", dir.path().join("events").to_str().unwrap()])
-        .expect_code(2)
-        .stderr_names(&["part-0.parquet"]);
+    write(
+        &dir.path().join("events/partition=0/part-0.parquet"),
+        "this is not parquet",
+    );
+    replayfleet(&[
+        "inventory",
+        "--source",
+        dir.path().join("events").to_str().unwrap(),
+    ])
+    .expect_code(2)
+    .stderr_names(&["part-0.parquet"]);
 }
 
 #[test]
@@ -126,8 +148,17 @@ fn missing_mapped_column_exits_2_naming_segment_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events");
     replayfleet(&[
-        "generate", "--out", events.to_str().unwrap(), "--events", "300", "--partitions", "2",
-        "--streams", "20", "--seed", "3",
+        "generate",
+        "--out",
+        events.to_str().unwrap(),
+        "--events",
+        "300",
+        "--partitions",
+        "2",
+        "--streams",
+        "20",
+        "--seed",
+        "3",
     ])
     .expect_code(0);
     let contracts = copy_example_contracts(dir.path());

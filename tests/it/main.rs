@@ -1,1 +1,5 @@
-fn main() {}
+//! The one integration-test binary: real processes, real servers.
+
+mod archive;
+mod cli;
+mod support;

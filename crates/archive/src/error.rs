@@ -24,12 +24,76 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
+    /// An object is not a readable Parquet file (not Parquet, truncated, corrupt).
+    #[error("segment `{segment}`: {reason}")]
+    BadSegment {
+        /// The segment path, relative to the archive location.
+        segment: String,
+        /// What is wrong (`not a readable Parquet file: ...`).
+        reason: String,
+    },
+    /// A column that `[source.columns]` maps onto the envelope is not in a segment.
+    #[error(
+        "segment `{segment}`: column `{column}` (mapped to envelope `{envelope_column}`) not found; columns are: {}",
+        available.join(", ")
+    )]
+    MissingColumn {
+        /// The segment path, relative to the archive location.
+        segment: String,
+        /// The archive column looked for.
+        column: String,
+        /// The envelope column it feeds.
+        envelope_column: String,
+        /// The segment's top-level columns.
+        available: Vec<String>,
+    },
+    /// A mapped column has a type that cannot feed its envelope column.
+    #[error(
+        "segment `{segment}`: column `{column}` (mapped to envelope `{envelope_column}`) has type {found}, expected {expected}"
+    )]
+    WrongType {
+        /// The segment path, relative to the archive location.
+        segment: String,
+        /// The archive column.
+        column: String,
+        /// The envelope column it feeds.
+        envelope_column: String,
+        /// What the envelope column accepts.
+        expected: String,
+        /// The Arrow type found in the segment.
+        found: String,
+    },
+    /// A value does not fit its envelope column (an integer wider than the target).
+    #[error(
+        "segment `{segment}`: column `{column}` row {row}: value {value} does not fit envelope `{envelope_column}` ({target})"
+    )]
+    ValueOutOfRange {
+        /// The segment path, relative to the archive location.
+        segment: String,
+        /// The archive column.
+        column: String,
+        /// The envelope column it feeds.
+        envelope_column: String,
+        /// Zero-based row number inside the segment.
+        row: u64,
+        /// The offending value, as text.
+        value: String,
+        /// The target type.
+        target: String,
+    },
 }
 
 impl Error {
     /// A user-caused problem (exit code 2) rather than an operational one.
     pub fn is_input(&self) -> bool {
-        matches!(self, Error::InvalidLocation { .. })
+        matches!(
+            self,
+            Error::InvalidLocation { .. }
+                | Error::BadSegment { .. }
+                | Error::MissingColumn { .. }
+                | Error::WrongType { .. }
+                | Error::ValueOutOfRange { .. }
+        )
     }
 
     /// Worth retrying later (a transient storage failure).
@@ -44,5 +108,43 @@ impl Error {
                 | object_store::Error::PermissionDenied { .. }
                 | object_store::Error::Unauthenticated { .. }
                 | object_store::Error::UnknownConfigurationKey { .. }))
+    }
+
+    /// The segment an error is about, when it is about one.
+    pub fn segment(&self) -> Option<&str> {
+        match self {
+            Error::BadSegment { segment, .. }
+            | Error::MissingColumn { segment, .. }
+            | Error::WrongType { segment, .. }
+            | Error::ValueOutOfRange { segment, .. } => Some(segment),
+            Error::InvalidLocation { .. } | Error::Storage { .. } => None,
+        }
+    }
+
+    /// Converts a Parquet reader error about `segment`: storage failures stay
+    /// [`Error::Storage`] (so they can be retried), everything else is a bad segment.
+    pub(crate) fn from_parquet(
+        segment: &str,
+        full_path: &str,
+        err: parquet::errors::ParquetError,
+    ) -> Self {
+        match err {
+            parquet::errors::ParquetError::External(inner) => {
+                match inner.downcast::<object_store::Error>() {
+                    Ok(source) => Error::Storage {
+                        path: full_path.to_owned(),
+                        source: *source,
+                    },
+                    Err(other) => Error::BadSegment {
+                        segment: segment.to_owned(),
+                        reason: format!("not a readable Parquet file: {other}"),
+                    },
+                }
+            }
+            other => Error::BadSegment {
+                segment: segment.to_owned(),
+                reason: format!("not a readable Parquet file: {other}"),
+            },
+        }
     }
 }

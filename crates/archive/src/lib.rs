@@ -3,10 +3,33 @@
 //! This crate owns object_store locations, segment listing, the inventory read from
 //! Parquet footers, the mapping of foreign columns onto the canonical envelope, and
 //! reading segments as envelope-shaped Arrow batches. It never knows about
-//! contracts or projections.
+//! contracts or projections, and it never decides what a null or a duplicate means:
+//! values are carried through for the replay's anomaly policy to judge.
+//!
+//! - [`Location`]: a URL or bare path, resolved to a store and a prefix;
+//! - [`list_segments`]: every `*.parquet` object under a location, in path order;
+//! - [`inventory`]: rows, `seq` and partition ranges from footers, event types present;
+//! - [`read_segment`] / [`read_segment_stream`]: a segment as [`envelope_schema`] batches.
+//!
+//! Errors say whether they are the user's ([`Error::is_input`], exit code 2) or worth
+//! retrying ([`Error::is_retryable`]).
 
+mod envelope;
 mod error;
+mod inventory;
+mod json;
 mod location;
+mod read;
+mod segment;
+#[cfg(test)]
+mod testing;
 
+pub use envelope::envelope_schema;
 pub use error::{Error, Result};
+pub use inventory::{
+    EventTypeCount, Inventory, InventoryOptions, PartitionRange, PartitionSummary,
+    SegmentInventory, StatsSource, Totals, inventory, inventory_of, inventory_with,
+};
 pub use location::Location;
+pub use read::{read_segment, read_segment_stream};
+pub use segment::{SegmentRef, list_segments};

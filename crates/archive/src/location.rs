@@ -17,7 +17,9 @@ pub struct Location {
 
 impl std::fmt::Debug for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Location").field("url", &self.url.as_str()).finish()
+        f.debug_struct("Location")
+            .field("url", &self.url.as_str())
+            .finish()
     }
 }
 
@@ -62,7 +64,7 @@ impl Location {
     pub fn child(&self, relative: &str) -> Path {
         let mut path = self.prefix.clone();
         for part in relative.split('/').filter(|p| !p.is_empty()) {
-            path = path.child(part);
+            path = path.join(part);
         }
         path
     }
@@ -107,7 +109,11 @@ fn to_url(input: &str, base_dir: Option<&FsPath>) -> Result<Url> {
     // A scheme is letters followed by "://"; anything else is a filesystem path
     // (Windows drive letters are not a concern on the platforms we ship).
     if let Some((scheme, _)) = input.split_once("://") {
-        if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') {
+        if !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+')
+        {
             let url = Url::parse(input).map_err(|e| Error::InvalidLocation {
                 location: input.to_owned(),
                 reason: e.to_string(),

@@ -90,36 +90,37 @@ pub struct GenerateArgs {
     /// An object_store option for the output, `key=value` (repeatable).
     #[arg(long = "option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub options: Vec<(String, String)>,
-    /// Switch on every edge case below except conflicting duplicates and future versions.
+    /// Switch on every edge case below at its default rate, except conflicting
+    /// duplicates and future versions.
     #[arg(long)]
     pub all_edge_cases: bool,
-    /// Exact duplicates of earlier events, resent at a later seq.
-    #[arg(long)]
-    pub duplicates: bool,
-    /// Same event id, different payload (a conflicting duplicate).
-    #[arg(long)]
-    pub conflicting_duplicates: bool,
-    /// Rows out of seq order inside a segment.
-    #[arg(long)]
-    pub out_of_order: bool,
-    /// Null metadata and explicit nulls in payloads.
-    #[arg(long)]
-    pub nulls: bool,
-    /// 100 KiB strings in payloads.
-    #[arg(long)]
-    pub long_strings: bool,
-    /// Payload fields no contract declares.
-    #[arg(long)]
-    pub unknown_fields: bool,
-    /// Events of types the catalog does not know.
-    #[arg(long)]
-    pub unknown_types: bool,
-    /// Payloads that fail their schema.
-    #[arg(long)]
-    pub invalid_payloads: bool,
-    /// Events of versions newer than the catalog knows.
-    #[arg(long)]
-    pub future_versions: bool,
+    /// Exact duplicates of earlier events, resent at a later seq [rate, default 0.01].
+    #[arg(long, value_name = "RATE", num_args = 0..=1)]
+    pub duplicates: Option<Option<f64>>,
+    /// Same event id, different payload: a conflicting duplicate [rate, default 0.001].
+    #[arg(long, value_name = "RATE", num_args = 0..=1)]
+    pub conflicting_duplicates: Option<Option<f64>>,
+    /// Rows out of seq order inside a segment [rate per row, default 0.005].
+    #[arg(long, value_name = "RATE", num_args = 0..=1)]
+    pub out_of_order: Option<Option<f64>>,
+    /// Null metadata and null metadata fields [rate, default 0.005].
+    #[arg(long, value_name = "RATE", num_args = 0..=1)]
+    pub nulls: Option<Option<f64>>,
+    /// 100 KiB strings in payloads [rate, default 0.0002].
+    #[arg(long, value_name = "RATE", num_args = 0..=1)]
+    pub long_strings: Option<Option<f64>>,
+    /// Payload fields no contract declares [rate, default 0.005].
+    #[arg(long, value_name = "RATE", num_args = 0..=1)]
+    pub unknown_fields: Option<Option<f64>>,
+    /// Events of types the catalog does not know [rate, default 0.002].
+    #[arg(long, value_name = "RATE", num_args = 0..=1)]
+    pub unknown_types: Option<Option<f64>>,
+    /// Payloads that fail their schema [rate, default 0.002].
+    #[arg(long, value_name = "RATE", num_args = 0..=1)]
+    pub invalid_payloads: Option<Option<f64>>,
+    /// Events of versions newer than the catalog knows [rate, default 0.001].
+    #[arg(long, value_name = "RATE", num_args = 0..=1)]
+    pub future_versions: Option<Option<f64>>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

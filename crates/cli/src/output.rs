@@ -61,7 +61,8 @@ impl Table {
                     && self.rows.iter().all(|r| {
                         r.get(i).is_none_or(|c| {
                             c.is_empty()
-                                || c.chars().all(|ch| ch.is_ascii_digit() || ",.-x%".contains(ch))
+                                || c.chars()
+                                    .all(|ch| ch.is_ascii_digit() || ",.-x%".contains(ch))
                         })
                     })
             })

@@ -181,7 +181,10 @@ impl Config {
     }
 
     /// [`Config::load`] with an explicit environment (tests).
-    pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.to_owned(),
             source,
@@ -227,7 +230,13 @@ impl Config {
         }
         let base_dir = path
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."))
             .to_owned();
         let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
@@ -242,7 +251,11 @@ impl Config {
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
-    if p.is_absolute() { p.to_owned() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
 }
 
 /// A location string: URLs stay as they are, bare paths become absolute.
@@ -283,7 +296,8 @@ impl Env {
                         message: "expected REPLAYFLEET_<SECTION>__<KEY>".into(),
                     });
                 }
-                env.overrides.push((var.clone(), keys, parse_env_value(&value)));
+                env.overrides
+                    .push((var.clone(), keys, parse_env_value(&value)));
             } else if let Some(opt) = rest.strip_prefix("SOURCE_") {
                 env.source_options.insert(opt.to_ascii_lowercase(), value);
             } else if let Some(opt) = rest.strip_prefix("TARGET_") {
@@ -342,11 +356,17 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
     {
         return Err(invalid(
             "run.name",
-            format!("`{}` must be non-empty and use only letters, digits, `-`, `_` and `.` (it names run ids)", raw.run.name),
+            format!(
+                "`{}` must be non-empty and use only letters, digits, `-`, `_` and `.` (it names run ids)",
+                raw.run.name
+            ),
         ));
     }
 
-    for (section, options) in [("source", &raw.source.options), ("target", &raw.target.options)] {
+    for (section, options) in [
+        ("source", &raw.source.options),
+        ("target", &raw.target.options),
+    ] {
         for k in options.keys() {
             if SECRET_OPTIONS.contains(&k.to_ascii_lowercase().as_str()) {
                 return Err(invalid(
@@ -374,7 +394,10 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
     }
     for (k, v) in raw.source.columns.pairs() {
         if v.trim().is_empty() {
-            return Err(invalid(&format!("source.columns.{k}"), "must name a column".into()));
+            return Err(invalid(
+                &format!("source.columns.{k}"),
+                "must name a column".into(),
+            ));
         }
     }
 
@@ -383,12 +406,18 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
         return Err(invalid("projection.name", "must not be empty".into()));
     }
     if raw.projection.key.is_empty() {
-        return Err(invalid("projection.key", "must name at least one column".into()));
+        return Err(invalid(
+            "projection.key",
+            "must name at least one column".into(),
+        ));
     }
     let mut seen = std::collections::BTreeSet::new();
     for k in &raw.projection.key {
         if !seen.insert(k) {
-            return Err(invalid("projection.key", format!("column `{k}` is listed twice")));
+            return Err(invalid(
+                "projection.key",
+                format!("column `{k}` is listed twice"),
+            ));
         }
     }
     let sql = match (raw.projection.sql, raw.projection.sql_file) {
@@ -417,7 +446,12 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
     let shard_target_events = match raw.shards.target_events {
         None => 5_000_000,
         Some(n) if n > 0 => n as u64,
-        Some(n) => return Err(invalid("shards.target_events", format!("must be positive, got {n}"))),
+        Some(n) => {
+            return Err(invalid(
+                "shards.target_events",
+                format!("must be positive, got {n}"),
+            ));
+        }
     };
 
     let partitions = match raw.window.partitions {
@@ -425,8 +459,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
         Some(specs) => {
             let mut out = Vec::new();
             for spec in specs {
-                expand_partitions(&spec, &mut out)
-                    .map_err(|m| invalid("window.partitions", m))?;
+                expand_partitions(&spec, &mut out).map_err(|m| invalid("window.partitions", m))?;
             }
             out.sort_unstable();
             out.dedup();
@@ -496,7 +529,10 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
     )?;
     for (i, q) in raw.checks.invariants.iter().enumerate() {
         if q.trim().is_empty() {
-            return Err(invalid(&format!("checks.invariants[{i}]"), "is empty".into()));
+            return Err(invalid(
+                &format!("checks.invariants[{i}]"),
+                "is empty".into(),
+            ));
         }
     }
 
@@ -513,19 +549,31 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
 
     let lease_ttl = match &raw.fleet.lease_ttl {
         None => Duration::from_secs(30),
-        Some(s) => humantime::parse_duration(s)
-            .map_err(|e| invalid("fleet.lease_ttl", format!("`{s}` is not a duration like \"30s\": {e}")))?,
+        Some(s) => humantime::parse_duration(s).map_err(|e| {
+            invalid(
+                "fleet.lease_ttl",
+                format!("`{s}` is not a duration like \"30s\": {e}"),
+            )
+        })?,
     };
     if lease_ttl < Duration::from_millis(500) {
         return Err(invalid(
             "fleet.lease_ttl",
-            format!("{} is too short: leases need at least 500ms", humantime::format_duration(lease_ttl)),
+            format!(
+                "{} is too short: leases need at least 500ms",
+                humantime::format_duration(lease_ttl)
+            ),
         ));
     }
     let max_attempts = match raw.fleet.max_attempts {
         None => 3,
         Some(n) if (1..=1000).contains(&n) => n as u32,
-        Some(n) => return Err(invalid("fleet.max_attempts", format!("must be between 1 and 1000, got {n}"))),
+        Some(n) => {
+            return Err(invalid(
+                "fleet.max_attempts",
+                format!("must be between 1 and 1000, got {n}"),
+            ));
+        }
     };
     if let Some(url) = &raw.fleet.nats_url {
         if !(url.starts_with("nats://")
@@ -534,7 +582,10 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
             || url.starts_with("wss://")
             || url.contains(':'))
         {
-            return Err(invalid("fleet.nats_url", format!("`{url}` is not a NATS URL (nats://host:4222)")));
+            return Err(invalid(
+                "fleet.nats_url",
+                format!("`{url}` is not a NATS URL (nats://host:4222)"),
+            ));
         }
     }
 
@@ -542,7 +593,12 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
         None => 2 << 30,
         Some(toml::Value::Integer(n)) if *n > 0 => *n as u64,
         Some(toml::Value::String(s)) => parse_bytes(s).map_err(|m| invalid("limits.memory", m))?,
-        Some(other) => return Err(invalid("limits.memory", format!("expected a size like \"2GiB\", got {other}"))),
+        Some(other) => {
+            return Err(invalid(
+                "limits.memory",
+                format!("expected a size like \"2GiB\", got {other}"),
+            ));
+        }
     };
     if memory_limit_bytes < 64 << 20 {
         return Err(invalid("limits.memory", "must be at least 64MiB".into()));
@@ -595,7 +651,10 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
     })
 }
 
-fn expand_partitions(spec: &RawPartitionSpec, out: &mut Vec<i32>) -> std::result::Result<(), String> {
+fn expand_partitions(
+    spec: &RawPartitionSpec,
+    out: &mut Vec<i32>,
+) -> std::result::Result<(), String> {
     let check = |n: i64| -> std::result::Result<i32, String> {
         i32::try_from(n)
             .ok()
@@ -645,7 +704,11 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
         "gib" | "gi" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" | "ti" => 1 << 40,
-        other => return Err(format!("`{s}`: unknown unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
     };
     Ok((num * mult as f64) as u64)
 }

@@ -55,7 +55,9 @@ fn unknown_keys_are_rejected_by_name() {
         .to_string();
     assert!(err.contains("target_evnts"), "{err}");
     assert!(err.contains("backfill.toml"), "{err}");
-    let err = parse(&format!("{MINIMAL}\n[bogus]\nx = 1\n")).unwrap_err().to_string();
+    let err = parse(&format!("{MINIMAL}\n[bogus]\nx = 1\n"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bogus"), "{err}");
 }
 
@@ -74,12 +76,24 @@ fn env_overrides_use_section_and_key() {
     .unwrap();
     assert_eq!(c.fleet.nats_url.as_deref(), Some("nats://127.0.0.1:4333"));
     assert_eq!(c.shard_target_events, 1000);
-    assert_eq!(c.checks.policy(AnomalyKind::UnknownType), Policy::Quarantine);
-    assert_eq!(c.source.options.get("secret_access_key").map(String::as_str), Some("s3cr3t"));
+    assert_eq!(
+        c.checks.policy(AnomalyKind::UnknownType),
+        Policy::Quarantine
+    );
+    assert_eq!(
+        c.source
+            .options
+            .get("secret_access_key")
+            .map(String::as_str),
+        Some("s3cr3t")
+    );
     let err = parse_env(MINIMAL, &[("REPLAYFLEET_SHARDS__NOPE", "1")])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("REPLAYFLEET_SHARDS__NOPE") && err.contains("nope"), "{err}");
+    assert!(
+        err.contains("REPLAYFLEET_SHARDS__NOPE") && err.contains("nope"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -90,7 +104,10 @@ fn secrets_in_the_file_are_refused() {
     );
     let err = parse(&text).unwrap_err().to_string();
     assert!(err.contains("source.options.secret_access_key"), "{err}");
-    assert!(err.contains("REPLAYFLEET_SOURCE_SECRET_ACCESS_KEY"), "{err}");
+    assert!(
+        err.contains("REPLAYFLEET_SOURCE_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -107,7 +124,10 @@ fn window_partitions_take_numbers_and_ranges() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("window.partitions"), "{err}");
-    let c = parse(&format!("{MINIMAL}\n[window]\nuntil_time = 2024-01-01T00:00:00Z\n")).unwrap();
+    let c = parse(&format!(
+        "{MINIMAL}\n[window]\nuntil_time = 2024-01-01T00:00:00Z\n"
+    ))
+    .unwrap();
     assert!(c.window.until_time.is_some());
 }
 
@@ -117,18 +137,31 @@ fn values_out_of_range_name_their_key() {
         ("[fleet]\nlease_ttl = \"-3s\"", "fleet.lease_ttl"),
         ("[fleet]\nlease_ttl = \"10ms\"", "fleet.lease_ttl"),
         ("[fleet]\nmax_attempts = 0", "fleet.max_attempts"),
-        ("[checks.anomalies]\nmax_quarantined_ratio = 1.5", "checks.anomalies.max_quarantined_ratio"),
-        ("[checks.baseline]\nmax_changed_ratio = -0.1", "checks.baseline.max_changed_ratio"),
+        (
+            "[checks.anomalies]\nmax_quarantined_ratio = 1.5",
+            "checks.anomalies.max_quarantined_ratio",
+        ),
+        (
+            "[checks.baseline]\nmax_changed_ratio = -0.1",
+            "checks.baseline.max_changed_ratio",
+        ),
         ("[shards]\ntarget_events = 0", "shards.target_events"),
         ("[limits]\nmemory = \"2 parsecs\"", "limits.memory"),
-        ("[pacing]\nevents_per_second = -1", "pacing.events_per_second"),
+        (
+            "[pacing]\nevents_per_second = -1",
+            "pacing.events_per_second",
+        ),
     ] {
-        let err = parse(&format!("{MINIMAL}\n{extra}\n")).unwrap_err().to_string();
+        let err = parse(&format!("{MINIMAL}\n{extra}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(key), "{extra}: {err}");
     }
-    let err = parse(&format!("{MINIMAL}\n[checks.anomalies]\ngap = \"explode\"\n"))
-        .unwrap_err()
-        .to_string();
+    let err = parse(&format!(
+        "{MINIMAL}\n[checks.anomalies]\ngap = \"explode\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("explode"), "{err}");
 }
 
@@ -140,7 +173,12 @@ fn sql_and_sql_file_are_exclusive() {
         "sql = \"SELECT stream_id AS account_id FROM events GROUP BY stream_id\"",
         "",
     );
-    assert!(parse(&none).unwrap_err().to_string().contains("projection.sql"));
+    assert!(
+        parse(&none)
+            .unwrap_err()
+            .to_string()
+            .contains("projection.sql")
+    );
 }
 
 #[test]
@@ -157,6 +195,9 @@ fn the_shipped_example_parses() {
     let text = std::fs::read_to_string(&path).unwrap();
     let c = Config::parse(&text, &path, Vec::new()).unwrap();
     assert_eq!(c.name, "account-balances-v2");
-    assert_eq!(c.checks.policy(AnomalyKind::UnknownType), Policy::Quarantine);
+    assert_eq!(
+        c.checks.policy(AnomalyKind::UnknownType),
+        Policy::Quarantine
+    );
     assert_eq!(c.checks.invariants.len(), 1);
 }

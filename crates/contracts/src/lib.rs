@@ -1,1 +1,29 @@
-//! replayfleet-contracts
+//! Versioned event contracts (SPEC section 2): the catalog of event types, each version's
+//! JSON Schema (2020-12, `format` asserted), the upcasters between versions (native steps,
+//! SQL through DataFusion, jq through jaq) and the typed payload columns of the `events`
+//! table.
+//!
+//! The crate owns the catalog YAML format, every static check of `contracts check`, the
+//! batch upcaster the replay engine calls per (event type, version), and the
+//! schema-upgrade test matrix of `contracts test`. It never reads archives, and it never
+//! panics or fails a batch because of one event's data: a bad event is an [`Outcome`]
+//! carrying an anomaly kind.
+
+mod bench;
+mod catalog;
+mod error;
+mod jq;
+mod matrix;
+mod raw;
+mod schema;
+mod sql;
+mod step;
+mod upcast;
+
+pub use bench::{BENCH_BATCH, BenchReport, Measurement, bench_catalog, bench_upcast};
+pub use catalog::{
+    Catalog, CatalogFile, EventContract, Example, PathStatus, TypedColumn, VersionContract,
+};
+pub use error::{Error, Result};
+pub use matrix::{Finding, MatrixRow, check, test_matrix};
+pub use upcast::{Outcome, Upcaster};

@@ -1,6 +1,6 @@
 //! `replayfleet contracts check|test`.
 
-use replayfleet_contracts::{Catalog, test_matrix};
+use replayfleet_contracts::{Catalog, check as check_examples, test_matrix};
 use serde_json::json;
 
 use crate::{
@@ -12,15 +12,25 @@ use crate::{
 /// Loads the catalog (which runs every static check) and summarises it.
 pub fn check(args: ContractsArgs) -> anyhow::Result<u8> {
     let catalog = Catalog::load(&args.dir)?;
+    let findings = check_examples(&catalog);
+    if !findings.is_empty() {
+        let lines: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        return Err(Coded::input(format!(
+            "catalog `{}`: {} example(s) do not upcast to what they expect:\n  {}",
+            args.dir.display(),
+            findings.len(),
+            lines.join("\n  ")
+        )));
+    }
     if args.json {
         let types: Vec<_> = catalog
             .event_types()
             .map(|c| {
                 json!({
-                    "event_type": c.name(),
+                    "event_type": c.event_type(),
                     "file": c.file(),
-                    "versions": c.versions(),
-                    "target_version": c.target_version(),
+                    "versions": c.versions().iter().map(|v| v.version()).collect::<Vec<_>>(),
+                    "target_version": c.target().version(),
                 })
             })
             .collect();
@@ -40,18 +50,26 @@ pub fn check(args: ContractsArgs) -> anyhow::Result<u8> {
     }
     let mut table = Table::new(&["event type", "file", "versions", "target"]);
     for c in catalog.event_types() {
-        let versions: Vec<String> = c.versions().iter().map(|v| v.to_string()).collect();
+        let versions: Vec<String> = c
+            .versions()
+            .iter()
+            .map(|v| v.version().to_string())
+            .collect();
         table.row(vec![
-            c.name().to_owned(),
+            c.event_type().to_owned(),
             c.file().to_owned(),
             versions.join(", "),
-            c.target_version().to_string(),
+            c.target().version().to_string(),
         ]);
     }
     print!("{}", table.render());
     let mut columns = Table::new(&["typed column", "type", "from event types"]);
     for c in catalog.typed_columns() {
-        columns.row(vec![c.name.clone(), c.data_type.to_string(), c.event_types.join(", ")]);
+        columns.row(vec![
+            c.name.clone(),
+            c.data_type.to_string(),
+            c.event_types.join(", "),
+        ]);
     }
     println!();
     print!("{}", columns.render());
@@ -91,7 +109,11 @@ pub fn test(args: ContractsArgs) -> anyhow::Result<u8> {
                 format!("v{}", r.from_version),
                 r.cases.to_string(),
                 r.passed.to_string(),
-                if r.passed == r.cases { "pass".into() } else { "FAIL".into() },
+                if r.passed == r.cases {
+                    "pass".into()
+                } else {
+                    "FAIL".into()
+                },
             ]);
         }
         print!("{}", table.render());

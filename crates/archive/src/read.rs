@@ -1,0 +1,627 @@
+//! Reading segments as envelope-shaped Arrow batches.
+
+use std::{ops::Range, sync::Arc};
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::{
+    FutureExt, StreamExt, TryFutureExt, TryStreamExt, future::BoxFuture, stream::BoxStream,
+};
+use object_store::{ObjectStore, ObjectStoreExt, path::Path};
+use parquet::{
+    arrow::{
+        ParquetRecordBatchStreamBuilder, ProjectionMask,
+        arrow_reader::ArrowReaderOptions,
+        async_reader::{AsyncFileReader, ParquetRecordBatchStream},
+    },
+    errors::ParquetError,
+    file::metadata::{ParquetMetaData, ParquetMetaDataReader},
+};
+use replayfleet_config::{ColumnMapping, ENVELOPE_COLUMNS};
+
+use crate::{Error, Location, Result, SegmentRef, envelope::Plan};
+
+/// Rows per batch when reading segments.
+const BATCH_ROWS: usize = 8192;
+/// Bytes fetched from a segment's end to read its footer in one request, usually.
+const FOOTER_PREFETCH: usize = 64 * 1024;
+
+/// Parquet's view of one object: ranged GETs, the size known from the listing so the
+/// footer costs one request (no HEAD).
+pub(crate) struct ObjectReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+impl AsyncFileReader for ObjectReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.store
+            .get_range(&self.path, range)
+            .map_err(ParquetError::from)
+            .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(ParquetError::from)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_metadata_options(options.map(|o| o.metadata_options().clone()))
+                .with_prefetch_hint(Some(FOOTER_PREFETCH))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// A segment whose footer has been read: its metadata, ready to be read.
+pub(crate) struct OpenSegment {
+    pub(crate) builder: ParquetRecordBatchStreamBuilder<ObjectReader>,
+    full_path: String,
+    segment: String,
+}
+
+impl OpenSegment {
+    /// Reads the footer of `segment` (and nothing else).
+    pub(crate) async fn open(location: &Location, segment: &SegmentRef) -> Result<Self> {
+        let path = location.child(&segment.path);
+        let full_path = path.to_string();
+        let reader = ObjectReader {
+            store: Arc::clone(location.store()),
+            path,
+            size: segment.size,
+        };
+        let builder = ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .map_err(|e| Error::from_parquet(&segment.path, &full_path, e))?;
+        Ok(Self {
+            builder,
+            full_path,
+            segment: segment.path.clone(),
+        })
+    }
+
+    /// Validates `mapping` against the footer and plans reading `wanted` envelope columns.
+    pub(crate) fn plan(&self, mapping: &ColumnMapping, wanted: &[&'static str]) -> Result<Plan> {
+        Plan::new(&self.segment, self.builder.schema(), mapping, wanted)
+    }
+
+    /// Streams the planned columns, converted onto the envelope.
+    pub(crate) fn stream(self, plan: Plan) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let mask =
+            ProjectionMask::roots(self.builder.parquet_schema(), plan.roots().iter().copied());
+        let Self {
+            builder,
+            full_path,
+            segment,
+        } = self;
+        let stream: ParquetRecordBatchStream<_> = builder
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| Error::from_parquet(&segment, &full_path, e))?;
+        let mut next_row = 0u64;
+        Ok(stream
+            .map(move |batch| {
+                let batch = batch.map_err(|e| Error::from_parquet(&segment, &full_path, e))?;
+                let first_row = next_row;
+                next_row += batch.num_rows() as u64;
+                plan.convert(&batch, first_row)
+            })
+            .boxed())
+    }
+}
+
+/// Streams `segment` as batches of [`envelope_schema()`](crate::envelope_schema), reading
+/// only the columns `mapping` names. The footer is read and validated before this returns,
+/// so a missing column or a wrong type fails here, not mid-stream.
+pub async fn read_segment_stream(
+    location: &Location,
+    segment: &SegmentRef,
+    mapping: &ColumnMapping,
+) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+    let open = OpenSegment::open(location, segment).await?;
+    let plan = open.plan(mapping, &ENVELOPE_COLUMNS)?;
+    open.stream(plan)
+}
+
+/// Reads all of `segment` as batches of [`envelope_schema()`](crate::envelope_schema),
+/// in file order (no sorting: out-of-order rows stay where they are).
+pub async fn read_segment(
+    location: &Location,
+    segment: &SegmentRef,
+    mapping: &ColumnMapping,
+) -> Result<Vec<RecordBatch>> {
+    read_segment_stream(location, segment, mapping)
+        .await?
+        .try_collect()
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::{
+        array::{
+            Array, ArrayRef, AsArray, DictionaryArray, Int8Array, Int64Array, LargeStringArray,
+            StringArray, StringViewArray, StructArray, TimestampMillisecondArray,
+            TimestampNanosecondArray, TimestampSecondArray, UInt8Array, UInt32Array, UInt64Array,
+        },
+        buffer::NullBuffer,
+        compute::concat_batches,
+        datatypes::{DataType, Field, Fields, Int32Type, Int64Type, TimeUnit},
+    };
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::{envelope_schema, testing::*};
+
+    async fn read_one(
+        columns: Vec<(&str, ArrayRef)>,
+        mapping: &ColumnMapping,
+    ) -> Result<RecordBatch> {
+        let location = memory();
+        put(&location, "seg.parquet", parquet(columns, 1024)).await;
+        let segment = segment(&location, "seg.parquet").await;
+        let batches = read_segment(&location, &segment, mapping).await?;
+        Ok(concat_batches(&envelope_schema(), &batches).unwrap())
+    }
+
+    async fn read_err(columns: Vec<(&str, ArrayRef)>, mapping: &ColumnMapping) -> Error {
+        read_one(columns, mapping)
+            .await
+            .expect_err("reading should fail")
+    }
+
+    fn strings(batch: &RecordBatch, column: &str) -> Vec<Option<String>> {
+        batch
+            .column_by_name(column)
+            .unwrap()
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_owned))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn canonical_segments_read_as_the_envelope() {
+        let batch = read_one(envelope_columns(5, 2, 100), &ColumnMapping::default())
+            .await
+            .unwrap();
+        assert_eq!(batch.schema(), envelope_schema());
+        assert_eq!(batch.num_rows(), 5);
+        let seq = batch
+            .column_by_name("seq")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!(seq.values().to_vec(), vec![100, 101, 102, 103, 104]);
+        assert_eq!(
+            strings(&batch, "payload")[1].as_deref(),
+            Some(r#"{"amount":1}"#)
+        );
+        // No metadata column in the archive: null metadata.
+        assert_eq!(batch.column_by_name("metadata").unwrap().null_count(), 5);
+    }
+
+    #[tokio::test]
+    async fn integers_of_any_width_are_widened_and_narrowed_when_they_fit() {
+        let keys = arrow::array::Int8Array::from(vec![0, 1, 0]);
+        let values = Arc::new(Int64Array::from(vec![7, 8]));
+        let dictionary =
+            DictionaryArray::<arrow::datatypes::Int8Type>::try_new(keys, values).unwrap();
+        let columns = envelope_columns(3, 0, 0);
+        let columns = with(columns, "partition", Arc::new(dictionary));
+        let columns = with(
+            columns,
+            "seq",
+            Arc::new(UInt32Array::from(vec![1, u32::MAX, 3])),
+        );
+        let columns = with(
+            columns,
+            "schema_version",
+            Arc::new(UInt8Array::from(vec![1, 2, 255])),
+        );
+        let batch = read_one(columns, &ColumnMapping::default()).await.unwrap();
+        let partition = batch
+            .column_by_name("partition")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        assert_eq!(partition.values().to_vec(), vec![7, 8, 7]);
+        let seq = batch
+            .column_by_name("seq")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!(seq.values().to_vec(), vec![1, i64::from(u32::MAX), 3]);
+        let version = batch
+            .column_by_name("schema_version")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        assert_eq!(version.values().to_vec(), vec![1, 2, 255]);
+    }
+
+    #[tokio::test]
+    async fn an_integer_that_does_not_fit_names_segment_column_and_row() {
+        let mapping = ColumnMapping {
+            schema_version: "version".into(),
+            ..ColumnMapping::default()
+        };
+        let columns = renamed(envelope_columns(3, 0, 0), "schema_version", "version");
+        let columns = with(
+            columns,
+            "version",
+            Arc::new(Int64Array::from(vec![Some(1), None, Some(3_000_000_000)])),
+        );
+        let err = read_err(columns, &mapping).await;
+        assert!(err.is_input());
+        let Error::ValueOutOfRange {
+            segment,
+            column,
+            envelope_column,
+            row,
+            value,
+            ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            (
+                segment.as_str(),
+                column.as_str(),
+                envelope_column.as_str(),
+                *row,
+                value.as_str()
+            ),
+            ("seg.parquet", "version", "schema_version", 2, "3000000000")
+        );
+        assert!(
+            err.to_string()
+                .contains("segment `seg.parquet`: column `version`"),
+            "{err}"
+        );
+
+        let columns = with(
+            envelope_columns(2, 0, 0),
+            "seq",
+            Arc::new(UInt64Array::from(vec![1, u64::MAX])),
+        );
+        let err = read_err(columns, &ColumnMapping::default()).await;
+        assert!(
+            matches!(&err, Error::ValueOutOfRange { column, row: 1, .. } if column == "seq"),
+            "{err}"
+        );
+
+        let columns = with(
+            envelope_columns(2, 0, 0),
+            "partition",
+            Arc::new(Int8Array::from(vec![-1, 1])),
+        );
+        let batch = read_one(columns, &ColumnMapping::default()).await.unwrap();
+        assert_eq!(
+            batch
+                .column_by_name("partition")
+                .unwrap()
+                .as_primitive::<Int32Type>()
+                .value(0),
+            -1
+        );
+    }
+
+    #[tokio::test]
+    async fn every_string_type_becomes_utf8() {
+        let keys = arrow::array::Int32Array::from(vec![0, 1, 0]);
+        let values = Arc::new(StringArray::from(vec!["Deposited", "Withdrawn"]));
+        let dictionary =
+            DictionaryArray::<arrow::datatypes::Int32Type>::try_new(keys, values).unwrap();
+        let columns = envelope_columns(3, 0, 0);
+        let columns = with(
+            columns,
+            "event_id",
+            Arc::new(LargeStringArray::from(vec!["a", "b", "c"])),
+        );
+        let columns = with(
+            columns,
+            "stream_id",
+            Arc::new(StringViewArray::from(vec![Some("s"), None, Some("t")])),
+        );
+        let columns = with(columns, "event_type", Arc::new(dictionary));
+        let columns = with(
+            columns,
+            "payload",
+            Arc::new(LargeStringArray::from(vec!["{}", "{\"a\":1}", "{}"])),
+        );
+        let columns = with(
+            columns,
+            "metadata",
+            Arc::new(StringViewArray::from(vec![r#"{"c":1}"#; 3])),
+        );
+        let batch = read_one(columns, &ColumnMapping::default()).await.unwrap();
+        let some = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
+        assert_eq!(strings(&batch, "event_id"), some(&["a", "b", "c"]));
+        assert_eq!(
+            strings(&batch, "stream_id"),
+            vec![Some("s".into()), None, Some("t".into())]
+        );
+        assert_eq!(
+            strings(&batch, "event_type"),
+            some(&["Deposited", "Withdrawn", "Deposited"])
+        );
+        assert_eq!(strings(&batch, "payload")[1].as_deref(), Some("{\"a\":1}"));
+        assert_eq!(
+            strings(&batch, "metadata")[0].as_deref(),
+            Some(r#"{"c":1}"#)
+        );
+    }
+
+    fn micros(batch: &RecordBatch) -> Vec<i64> {
+        let column = batch.column_by_name("occurred_at").unwrap();
+        assert_eq!(
+            column.data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
+        column
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .values()
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn timestamps_of_every_unit_and_zone_become_utc_microseconds() {
+        let cases: Vec<(ArrayRef, Vec<i64>)> = vec![
+            (
+                Arc::new(TimestampSecondArray::from(vec![1, -1]).with_timezone("+02:00")),
+                vec![1_000_000, -1_000_000],
+            ),
+            (
+                Arc::new(TimestampMillisecondArray::from(vec![1, 2])),
+                vec![1_000, 2_000],
+            ),
+            (
+                Arc::new(
+                    TimestampNanosecondArray::from(vec![1_999, -1]).with_timezone("Europe/Paris"),
+                ),
+                vec![1, -1],
+            ),
+        ];
+        for (array, expected) in cases {
+            let found = array.data_type().clone();
+            let columns = with(envelope_columns(2, 0, 0), "occurred_at", array);
+            let batch = read_one(columns, &ColumnMapping::default()).await.unwrap();
+            assert_eq!(micros(&batch), expected, "{found}");
+        }
+        let columns = with(
+            envelope_columns(2, 0, 0),
+            "occurred_at",
+            Arc::new(Int64Array::from(vec![1, 2])),
+        );
+        let err = read_err(columns, &ColumnMapping::default()).await;
+        assert!(
+            matches!(&err, Error::WrongType { column, .. } if column == "occurred_at"),
+            "{err}"
+        );
+        assert!(err.is_input());
+    }
+
+    #[tokio::test]
+    async fn spark_int96_timestamps_are_read() {
+        use parquet::{
+            data_type::{
+                ByteArray, ByteArrayType, Int32Type as PqInt32, Int64Type as PqInt64, Int96,
+                Int96Type,
+            },
+            file::{properties::WriterProperties, writer::SerializedFileWriter},
+            schema::parser::parse_message_type,
+        };
+        const JULIAN_UNIX_EPOCH: i64 = 2_440_588;
+        const DAY_NANOS: i64 = 86_400 * 1_000_000_000;
+        let schema = parse_message_type(
+            "message spark_schema {
+                required binary event_id (UTF8);
+                required binary stream_id (UTF8);
+                required int32 partition;
+                required int64 seq;
+                required binary event_type (UTF8);
+                required int32 schema_version;
+                required int96 occurred_at;
+                required binary payload (UTF8);
+            }",
+        )
+        .unwrap();
+        // 2023-11-14T22:13:20.123456789Z and one nanosecond before the epoch.
+        let nanos = [1_700_000_000_123_456_789i64, -1];
+        let int96: Vec<Int96> = nanos
+            .iter()
+            .map(|t| {
+                let (day, in_day) = (t.div_euclid(DAY_NANOS), t.rem_euclid(DAY_NANOS) as u64);
+                let mut v = Int96::new();
+                v.set_data(
+                    in_day as u32,
+                    (in_day >> 32) as u32,
+                    (day + JULIAN_UNIX_EPOCH) as u32,
+                );
+                v
+            })
+            .collect();
+        let text = |v: &[&str]| v.iter().map(|s| ByteArray::from(*s)).collect::<Vec<_>>();
+        let mut out = Vec::new();
+        let mut writer = SerializedFileWriter::new(
+            &mut out,
+            Arc::new(schema),
+            Arc::new(WriterProperties::default()),
+        )
+        .unwrap();
+        let mut group = writer.next_row_group().unwrap();
+        let mut index = 0;
+        while let Some(mut column) = group.next_column().unwrap() {
+            match index {
+                0 => column
+                    .typed::<ByteArrayType>()
+                    .write_batch(&text(&["a", "b"]), None, None),
+                1 => column
+                    .typed::<ByteArrayType>()
+                    .write_batch(&text(&["s", "s"]), None, None),
+                2 => column.typed::<PqInt32>().write_batch(&[0, 0], None, None),
+                3 => column.typed::<PqInt64>().write_batch(&[1, 2], None, None),
+                4 => column
+                    .typed::<ByteArrayType>()
+                    .write_batch(&text(&["T", "T"]), None, None),
+                5 => column.typed::<PqInt32>().write_batch(&[1, 1], None, None),
+                6 => column.typed::<Int96Type>().write_batch(&int96, None, None),
+                _ => column
+                    .typed::<ByteArrayType>()
+                    .write_batch(&text(&["{}", "{}"]), None, None),
+            }
+            .unwrap();
+            column.close().unwrap();
+            index += 1;
+        }
+        group.close().unwrap();
+        writer.close().unwrap();
+
+        let location = memory();
+        put(&location, "spark.parquet", Bytes::from(out)).await;
+        let segment = segment(&location, "spark.parquet").await;
+        let batches = read_segment(&location, &segment, &ColumnMapping::default())
+            .await
+            .unwrap();
+        let batch = concat_batches(&envelope_schema(), &batches).unwrap();
+        assert_eq!(micros(&batch), vec![1_700_000_000_123_456, -1]);
+    }
+
+    #[tokio::test]
+    async fn struct_payloads_become_json_objects_without_null_keys() {
+        let fields = Fields::from(vec![
+            Field::new("amount", DataType::Int64, true),
+            Field::new("currency", DataType::Utf8, true),
+        ]);
+        let payload = StructArray::new(
+            fields,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1250), None, Some(1)])) as ArrayRef,
+                Arc::new(StringArray::from(vec![Some("EUR"), Some("USD"), None])),
+            ],
+            Some(NullBuffer::from(vec![true, true, false])),
+        );
+        let columns = with(
+            envelope_columns(3, 0, 0),
+            "payload",
+            Arc::new(payload.clone()),
+        );
+        let columns = with(columns, "metadata", Arc::new(payload));
+        let batch = read_one(columns, &ColumnMapping::default()).await.unwrap();
+        let expected = vec![
+            Some(r#"{"amount":1250,"currency":"EUR"}"#.to_owned()),
+            Some(r#"{"currency":"USD"}"#.to_owned()),
+            None,
+        ];
+        assert_eq!(strings(&batch, "payload"), expected);
+        assert_eq!(strings(&batch, "metadata"), expected);
+    }
+
+    #[tokio::test]
+    async fn foreign_names_are_mapped_and_a_missing_column_is_named() {
+        let mapping = ColumnMapping {
+            event_id: "key".into(),
+            seq: "offset".into(),
+            ..ColumnMapping::default()
+        };
+        let columns = renamed(
+            renamed(envelope_columns(2, 0, 5), "event_id", "key"),
+            "seq",
+            "offset",
+        );
+        let batch = read_one(columns, &mapping).await.unwrap();
+        assert_eq!(
+            batch
+                .column_by_name("seq")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .value(1),
+            6
+        );
+
+        let columns = renamed(envelope_columns(2, 0, 5), "event_id", "key");
+        let err = read_err(columns, &mapping).await;
+        assert!(err.is_input());
+        assert_eq!(
+            err.to_string(),
+            "segment `seg.parquet`: column `offset` (mapped to envelope `seq`) not found; columns are: \
+             key, stream_id, partition, seq, event_type, schema_version, occurred_at, payload"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_payload_of_the_wrong_type_is_refused() {
+        let columns = with(
+            envelope_columns(2, 0, 0),
+            "payload",
+            Arc::new(Int64Array::from(vec![1, 2])),
+        );
+        let err = read_err(columns, &ColumnMapping::default()).await;
+        assert!(
+            matches!(&err, Error::WrongType { column, found, .. } if column == "payload" && found == "Int64"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_non_parquet_object_is_a_bad_segment() {
+        let location = memory();
+        put(
+            &location,
+            "notes.parquet",
+            Bytes::from_static(b"this is not parquet"),
+        )
+        .await;
+        let segment = segment(&location, "notes.parquet").await;
+        let err = read_segment(&location, &segment, &ColumnMapping::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::BadSegment { segment, .. } if segment == "notes.parquet"),
+            "{err}"
+        );
+        assert!(err.is_input() && !err.is_retryable());
+        assert!(
+            err.to_string()
+                .starts_with("segment `notes.parquet`: not a readable Parquet file"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn nulls_in_envelope_columns_are_kept() {
+        let columns = with(
+            envelope_columns(2, 0, 0),
+            "seq",
+            Arc::new(Int64Array::from(vec![None, Some(1)])),
+        );
+        let columns = with(
+            columns,
+            "event_id",
+            Arc::new(StringArray::from(vec![Some("a"), None])),
+        );
+        let batch = read_one(columns, &ColumnMapping::default()).await.unwrap();
+        assert_eq!(batch.column_by_name("seq").unwrap().null_count(), 1);
+        assert_eq!(batch.column_by_name("event_id").unwrap().null_count(), 1);
+    }
+}

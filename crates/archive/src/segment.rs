@@ -1,0 +1,97 @@
+//! Listing the Parquet segments of an archive.
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Location, Result};
+
+/// One Parquet object of an archive, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRef {
+    /// Path relative to the archive location, `/`-separated (`partition=3/part-0.parquet`).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The store's entity tag, when it gives one (S3 does; the local store derives one).
+    pub etag: Option<String>,
+    /// Last modification time reported by the store.
+    #[serde(with = "rfc3339")]
+    pub last_modified: DateTime<Utc>,
+}
+
+/// Every `*.parquet` object below `location`, recursively, sorted by path.
+///
+/// Path components starting with `_` or `.` are skipped: by Hive and Spark convention
+/// they hold hidden or in-progress files (`_temporary/`, `.part-0.parquet.crc`).
+/// Hive folders (`partition=N/`) are listed like any other folder: the inventory reads
+/// partitions from the `partition` column, which is authoritative.
+pub async fn list_segments(location: &Location) -> Result<Vec<SegmentRef>> {
+    let prefix = location.prefix();
+    let listing = location.store().list(if prefix.as_ref().is_empty() {
+        None
+    } else {
+        Some(prefix)
+    });
+    let objects: Vec<_> = listing
+        .try_collect()
+        .await
+        .map_err(|source| Error::Storage {
+            path: location.url().to_string(),
+            source,
+        })?;
+    let mut segments: Vec<SegmentRef> = objects
+        .into_iter()
+        .filter_map(|meta| {
+            let path = location.relative(&meta.location)?;
+            is_segment(&path).then(|| SegmentRef {
+                path,
+                size: meta.size,
+                etag: meta.e_tag,
+                last_modified: meta.last_modified,
+            })
+        })
+        .collect();
+    segments.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(segments)
+}
+
+fn is_segment(relative: &str) -> bool {
+    relative.ends_with(".parquet")
+        && relative
+            .split('/')
+            .all(|part| !part.is_empty() && !part.starts_with(['_', '.']))
+}
+
+/// RFC 3339 text for timestamps in JSON (chrono's serde feature is not enabled).
+mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_visible_parquet_objects_are_segments() {
+        assert!(is_segment("a.parquet"));
+        assert!(is_segment("partition=3/part-0.parquet"));
+        assert!(!is_segment("a.parquet.crc"));
+        assert!(!is_segment("_SUCCESS"));
+        assert!(!is_segment("_temporary/0/a.parquet"));
+        assert!(!is_segment(".a.parquet"));
+        assert!(!is_segment("notes.txt"));
+    }
+}

@@ -1,0 +1,116 @@
+//! `replayfleet inventory`: what an archive holds, from Parquet footers.
+
+use std::collections::BTreeMap;
+
+use replayfleet_archive::{Inventory, Location, inventory};
+use replayfleet_config::{ColumnMapping, Config};
+
+use crate::{
+    cli::InventoryArgs,
+    exit,
+    output::{Table, human_bytes, print_json, thousands},
+};
+
+pub async fn run(args: InventoryArgs) -> anyhow::Result<u8> {
+    let (url, mapping, mut options) = match &args.config {
+        Some(path) => {
+            let config = Config::load(path)?;
+            let url = args.source.clone().unwrap_or(config.source.url);
+            (url, config.source.columns, config.source.options)
+        }
+        None => (
+            args.source.clone().unwrap_or_default(),
+            ColumnMapping::default(),
+            BTreeMap::new(),
+        ),
+    };
+    options.extend(args.options.iter().cloned());
+    let location = Location::parse(&url, None, &options)?;
+    let inv = inventory(&location, &mapping).await?;
+    if args.json {
+        print_json(&inv)?;
+    } else {
+        print!("{}", render(&inv));
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn opt(v: Option<i64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn render(inv: &Inventory) -> String {
+    let mut out = String::new();
+    let mut segments = Table::new(&[
+        "segment",
+        "rows",
+        "partitions",
+        "seq min",
+        "seq max",
+        "bytes",
+        "etag",
+    ]);
+    for s in &inv.segments {
+        let parts: Vec<String> = s
+            .partitions
+            .iter()
+            .map(|p| p.partition.to_string())
+            .collect();
+        segments.row(vec![
+            s.path.clone(),
+            thousands(s.rows),
+            parts.join(","),
+            opt(s.seq_min),
+            opt(s.seq_max),
+            thousands(s.bytes),
+            s.etag.clone().unwrap_or_default(),
+        ]);
+    }
+    out.push_str(&segments.render());
+
+    let mut partitions = Table::new(&["partition", "segments", "rows", "seq min", "seq max"]);
+    for p in &inv.partitions {
+        partitions.row(vec![
+            p.partition.to_string(),
+            thousands(p.segments),
+            thousands(p.rows),
+            opt(p.seq_min),
+            opt(p.seq_max),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&partitions.render());
+
+    if let Some(types) = &inv.event_types {
+        let mut t = Table::new(&["event type", "version", "events"]);
+        for c in types {
+            t.row(vec![
+                c.event_type.clone().unwrap_or_else(|| "(null)".into()),
+                c.schema_version
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "(null)".into()),
+                thousands(c.events),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render());
+    }
+    let t = &inv.totals;
+    out.push_str(&format!(
+        "\n{}: {} segments, {} events, {} partitions, seq {}..{}, {}\n",
+        inv.location,
+        thousands(t.segments),
+        thousands(t.rows),
+        inv.partitions.len(),
+        opt(t.seq_min),
+        opt(t.seq_max),
+        human_bytes(t.bytes),
+    ));
+    if t.null_partition_rows > 0 {
+        out.push_str(&format!(
+            "warning: {} rows have a null partition\n",
+            thousands(t.null_partition_rows)
+        ));
+    }
+    out
+}

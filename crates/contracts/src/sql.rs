@@ -1,0 +1,594 @@
+//! `sql` steps: computed fields evaluated with DataFusion over an Arrow batch of payloads.
+//!
+//! Each expression is planned once at load against a schema derived statically from the
+//! contracts (the previous version's properties, then the earlier steps applied
+//! symbolically); a column referenced but unknown is Utf8 holding the value's JSON text
+//! (strings raw). Per batch, only the referenced columns are built. A value that does not
+//! fit its column's type fails that event only; an expression error fails the batch, which
+//! is then re-evaluated row by row so that only the failing events are blamed: an event's
+//! result never depends on the events sharing its batch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
+    RecordBatchOptions, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    UInt64Type,
+};
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{DFSchema, DataFusionError, SchemaError};
+pub(crate) use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{Expr, Volatility};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde_json::{Map, Number, Value};
+
+use crate::schema::ColumnKind;
+use crate::step::describe_value;
+
+/// Rows per DataFusion evaluation.
+pub(crate) const SQL_BATCH_ROWS: usize = 8192;
+
+/// The DataFusion session used to plan SQL steps at load. Identifiers are case-sensitive
+/// (`amountCents` means the field `amountCents`), as JSON field names are.
+pub(crate) fn planning_session() -> SessionState {
+    let config =
+        SessionConfig::new().set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+    SessionContext::new_with_config(config).state()
+}
+
+/// One input column of a SQL step.
+#[derive(Debug, Clone)]
+struct Input {
+    name: String,
+    kind: ColumnKind,
+}
+
+/// One computed field.
+#[derive(Debug, Clone)]
+struct Output {
+    field: String,
+    expr: Arc<dyn PhysicalExpr>,
+}
+
+/// A compiled `sql` step: every field's expression, over the union of their columns.
+#[derive(Debug, Clone)]
+pub(crate) struct SqlStep {
+    inputs: Vec<Input>,
+    schema: SchemaRef,
+    outputs: Vec<Output>,
+}
+
+/// The outcome of a SQL step for one event: the computed values in the step's field
+/// order, or why the event failed.
+pub(crate) type RowResult = Result<Vec<(String, Value)>, String>;
+
+impl SqlStep {
+    /// Plans every `field: expression` of a step. `known` is the statically derived type of
+    /// each field of the payload before the step. Errors name the field.
+    pub(crate) fn compile(
+        session: &SessionState,
+        fields: &[(String, String)],
+        known: &BTreeMap<String, ColumnKind>,
+    ) -> Result<(SqlStep, Vec<(String, ColumnKind)>), String> {
+        // Pass 1: logical expressions against every known field (plus any unknown field
+        // referenced, as Utf8), to learn which columns each expression reads.
+        let mut logical = Vec::with_capacity(fields.len());
+        let mut referenced: BTreeMap<String, ColumnKind> = BTreeMap::new();
+        for (field, sql) in fields {
+            let expr =
+                plan_logical(session, sql, known).map_err(|e| format!("field {field}: {e}"))?;
+            check_allowed(&expr).map_err(|e| format!("field {field}: {e}"))?;
+            for column in expr.column_refs() {
+                let kind = known.get(&column.name).copied().unwrap_or(ColumnKind::Json);
+                referenced.insert(column.name.clone(), kind);
+            }
+            logical.push((field.clone(), sql.clone()));
+        }
+        // Pass 2: physical expressions against only the referenced columns.
+        let inputs: Vec<Input> = referenced
+            .into_iter()
+            .map(|(name, kind)| Input { name, kind })
+            .collect();
+        let schema: SchemaRef = Arc::new(Schema::new(
+            inputs
+                .iter()
+                .map(|i| Field::new(&i.name, i.kind.data_type(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| e.to_string())?;
+        let mut outputs = Vec::with_capacity(logical.len());
+        let mut produced = Vec::with_capacity(logical.len());
+        for (field, sql) in logical {
+            let expr = session
+                .create_logical_expr(&sql, &df_schema)
+                .map_err(|e| format!("field {field}: {}", message(&e)))?;
+            let physical = session
+                .create_physical_expr(expr, &df_schema)
+                .map_err(|e| format!("field {field}: {}", message(&e)))?;
+            let data_type = physical
+                .data_type(&schema)
+                .map_err(|e| format!("field {field}: {}", message(&e)))?;
+            produced.push((field.clone(), kind_of_output(&data_type)));
+            outputs.push(Output {
+                field,
+                expr: physical,
+            });
+        }
+        Ok((
+            SqlStep {
+                inputs,
+                schema,
+                outputs,
+            },
+            produced,
+        ))
+    }
+
+    /// Evaluates the step over payloads (all of one type and version), in batches of
+    /// [`SQL_BATCH_ROWS`]. One result per payload, in order.
+    pub(crate) fn eval(&self, payloads: &[&Map<String, Value>]) -> Vec<RowResult> {
+        let mut results = Vec::with_capacity(payloads.len());
+        for chunk in payloads.chunks(SQL_BATCH_ROWS) {
+            self.eval_chunk(chunk, &mut results);
+        }
+        results
+    }
+
+    fn eval_chunk(&self, payloads: &[&Map<String, Value>], results: &mut Vec<RowResult>) {
+        let rows = payloads.len();
+        let mut failed: Vec<Option<String>> = vec![None; rows];
+        let columns: Vec<ArrayRef> = self
+            .inputs
+            .iter()
+            .map(|input| build_column(input, payloads, &mut failed))
+            .collect();
+        let batch = match RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                results.extend((0..rows).map(|_| Err(format!("cannot build batch: {e}"))));
+                return;
+            }
+        };
+        let mut values: Vec<Vec<(String, Value)>> = (0..rows)
+            .map(|_| Vec::with_capacity(self.outputs.len()))
+            .collect();
+        for output in &self.outputs {
+            match evaluate(&output.expr, &batch) {
+                Ok(array) => {
+                    for (row, slot) in values.iter_mut().enumerate() {
+                        if failed[row].is_some() {
+                            continue;
+                        }
+                        match to_json(&array, row) {
+                            Ok(v) => slot.push((output.field.clone(), v)),
+                            Err(e) => failed[row] = Some(format!("field {}: {e}", output.field)),
+                        }
+                    }
+                }
+                Err(_) => {
+                    // Attribute the error to the failing rows only.
+                    for (row, slot) in values.iter_mut().enumerate() {
+                        if failed[row].is_some() {
+                            continue;
+                        }
+                        let one = batch.slice(row, 1);
+                        match evaluate(&output.expr, &one)
+                            .and_then(|a| to_json(&a, 0).map_err(DataFusionError::Execution))
+                        {
+                            Ok(v) => slot.push((output.field.clone(), v)),
+                            Err(e) => {
+                                failed[row] =
+                                    Some(format!("field {}: {}", output.field, message(&e)))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        results.extend(values.into_iter().zip(failed).map(|(v, f)| match f {
+            None => Ok(v),
+            Some(e) => Err(e),
+        }));
+    }
+}
+
+fn evaluate(
+    expr: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+) -> datafusion::common::Result<ArrayRef> {
+    expr.evaluate(batch)?.into_array(batch.num_rows())
+}
+
+/// Plans `sql` against `known`, adding each unknown referenced column as Utf8 until it plans.
+fn plan_logical(
+    session: &SessionState,
+    sql: &str,
+    known: &BTreeMap<String, ColumnKind>,
+) -> Result<Expr, String> {
+    let mut fields: BTreeMap<String, ColumnKind> = known.clone();
+    loop {
+        let schema = Schema::new(
+            fields
+                .iter()
+                .map(|(name, kind)| Field::new(name, kind.data_type(), true))
+                .collect::<Vec<_>>(),
+        );
+        let df_schema = DFSchema::try_from(schema).map_err(|e| e.to_string())?;
+        match session.create_logical_expr(sql, &df_schema) {
+            Ok(expr) => {
+                // Type-check now: a bad expression is a load error, not a per-event one.
+                session
+                    .create_physical_expr(expr.clone(), &df_schema)
+                    .map_err(|e| message(&e))?;
+                return Ok(expr);
+            }
+            Err(e) => match e.find_root() {
+                DataFusionError::SchemaError(inner, _) => match inner.as_ref() {
+                    SchemaError::FieldNotFound { field, .. }
+                        if field.relation.is_none() && !fields.contains_key(&field.name) =>
+                    {
+                        fields.insert(field.name.clone(), ColumnKind::Json);
+                    }
+                    _ => return Err(message(&e)),
+                },
+                _ => return Err(message(&e)),
+            },
+        }
+    }
+}
+
+/// Rejects what is not a deterministic per-row expression.
+fn check_allowed(expr: &Expr) -> Result<(), String> {
+    let mut problem = None;
+    expr.exists(|e| {
+        problem = match e {
+            Expr::AggregateFunction(f) => Some(format!(
+                "aggregate function {} is not allowed (expressions are evaluated per event)",
+                f.func.name()
+            )),
+            Expr::WindowFunction(_) => Some("window functions are not allowed".to_owned()),
+            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) => {
+                Some("subqueries are not allowed".to_owned())
+            }
+            Expr::Placeholder(_) => Some("placeholders are not allowed".to_owned()),
+            Expr::ScalarFunction(f) if f.func.signature().volatility != Volatility::Immutable => {
+                Some(format!(
+                    "function {} is not deterministic and is not allowed (an event must upcast the same way on every replay)",
+                    f.func.name()
+                ))
+            }
+            _ => None,
+        };
+        Ok(problem.is_some())
+    })
+    .map_err(|e| message(&e))?;
+    problem.map_or(Ok(()), Err)
+}
+
+/// DataFusion's message without its backtrace, on one line.
+fn message(e: &DataFusionError) -> String {
+    let text = e.find_root().to_string();
+    let text = text.split("\n\nbacktrace").next().unwrap_or(&text);
+    text.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+/// The static kind of a computed field, for the steps after it.
+fn kind_of_output(t: &DataType) -> ColumnKind {
+    match t {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => ColumnKind::Int64,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => ColumnKind::Float64,
+        DataType::Decimal128(_, s) | DataType::Decimal256(_, s) if *s <= 0 => ColumnKind::Int64,
+        DataType::Decimal128(..) | DataType::Decimal256(..) => ColumnKind::Float64,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnKind::Utf8,
+        DataType::Boolean => ColumnKind::Boolean,
+        DataType::Timestamp(..) => ColumnKind::Timestamp,
+        _ => ColumnKind::Json,
+    }
+}
+
+/// Builds one input column from the payloads; a value that does not fit marks its row failed.
+fn build_column(
+    input: &Input,
+    payloads: &[&Map<String, Value>],
+    failed: &mut [Option<String>],
+) -> ArrayRef {
+    let name = input.name.as_str();
+    let mut mismatch = |row: usize, v: &Value, expected: &str| {
+        if failed[row].is_none() {
+            failed[row] = Some(format!(
+                "field {name}: expected {expected} for sql, found {}",
+                describe_value(v)
+            ));
+        }
+    };
+    match input.kind {
+        ColumnKind::Int64 => {
+            let mut b = Int64Builder::with_capacity(payloads.len());
+            for (row, p) in payloads.iter().enumerate() {
+                match p.get(name) {
+                    None | Some(Value::Null) => b.append_null(),
+                    Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+                        n.as_f64()
+                            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                            .map(|f| f as i64)
+                    }) {
+                        Some(i) => b.append_value(i),
+                        None => {
+                            mismatch(row, &Value::Number(n.clone()), "an integer");
+                            b.append_null()
+                        }
+                    },
+                    Some(v) => {
+                        mismatch(row, v, "an integer");
+                        b.append_null()
+                    }
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnKind::Float64 => {
+            let mut b = Float64Builder::with_capacity(payloads.len());
+            for (row, p) in payloads.iter().enumerate() {
+                match p.get(name) {
+                    None | Some(Value::Null) => b.append_null(),
+                    Some(Value::Number(n)) => b.append_option(n.as_f64()),
+                    Some(v) => {
+                        mismatch(row, v, "a number");
+                        b.append_null()
+                    }
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnKind::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(payloads.len());
+            for (row, p) in payloads.iter().enumerate() {
+                match p.get(name) {
+                    None | Some(Value::Null) => b.append_null(),
+                    Some(Value::Bool(v)) => b.append_value(*v),
+                    Some(v) => {
+                        mismatch(row, v, "a boolean");
+                        b.append_null()
+                    }
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnKind::Utf8 => {
+            let mut b = StringBuilder::with_capacity(payloads.len(), payloads.len() * 8);
+            for (row, p) in payloads.iter().enumerate() {
+                match p.get(name) {
+                    None | Some(Value::Null) => b.append_null(),
+                    Some(Value::String(s)) => b.append_value(s),
+                    Some(v) => {
+                        mismatch(row, v, "a string");
+                        b.append_null()
+                    }
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnKind::Json => {
+            let mut b = StringBuilder::with_capacity(payloads.len(), payloads.len() * 8);
+            for p in payloads {
+                match p.get(name) {
+                    None | Some(Value::Null) => b.append_null(),
+                    Some(Value::String(s)) => b.append_value(s),
+                    Some(v) => b.append_value(v.to_string()),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnKind::Timestamp => {
+            let mut b =
+                TimestampMicrosecondBuilder::with_capacity(payloads.len()).with_timezone("UTC");
+            for (row, p) in payloads.iter().enumerate() {
+                match p.get(name) {
+                    None | Some(Value::Null) => b.append_null(),
+                    Some(v @ Value::String(s)) => match chrono::DateTime::parse_from_rfc3339(s) {
+                        Ok(t) => b.append_value(t.timestamp_micros()),
+                        Err(_) => {
+                            mismatch(row, v, "an RFC 3339 date-time");
+                            b.append_null()
+                        }
+                    },
+                    Some(v) => {
+                        mismatch(row, v, "an RFC 3339 date-time");
+                        b.append_null()
+                    }
+                }
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// One value of a result array as JSON.
+fn to_json(array: &ArrayRef, row: usize) -> Result<Value, String> {
+    if array.is_null(row) {
+        return Ok(Value::Null);
+    }
+    let cast =
+        |to: &DataType| arrow::compute::cast(&array.slice(row, 1), to).map_err(|e| e.to_string());
+    Ok(match array.data_type() {
+        DataType::Int64 => Value::from(array.as_primitive::<Int64Type>().value(row)),
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => {
+            Value::from(cast(&DataType::Int64)?.as_primitive::<Int64Type>().value(0))
+        }
+        DataType::UInt64 => Value::from(array.as_primitive::<UInt64Type>().value(row)),
+        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row))?,
+        DataType::Float16 | DataType::Float32 => float(
+            cast(&DataType::Float64)?
+                .as_primitive::<Float64Type>()
+                .value(0),
+        )?,
+        DataType::Decimal128(_, s) | DataType::Decimal256(_, s) if *s <= 0 => {
+            let a = cast(&DataType::Int64)?;
+            if a.is_null(0) {
+                return Err("decimal value out of the integer range".to_owned());
+            }
+            Value::from(a.as_primitive::<Int64Type>().value(0))
+        }
+        DataType::Decimal128(..) | DataType::Decimal256(..) => float(
+            cast(&DataType::Float64)?
+                .as_primitive::<Float64Type>()
+                .value(0),
+        )?,
+        DataType::Boolean => Value::Bool(array.as_boolean().value(row)),
+        DataType::Utf8 => Value::String(array.as_string::<i32>().value(row).to_owned()),
+        DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(row).to_owned()),
+        DataType::Utf8View => Value::String(array.as_string_view().value(row).to_owned()),
+        DataType::Timestamp(..) => {
+            let a = cast(&DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            let micros = a.as_primitive::<TimestampMicrosecondType>().value(0);
+            let t = chrono::DateTime::from_timestamp_micros(micros)
+                .ok_or_else(|| format!("timestamp {micros} µs is out of range"))?;
+            Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        }
+        DataType::Null => Value::Null,
+        _ => {
+            let formatter = arrow::util::display::ArrayFormatter::try_new(
+                array.as_ref(),
+                &arrow::util::display::FormatOptions::default(),
+            )
+            .map_err(|e| e.to_string())?;
+            Value::String(formatter.value(row).to_string())
+        }
+    })
+}
+
+fn float(f: f64) -> Result<Value, String> {
+    Number::from_f64(f)
+        .map(Value::Number)
+        .ok_or_else(|| format!("the expression yielded {f}, which JSON cannot hold"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn step(fields: &[(&str, &str)], known: &[(&str, ColumnKind)]) -> Result<SqlStep, String> {
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(f, s)| (f.to_string(), s.to_string()))
+            .collect();
+        let known = known.iter().map(|(n, k)| (n.to_string(), *k)).collect();
+        SqlStep::compile(&planning_session(), &fields, &known).map(|(s, _)| s)
+    }
+
+    fn maps(values: &[Value]) -> Vec<Map<String, Value>> {
+        values
+            .iter()
+            .map(|v| v.as_object().unwrap().clone())
+            .collect()
+    }
+
+    #[test]
+    fn computes_fields_per_row() {
+        let s = step(
+            &[
+                ("cents", "CAST(round(amount * 100) AS BIGINT)"),
+                ("tag", "upper(memo)"),
+            ],
+            &[("amount", ColumnKind::Float64), ("memo", ColumnKind::Utf8)],
+        )
+        .unwrap();
+        let input = maps(&[
+            json!({"amount": 12.5, "memo": "x"}),
+            json!({"amount": null}),
+            json!({"amount": 3}),
+        ]);
+        let refs: Vec<&Map<String, Value>> = input.iter().collect();
+        let out = s.eval(&refs);
+        assert_eq!(
+            out[0].as_ref().unwrap(),
+            &vec![("cents".into(), json!(1250)), ("tag".into(), json!("X"))]
+        );
+        assert_eq!(
+            out[1].as_ref().unwrap(),
+            &vec![("cents".into(), json!(null)), ("tag".into(), json!(null))]
+        );
+        assert_eq!(out[2].as_ref().unwrap()[0].1, json!(300));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_fails_its_event_only() {
+        let s = step(&[("c", "amount * 2")], &[("amount", ColumnKind::Float64)]).unwrap();
+        let input = maps(&[
+            json!({"amount": 1}),
+            json!({"amount": "x"}),
+            json!({"amount": 2}),
+        ]);
+        let refs: Vec<&Map<String, Value>> = input.iter().collect();
+        let out = s.eval(&refs);
+        assert_eq!(out[0].as_ref().unwrap()[0].1, json!(2.0));
+        let e = out[1].as_ref().unwrap_err();
+        assert!(e.contains("field amount"), "{e}");
+        assert_eq!(out[2].as_ref().unwrap()[0].1, json!(4.0));
+    }
+
+    #[test]
+    fn an_expression_error_is_attributed_to_its_rows() {
+        // Undeclared column: Utf8; the cast fails for "abc" only.
+        let s = step(&[("n", "CAST(code AS BIGINT)")], &[]).unwrap();
+        let input = maps(&[
+            json!({"code": "12"}),
+            json!({"code": "abc"}),
+            json!({"code": 7}),
+        ]);
+        let refs: Vec<&Map<String, Value>> = input.iter().collect();
+        let out = s.eval(&refs);
+        assert_eq!(out[0].as_ref().unwrap()[0].1, json!(12));
+        assert!(out[1].is_err(), "{:?}", out[1]);
+        assert_eq!(out[2].as_ref().unwrap()[0].1, json!(7));
+    }
+
+    #[test]
+    fn rejects_non_row_expressions_and_type_errors() {
+        let e = step(&[("x", "sum(a)")], &[("a", ColumnKind::Int64)]).unwrap_err();
+        assert!(e.contains("field x") && e.contains("sum"), "{e}");
+        let e = step(&[("x", "random()")], &[]).unwrap_err();
+        assert!(e.contains("random"), "{e}");
+        let e = step(&[("x", "now()")], &[]).unwrap_err();
+        assert!(e.contains("now"), "{e}");
+        let e = step(&[("x", "a +")], &[]).unwrap_err();
+        assert!(e.starts_with("field x"), "{e}");
+        let e = step(&[("x", "nosuchfunction(a)")], &[]).unwrap_err();
+        assert!(e.contains("nosuchfunction"), "{e}");
+    }
+
+    #[test]
+    fn timestamps_round_trip_as_rfc3339() {
+        let s = step(
+            &[("t", "at + INTERVAL '1 hour'")],
+            &[("at", ColumnKind::Timestamp)],
+        )
+        .unwrap();
+        let input = maps(&[json!({"at": "2021-03-04T05:06:07Z"})]);
+        let refs: Vec<&Map<String, Value>> = input.iter().collect();
+        let out = s.eval(&refs);
+        assert_eq!(out[0].as_ref().unwrap()[0].1, json!("2021-03-04T06:06:07Z"));
+    }
+}

@@ -1,0 +1,316 @@
+//! Upcast steps: parsing them from the catalog and applying the native ones
+//! (`rename`, `default`, `drop`, `cast`) to one payload.
+
+use serde_json::{Map, Number, Value};
+
+use crate::jq::JqProgram;
+use crate::sql::SqlStep;
+
+/// The step kinds a catalog may use, in the order the error message lists them.
+pub(crate) const STEP_KINDS: [&str; 6] = ["rename", "default", "drop", "cast", "sql", "jq"];
+
+/// One compiled step.
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    /// `rename: {old: new}`: moves a field; a missing field is left alone.
+    Rename(Vec<(String, String)>),
+    /// `default: {field: value}`: sets a field that is missing or null.
+    Default(Vec<(String, Value)>),
+    /// `drop: [field]`: removes fields.
+    Drop(Vec<String>),
+    /// `cast: {field: type}`: converts a field's value.
+    Cast(Vec<(String, CastTo)>),
+    /// `sql: {field: expression}`: computed fields, evaluated over a batch.
+    Sql(Box<SqlStep>),
+    /// `jq: program`: reshapes the payload.
+    Jq(Box<JqProgram>),
+}
+
+impl Step {
+    /// The step's kind as written in the catalog.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Step::Rename(_) => "rename",
+            Step::Default(_) => "default",
+            Step::Drop(_) => "drop",
+            Step::Cast(_) => "cast",
+            Step::Sql(_) => "sql",
+            Step::Jq(_) => "jq",
+        }
+    }
+
+    /// Applies a native step to one payload. SQL and jq steps are run by the upcaster.
+    pub(crate) fn apply_native(&self, map: &mut Map<String, Value>) -> Result<(), String> {
+        match self {
+            Step::Rename(pairs) => {
+                for (old, new) in pairs {
+                    if let Some(v) = map.shift_remove(old) {
+                        map.insert(new.clone(), v);
+                    }
+                }
+            }
+            Step::Default(pairs) => {
+                for (field, value) in pairs {
+                    match map.get_mut(field) {
+                        Some(slot @ Value::Null) => *slot = value.clone(),
+                        Some(_) => {}
+                        None => {
+                            map.insert(field.clone(), value.clone());
+                        }
+                    }
+                }
+            }
+            Step::Drop(fields) => {
+                for field in fields {
+                    map.shift_remove(field);
+                }
+            }
+            Step::Cast(pairs) => {
+                for (field, to) in pairs {
+                    if let Some(slot) = map.get_mut(field) {
+                        let cast = to.cast(slot).ok_or_else(|| {
+                            format!(
+                                "cannot cast field {field} ({}) to {}",
+                                describe_value(slot),
+                                to.as_str()
+                            )
+                        })?;
+                        if let Some(v) = cast {
+                            *slot = v;
+                        }
+                    }
+                }
+            }
+            Step::Sql(_) | Step::Jq(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Target types of `cast`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CastTo {
+    Integer,
+    Number,
+    String,
+    Boolean,
+}
+
+impl CastTo {
+    pub(crate) fn parse(s: &str) -> Option<CastTo> {
+        Some(match s {
+            "integer" => CastTo::Integer,
+            "number" => CastTo::Number,
+            "string" => CastTo::String,
+            "boolean" => CastTo::Boolean,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CastTo::Integer => "integer",
+            CastTo::Number => "number",
+            CastTo::String => "string",
+            CastTo::Boolean => "boolean",
+        }
+    }
+
+    /// `None`: cannot convert; `Some(None)`: already fine, keep it; `Some(Some(v))`: replace.
+    fn cast(self, v: &Value) -> Option<Option<Value>> {
+        if v.is_null() {
+            return Some(None);
+        }
+        match self {
+            CastTo::Integer => match v {
+                Value::Number(n) if n.is_i64() || n.is_u64() => Some(None),
+                Value::Number(n) => integral(n.as_f64()?).map(Some),
+                Value::String(s) => {
+                    let s = s.trim();
+                    if let Ok(i) = s.parse::<i64>() {
+                        Some(Some(Value::from(i)))
+                    } else if let Ok(u) = s.parse::<u64>() {
+                        Some(Some(Value::from(u)))
+                    } else {
+                        integral(s.parse::<f64>().ok()?).map(Some)
+                    }
+                }
+                _ => None,
+            },
+            CastTo::Number => match v {
+                Value::Number(_) => Some(None),
+                Value::String(s) => {
+                    // As JSON would read the text: "3" → 3, "7.25" → 7.25.
+                    let s = s.trim();
+                    if let Ok(i) = s.parse::<i64>() {
+                        return Some(Some(Value::from(i)));
+                    }
+                    let f = s.parse::<f64>().ok()?;
+                    Number::from_f64(f).map(|n| Some(Value::Number(n)))
+                }
+                _ => None,
+            },
+            CastTo::String => match v {
+                Value::String(_) => Some(None),
+                Value::Number(n) => Some(Some(Value::String(n.to_string()))),
+                Value::Bool(b) => Some(Some(Value::String(b.to_string()))),
+                _ => None,
+            },
+            CastTo::Boolean => match v {
+                Value::Bool(_) => Some(None),
+                Value::String(s) => match s.as_str() {
+                    "true" => Some(Some(Value::Bool(true))),
+                    "false" => Some(Some(Value::Bool(false))),
+                    _ => None,
+                },
+                Value::Number(n) => match n.as_f64() {
+                    Some(f) if f == 0.0 => Some(Some(Value::Bool(false))),
+                    Some(f) if f == 1.0 => Some(Some(Value::Bool(true))),
+                    _ => None,
+                },
+                _ => None,
+            },
+        }
+    }
+}
+
+/// An integral, in-range float as a JSON integer.
+fn integral(f: f64) -> Option<Value> {
+    // 2^63 is exactly representable; anything at or above it does not fit an i64.
+    (f.is_finite()
+        && f.fract() == 0.0
+        && f >= -9_223_372_036_854_775_808.0
+        && f < 9_223_372_036_854_775_808.0)
+        .then(|| Value::from(f as i64))
+}
+
+/// A short description of a value for error messages: its JSON type and (truncated) text.
+pub(crate) fn describe_value(v: &Value) -> String {
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let mut text = v.to_string();
+    if text.len() > 40 {
+        let mut end = 40;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    format!("{kind} {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn apply(step: Step, input: Value) -> Result<Value, String> {
+        let Value::Object(mut map) = input else {
+            panic!("object expected")
+        };
+        step.apply_native(&mut map)?;
+        Ok(Value::Object(map))
+    }
+
+    fn cast(field: &str, to: &str) -> Step {
+        Step::Cast(vec![(field.to_owned(), CastTo::parse(to).unwrap())])
+    }
+
+    #[test]
+    fn rename_moves_and_ignores_missing() {
+        let s = || Step::Rename(vec![("a".into(), "b".into())]);
+        assert_eq!(
+            apply(s(), json!({"a": 1, "c": 2})).unwrap(),
+            json!({"b": 1, "c": 2})
+        );
+        assert_eq!(apply(s(), json!({"c": 2})).unwrap(), json!({"c": 2}));
+    }
+
+    #[test]
+    fn default_sets_missing_or_null() {
+        let s = || Step::Default(vec![("c".into(), json!("EUR"))]);
+        assert_eq!(apply(s(), json!({})).unwrap(), json!({"c": "EUR"}));
+        assert_eq!(apply(s(), json!({"c": null})).unwrap(), json!({"c": "EUR"}));
+        assert_eq!(
+            apply(s(), json!({"c": "USD"})).unwrap(),
+            json!({"c": "USD"})
+        );
+    }
+
+    #[test]
+    fn drop_removes() {
+        let s = Step::Drop(vec!["a".into(), "zz".into()]);
+        assert_eq!(apply(s, json!({"a": 1, "b": 2})).unwrap(), json!({"b": 2}));
+    }
+
+    #[test]
+    fn cast_integer() {
+        for (input, out) in [
+            (json!(12), json!(12)),
+            (json!(12.0), json!(12)),
+            (json!("12"), json!(12)),
+            (json!(" 12.0 "), json!(12)),
+            (json!(null), json!(null)),
+        ] {
+            assert_eq!(
+                apply(cast("a", "integer"), json!({"a": input})).unwrap(),
+                json!({"a": out})
+            );
+        }
+        for bad in [
+            json!(12.5),
+            json!("x"),
+            json!(true),
+            json!([1]),
+            json!(1e300),
+        ] {
+            let e = apply(cast("a", "integer"), json!({"a": bad})).unwrap_err();
+            assert!(e.contains("cannot cast field a"), "{e}");
+        }
+        assert_eq!(apply(cast("a", "integer"), json!({})).unwrap(), json!({}));
+    }
+
+    #[test]
+    fn cast_number_string_boolean() {
+        assert_eq!(
+            apply(cast("a", "number"), json!({"a": "7.25"})).unwrap(),
+            json!({"a": 7.25})
+        );
+        assert_eq!(
+            apply(cast("a", "number"), json!({"a": "3"})).unwrap(),
+            json!({"a": 3})
+        );
+        assert!(apply(cast("a", "number"), json!({"a": "NaN"})).is_err());
+        assert!(apply(cast("a", "number"), json!({"a": {}})).is_err());
+        assert_eq!(
+            apply(cast("a", "string"), json!({"a": 1.5})).unwrap(),
+            json!({"a": "1.5"})
+        );
+        assert_eq!(
+            apply(cast("a", "string"), json!({"a": false})).unwrap(),
+            json!({"a": "false"})
+        );
+        assert!(apply(cast("a", "string"), json!({"a": [1]})).is_err());
+        assert_eq!(
+            apply(cast("a", "boolean"), json!({"a": "true"})).unwrap(),
+            json!({"a": true})
+        );
+        assert_eq!(
+            apply(cast("a", "boolean"), json!({"a": 0})).unwrap(),
+            json!({"a": false})
+        );
+        assert_eq!(
+            apply(cast("a", "boolean"), json!({"a": 1})).unwrap(),
+            json!({"a": true})
+        );
+        assert!(apply(cast("a", "boolean"), json!({"a": 2})).is_err());
+        assert!(apply(cast("a", "boolean"), json!({"a": "yes"})).is_err());
+    }
+}

@@ -1,0 +1,639 @@
+//! Batch upcasting: every payload of one (event type, version) along the chain to the
+//! target version, then validation against the target schema.
+//!
+//! A chain is planned once per (type, from-version) as segments: runs of native steps
+//! (applied to a `serde_json` map in place), SQL steps (one DataFusion evaluation per
+//! batch of 8192 events) and runs of consecutive jq steps (one conversion to jaq's value
+//! type before the run and one back after it; a chain that starts with jq parses the
+//! payload text straight into jaq's value). An event never fails its batch: each one gets
+//! its own [`Outcome`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jsonschema::Validator;
+use replayfleet_config::AnomalyKind;
+use serde_json::{Map, Value};
+
+use crate::catalog::{Contracts, PathStatus, parse_object};
+use crate::jq;
+use crate::schema;
+use crate::step::Step;
+
+/// The result of upcasting one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The payload at the target version, valid against its schema.
+    Ok(Map<String, Value>),
+    /// The event cannot be upcast; the policy of `kind` decides what happens to it.
+    Anomaly {
+        /// `InvalidPayload`, `UpcastFailed`, `UnknownType`, `UnknownVersion` or `NoUpcastPath`.
+        kind: AnomalyKind,
+        /// The failing step, e.g. `version 2, step 3 (cast)`.
+        step: Option<String>,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Outcome {
+    /// The payload, if the event upcast.
+    pub fn ok(&self) -> Option<&Map<String, Value>> {
+        match self {
+            Outcome::Ok(m) => Some(m),
+            Outcome::Anomaly { .. } => None,
+        }
+    }
+
+    /// The anomaly kind, if any.
+    pub fn anomaly_kind(&self) -> Option<AnomalyKind> {
+        match self {
+            Outcome::Ok(_) => None,
+            Outcome::Anomaly { kind, .. } => Some(*kind),
+        }
+    }
+
+    fn anomaly(kind: AnomalyKind, step: Option<&str>, message: String) -> Outcome {
+        Outcome::Anomaly {
+            kind,
+            step: step.map(str::to_owned),
+            message,
+        }
+    }
+}
+
+/// A step with its place in the catalog, for error messages.
+#[derive(Debug, Clone)]
+struct Labeled {
+    label: String,
+    step: Arc<Step>,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Native(Vec<Labeled>),
+    Sql(Labeled),
+    Jq(Vec<Labeled>),
+}
+
+/// The segments from one version to another, and the schema to validate against.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    segments: Vec<Segment>,
+    validator: Arc<Validator>,
+}
+
+#[derive(Debug)]
+struct TypeChain {
+    /// Each version with its steps from the previous one and its validator, oldest first.
+    versions: Vec<(i32, Vec<Arc<Step>>, Arc<Validator>)>,
+    /// Plans to the target, by from-version (every version but the target).
+    plans: HashMap<i32, Arc<Plan>>,
+}
+
+impl TypeChain {
+    fn target(&self) -> i32 {
+        self.versions[self.versions.len() - 1].0
+    }
+
+    fn status(&self, version: i32) -> PathStatus {
+        let first = self.versions[0].0;
+        let target = self.target();
+        if version == target {
+            PathStatus::AtTarget
+        } else if version > target {
+            PathStatus::Anomaly(AnomalyKind::UnknownVersion)
+        } else if version < first || !self.versions.iter().any(|v| v.0 == version) {
+            PathStatus::Anomaly(AnomalyKind::NoUpcastPath)
+        } else {
+            PathStatus::Upcastable {
+                chain: self
+                    .versions
+                    .iter()
+                    .map(|v| v.0)
+                    .filter(|v| *v > version)
+                    .collect(),
+            }
+        }
+    }
+
+    /// Segments from `from` to `to` (both declared, `from <= to`).
+    fn plan(&self, from: i32, to: i32) -> Option<Plan> {
+        let target = self.versions.iter().find(|v| v.0 == to)?;
+        if !self.versions.iter().any(|v| v.0 == from) || from > to {
+            return None;
+        }
+        let mut segments: Vec<Segment> = Vec::new();
+        for (version, steps, _) in self.versions.iter().filter(|v| v.0 > from && v.0 <= to) {
+            for (i, step) in steps.iter().enumerate() {
+                let labeled = Labeled {
+                    label: format!("version {version}, step {} ({})", i + 1, step.kind()),
+                    step: Arc::clone(step),
+                };
+                match (step.as_ref(), segments.last_mut()) {
+                    (Step::Sql(_), _) => segments.push(Segment::Sql(labeled)),
+                    (Step::Jq(_), Some(Segment::Jq(run))) => run.push(labeled),
+                    (Step::Jq(_), _) => segments.push(Segment::Jq(vec![labeled])),
+                    (_, Some(Segment::Native(run))) => run.push(labeled),
+                    (_, _) => segments.push(Segment::Native(vec![labeled])),
+                }
+            }
+        }
+        Some(Plan {
+            segments,
+            validator: Arc::clone(&target.2),
+        })
+    }
+}
+
+/// Upcasts batches of payloads to their type's target version. Built with the catalog;
+/// cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Upcaster {
+    chains: Arc<HashMap<String, TypeChain>>,
+}
+
+/// One event while it moves along its chain.
+enum Work {
+    Map(Map<String, Value>),
+    Val(jaq_json::Val),
+    Done(Outcome),
+}
+
+impl Upcaster {
+    pub(crate) fn new(contracts: &Contracts) -> Upcaster {
+        let chains = contracts
+            .iter()
+            .map(|(name, c)| {
+                let mut chain = TypeChain {
+                    versions: c
+                        .versions
+                        .iter()
+                        .map(|v| (v.version, v.steps.clone(), Arc::clone(&v.validator)))
+                        .collect(),
+                    plans: HashMap::new(),
+                };
+                let target = chain.target();
+                let plans = chain
+                    .versions
+                    .iter()
+                    .filter(|v| v.0 != target)
+                    .filter_map(|v| Some((v.0, Arc::new(chain.plan(v.0, target)?))))
+                    .collect();
+                chain.plans = plans;
+                (name.clone(), chain)
+            })
+            .collect();
+        Upcaster {
+            chains: Arc::new(chains),
+        }
+    }
+
+    /// Where a (type, version) stands.
+    pub fn path(&self, event_type: &str, version: i32) -> PathStatus {
+        match self.chains.get(event_type) {
+            None => PathStatus::Anomaly(AnomalyKind::UnknownType),
+            Some(chain) => chain.status(version),
+        }
+    }
+
+    /// Upcasts every payload (JSON text, all of `event_type` at `from_version`) to the target
+    /// version and validates it against the target schema. One outcome per payload, in
+    /// input order; never fails the batch because of one event.
+    pub fn upcast_batch(
+        &self,
+        event_type: &str,
+        from_version: i32,
+        payloads: &[&str],
+    ) -> Vec<Outcome> {
+        let Some(chain) = self.chains.get(event_type) else {
+            return uniform(payloads.len(), AnomalyKind::UnknownType, || {
+                format!("event type {event_type} is not in the catalog")
+            });
+        };
+        match chain.status(from_version) {
+            PathStatus::AtTarget => {
+                let validator = &chain.versions[chain.versions.len() - 1].2;
+                payloads
+                    .iter()
+                    .map(|p| match parse_object(p) {
+                        Ok(map) => validate(map, validator),
+                        Err(e) => Outcome::anomaly(AnomalyKind::InvalidPayload, None, e),
+                    })
+                    .collect()
+            }
+            PathStatus::Upcastable { .. } => match chain.plans.get(&from_version) {
+                Some(plan) => run_plan(plan, payloads.iter().copied()),
+                None => uniform(payloads.len(), AnomalyKind::NoUpcastPath, || {
+                    format!("no upcast path from {event_type} version {from_version}")
+                }),
+            },
+            PathStatus::Anomaly(kind) => {
+                let target = chain.target();
+                uniform(payloads.len(), kind, || match kind {
+                    AnomalyKind::UnknownVersion => format!(
+                        "{event_type} version {from_version} is newer than the catalog's newest, {target}"
+                    ),
+                    _ => format!(
+                        "{event_type} version {from_version} is not declared: no upcast path to version {target}"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Upcasts JSON values from one version to another (validated against `to`'s schema).
+    /// Used by the test matrix to check examples at their own version.
+    pub(crate) fn upcast_values(
+        &self,
+        event_type: &str,
+        from: i32,
+        to: i32,
+        payloads: &[Value],
+    ) -> Option<Vec<Outcome>> {
+        let plan = self.chains.get(event_type)?.plan(from, to)?;
+        let texts: Vec<String> = payloads.iter().map(Value::to_string).collect();
+        Some(run_plan(&plan, texts.iter().map(String::as_str)))
+    }
+}
+
+fn uniform(n: usize, kind: AnomalyKind, message: impl Fn() -> String) -> Vec<Outcome> {
+    let message = message();
+    (0..n)
+        .map(|_| Outcome::anomaly(kind, None, message.clone()))
+        .collect()
+}
+
+fn validate(map: Map<String, Value>, validator: &Validator) -> Outcome {
+    let value = Value::Object(map);
+    match schema::first_error(validator, &value) {
+        None => match value {
+            Value::Object(map) => Outcome::Ok(map),
+            _ => unreachable!("built from an object"),
+        },
+        Some(e) => Outcome::anomaly(
+            AnomalyKind::InvalidPayload,
+            None,
+            format!("not valid against the target schema {e}"),
+        ),
+    }
+}
+
+fn failed(label: &str, message: String) -> Work {
+    Work::Done(Outcome::anomaly(
+        AnomalyKind::UpcastFailed,
+        Some(label),
+        message,
+    ))
+}
+
+fn run_plan<'a>(plan: &Plan, payloads: impl ExactSizeIterator<Item = &'a str>) -> Vec<Outcome> {
+    let starts_with_jq = matches!(plan.segments.first(), Some(Segment::Jq(_)));
+    let mut work: Vec<Work> = payloads
+        .map(|text| {
+            if starts_with_jq {
+                match jq::parse_val(text) {
+                    Ok(v @ jaq_json::Val::Obj(_)) => Work::Val(v),
+                    Ok(_) => invalid("payload is not a JSON object".to_owned()),
+                    Err(e) => invalid(format!("payload is not valid JSON: {e}")),
+                }
+            } else {
+                match parse_object(text) {
+                    Ok(m) => Work::Map(m),
+                    Err(e) => invalid(e),
+                }
+            }
+        })
+        .collect();
+    for segment in &plan.segments {
+        match segment {
+            Segment::Native(steps) => {
+                for w in work.iter_mut() {
+                    let Work::Map(map) = w else { continue };
+                    for s in steps {
+                        if let Err(e) = s.step.apply_native(map) {
+                            *w = failed(&s.label, e);
+                            break;
+                        }
+                    }
+                }
+            }
+            Segment::Sql(s) => {
+                let Step::Sql(sql) = s.step.as_ref() else {
+                    unreachable!("a sql segment holds a sql step")
+                };
+                let live: Vec<usize> = work
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| matches!(w, Work::Map(_)))
+                    .map(|(i, _)| i)
+                    .collect();
+                let refs: Vec<&Map<String, Value>> = live
+                    .iter()
+                    .map(|&i| match &work[i] {
+                        Work::Map(m) => m,
+                        _ => unreachable!("filtered"),
+                    })
+                    .collect();
+                let results = sql.eval(&refs);
+                for (i, result) in live.into_iter().zip(results) {
+                    match result {
+                        Ok(values) => {
+                            if let Work::Map(m) = &mut work[i] {
+                                for (field, value) in values {
+                                    m.insert(field, value);
+                                }
+                            }
+                        }
+                        Err(e) => work[i] = failed(&s.label, e),
+                    }
+                }
+            }
+            Segment::Jq(steps) => {
+                for w in work.iter_mut() {
+                    let mut val = match std::mem::replace(w, Work::Done(placeholder())) {
+                        Work::Map(m) => jq::map_to_val(m),
+                        Work::Val(v) => v,
+                        done @ Work::Done(_) => {
+                            *w = done;
+                            continue;
+                        }
+                    };
+                    let mut error = None;
+                    for s in steps {
+                        match jq_step(s, val) {
+                            Ok(v) => val = v,
+                            Err(e) => {
+                                error = Some(failed(&s.label, e));
+                                val = jaq_json::Val::Null;
+                                break;
+                            }
+                        }
+                    }
+                    *w = match error {
+                        Some(done) => done,
+                        None => match jq::val_into_map(val) {
+                            Ok(m) => Work::Map(m),
+                            Err(e) => failed(&steps[steps.len() - 1].label, e),
+                        },
+                    };
+                }
+            }
+        }
+    }
+    work.into_iter()
+        .map(|w| match w {
+            Work::Map(m) => validate(m, &plan.validator),
+            Work::Val(v) => match jq::val_into_map(v) {
+                Ok(m) => validate(m, &plan.validator),
+                Err(e) => Outcome::anomaly(AnomalyKind::InvalidPayload, None, e),
+            },
+            Work::Done(o) => o,
+        })
+        .collect()
+}
+
+fn jq_step(s: &Labeled, val: jaq_json::Val) -> Result<jaq_json::Val, String> {
+    let Step::Jq(program) = s.step.as_ref() else {
+        unreachable!("a jq segment holds jq steps")
+    };
+    let out = program.run(val)?;
+    match out {
+        jaq_json::Val::Obj(_) => Ok(out),
+        _ => jq::val_into_map(out).map(|_| jaq_json::Val::Null),
+    }
+}
+
+fn placeholder() -> Outcome {
+    Outcome::Ok(Map::new())
+}
+
+fn invalid(message: String) -> Work {
+    Work::Done(Outcome::anomaly(AnomalyKind::InvalidPayload, None, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::tests::example_catalog;
+    use crate::catalog::{Catalog, CatalogFile};
+    use serde_json::json;
+
+    fn one(c: &Catalog, t: &str, v: i32, payload: &str) -> Outcome {
+        c.upcaster().upcast_batch(t, v, &[payload]).pop().unwrap()
+    }
+
+    fn ok(o: Outcome) -> Value {
+        match o {
+            Outcome::Ok(m) => Value::Object(m),
+            other => panic!("expected ok, got {other:?}"),
+        }
+    }
+
+    fn anomaly(o: Outcome) -> (AnomalyKind, Option<String>, String) {
+        match o {
+            Outcome::Anomaly {
+                kind,
+                step,
+                message,
+            } => (kind, step, message),
+            other => panic!("expected an anomaly, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn chains_one_to_three_on_the_example_catalog() {
+        let c = example_catalog();
+        assert_eq!(
+            ok(one(&c, "AccountOpened", 1, r#"{"owner": "Acme GmbH"}"#)),
+            json!({"holder": {"name": "Acme GmbH", "kind": "company"}, "currency": "EUR"})
+        );
+        assert_eq!(
+            ok(one(
+                &c,
+                "AccountOpened",
+                2,
+                r#"{"owner_name": "Ada", "currency": "GBP", "opened_at": "2021-03-04T05:06:07Z"}"#
+            )),
+            json!({"holder": {"name": "Ada", "kind": "person"}, "currency": "GBP", "opened_at": "2021-03-04T05:06:07Z"})
+        );
+        assert_eq!(
+            ok(one(&c, "Withdrawn", 1, r#"{"amt": "7.25", "memo": "atm"}"#)),
+            json!({"amount_cents": 725, "currency": "EUR", "memo": "atm"})
+        );
+        assert_eq!(
+            ok(one(&c, "Deposited", 1, r#"{"amount": 12.5}"#)),
+            json!({"amount_cents": 1250, "currency": "EUR"})
+        );
+    }
+
+    #[test]
+    fn at_target_parses_and_validates_only() {
+        let c = example_catalog();
+        assert_eq!(
+            ok(one(
+                &c,
+                "Deposited",
+                2,
+                r#"{"amount_cents": 5, "currency": "USD"}"#
+            )),
+            json!({"amount_cents": 5, "currency": "USD"})
+        );
+        let (kind, step, message) = anomaly(one(
+            &c,
+            "Deposited",
+            2,
+            r#"{"amount_cents": -5, "currency": "USD"}"#,
+        ));
+        assert_eq!((kind, step), (AnomalyKind::InvalidPayload, None));
+        assert!(message.contains("/amount_cents"), "{message}");
+        let (kind, _, message) = anomaly(one(
+            &c,
+            "AccountOpened",
+            3,
+            r#"{"holder": {"name": "x", "kind": "person"}, "currency": "EUR", "opened_at": "yesterday"}"#,
+        ));
+        assert_eq!(
+            kind,
+            AnomalyKind::InvalidPayload,
+            "format date-time is asserted"
+        );
+        assert!(message.contains("/opened_at"), "{message}");
+    }
+
+    #[test]
+    fn bad_payloads_are_invalid_payload() {
+        let c = example_catalog();
+        for (v, p) in [(1, "not json"), (1, "[1, 2]"), (2, "42"), (1, "")] {
+            let (kind, _, _) = anomaly(one(&c, "Deposited", v, p));
+            assert_eq!(kind, AnomalyKind::InvalidPayload, "{p}");
+        }
+        let (kind, _, _) = anomaly(one(&c, "AccountOpened", 2, "[]"));
+        assert_eq!(
+            kind,
+            AnomalyKind::InvalidPayload,
+            "a chain starting with jq"
+        );
+    }
+
+    #[test]
+    fn unknown_types_and_versions() {
+        let c = example_catalog();
+        assert_eq!(
+            anomaly(one(&c, "Nope", 1, "{}")).0,
+            AnomalyKind::UnknownType
+        );
+        assert_eq!(
+            anomaly(one(&c, "Deposited", 3, "{}")).0,
+            AnomalyKind::UnknownVersion
+        );
+        assert_eq!(
+            anomaly(one(&c, "Deposited", 0, "{}")).0,
+            AnomalyKind::NoUpcastPath
+        );
+    }
+
+    #[test]
+    fn a_failing_step_fails_its_event_only() {
+        let c = example_catalog();
+        let out = c.upcaster().upcast_batch(
+            "Withdrawn",
+            1,
+            &[r#"{"amt": "1.5"}"#, r#"{"amt": "lots"}"#, r#"{"amt": "2"}"#],
+        );
+        assert_eq!(
+            ok(out[0].clone()),
+            json!({"amount_cents": 150, "currency": "EUR"})
+        );
+        let (kind, step, message) = anomaly(out[1].clone());
+        assert_eq!(kind, AnomalyKind::UpcastFailed);
+        assert_eq!(step.as_deref(), Some("version 2, step 2 (cast)"));
+        assert!(message.contains("amount"), "{message}");
+        assert_eq!(
+            ok(out[2].clone()),
+            json!({"amount_cents": 200, "currency": "EUR"})
+        );
+        // A string where SQL expects a number: the SQL step names the field.
+        let out =
+            c.upcaster()
+                .upcast_batch("Deposited", 1, &[r#"{"amount": "x"}"#, r#"{"amount": 1}"#]);
+        let (kind, step, message) = anomaly(out[0].clone());
+        assert_eq!(
+            (kind, step.as_deref()),
+            (AnomalyKind::UpcastFailed, Some("version 2, step 1 (sql)"))
+        );
+        assert!(message.contains("field amount"), "{message}");
+        assert_eq!(
+            ok(out[1].clone()),
+            json!({"amount_cents": 100, "currency": "EUR"})
+        );
+    }
+
+    fn catalog(steps: &str) -> Catalog {
+        let text = format!(
+            "event_type: T\nversions:\n  - version: 1\n    schema: {{type: object}}\n  - version: 2\n    schema: {{type: object}}\n    upcast:\n{steps}"
+        );
+        Catalog::from_files(vec![CatalogFile {
+            path: "t.yaml".into(),
+            bytes: text.into_bytes(),
+        }])
+        .unwrap()
+    }
+
+    #[test]
+    fn sql_errors_are_attributed_per_event() {
+        let c = catalog("      - sql: {n: \"CAST(code AS BIGINT)\", m: \"code\"}\n");
+        let payloads = [
+            r#"{"code": "1"}"#,
+            r#"{"code": "x"}"#,
+            r#"{"code": 3}"#,
+            r#"{}"#,
+        ];
+        let out = c.upcaster().upcast_batch("T", 1, &payloads);
+        assert_eq!(ok(out[0].clone()), json!({"code": "1", "n": 1, "m": "1"}));
+        let (kind, step, _) = anomaly(out[1].clone());
+        assert_eq!(
+            (kind, step.as_deref()),
+            (AnomalyKind::UpcastFailed, Some("version 2, step 1 (sql)"))
+        );
+        assert_eq!(ok(out[2].clone()), json!({"code": 3, "n": 3, "m": "3"}));
+        assert_eq!(ok(out[3].clone()), json!({"n": null, "m": null}));
+        // Same events alone: same results (determinism across batch composition).
+        for (i, p) in payloads.iter().enumerate() {
+            assert_eq!(
+                c.upcaster().upcast_batch("T", 1, &[p]).pop().unwrap(),
+                out[i]
+            );
+        }
+    }
+
+    #[test]
+    fn sql_sees_the_payload_before_the_step_and_after_earlier_steps() {
+        let c = catalog("      - rename: {a: b}\n      - sql: {b: \"b + 1\", c: \"b * 10\"}\n");
+        assert_eq!(ok(one(&c, "T", 1, r#"{"a": 1}"#)), json!({"b": 2, "c": 10}));
+    }
+
+    #[test]
+    fn jq_zero_or_several_outputs_or_non_objects_fail_the_event() {
+        for (program, needle) in [
+            ("empty", "no value"),
+            (".a, .b", "several"),
+            (".a", "not an object"),
+            ("error(\"boom\")", "boom"),
+        ] {
+            let c = catalog(&format!("      - jq: '{program}'\n"));
+            let (kind, step, message) = anomaly(one(&c, "T", 1, r#"{"a": 1}"#));
+            assert_eq!(kind, AnomalyKind::UpcastFailed, "{program}");
+            assert_eq!(step.as_deref(), Some("version 2, step 1 (jq)"));
+            assert!(message.contains(needle), "{program}: {message}");
+        }
+    }
+
+    #[test]
+    fn consecutive_jq_steps_and_mixed_chains() {
+        let c = catalog(
+            "      - jq: '. + {x: 1}'\n      - jq: '.x += 1'\n      - rename: {x: y}\n      - jq: '{z: .y}'\n",
+        );
+        assert_eq!(ok(one(&c, "T", 1, r#"{"a": true}"#)), json!({"z": 2}));
+    }
+}
