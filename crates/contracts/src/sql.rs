@@ -82,7 +82,6 @@ impl SqlStep {
         for (field, sql) in fields {
             let expr =
                 plan_logical(session, sql, known).map_err(|e| format!("field {field}: {e}"))?;
-            check_allowed(&expr).map_err(|e| format!("field {field}: {e}"))?;
             for column in expr.column_refs() {
                 let kind = known.get(&column.name).copied().unwrap_or(ColumnKind::Json);
                 referenced.insert(column.name.clone(), kind);
@@ -225,6 +224,9 @@ fn plan_logical(
         let df_schema = DFSchema::try_from(schema).map_err(|e| e.to_string())?;
         match session.create_logical_expr(sql, &df_schema) {
             Ok(expr) => {
+                // What is not a per-row expression is refused before planning it physically,
+                // so the message names the reason rather than a planner limitation.
+                check_allowed(&expr)?;
                 // Type-check now: a bad expression is a load error, not a per-event one.
                 session
                     .create_physical_expr(expr.clone(), &df_schema)

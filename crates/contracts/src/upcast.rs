@@ -609,7 +609,13 @@ mod tests {
 
     #[test]
     fn sql_sees_the_payload_before_the_step_and_after_earlier_steps() {
-        let c = catalog("      - rename: {a: b}\n      - sql: {b: \"b + 1\", c: \"b * 10\"}\n");
+        // `a` is declared as an integer in version 1, so the renamed `b` is an Int64 column.
+        let text = "event_type: T\nversions:\n  - version: 1\n    schema: {type: object, properties: {a: {type: integer}}}\n  - version: 2\n    schema: {type: object}\n    upcast:\n      - rename: {a: b}\n      - sql: {b: \"b + 1\", c: \"b * 10\"}\n";
+        let c = Catalog::from_files(vec![CatalogFile {
+            path: "t.yaml".into(),
+            bytes: text.as_bytes().to_vec(),
+        }])
+        .unwrap();
         assert_eq!(ok(one(&c, "T", 1, r#"{"a": 1}"#)), json!({"b": 2, "c": 10}));
     }
 
@@ -632,7 +638,7 @@ mod tests {
     #[test]
     fn consecutive_jq_steps_and_mixed_chains() {
         let c = catalog(
-            "      - jq: '. + {x: 1}'\n      - jq: '.x += 1'\n      - rename: {x: y}\n      - jq: '{z: .y}'\n",
+            "      - jq: '. + {x: 1}'\n      - jq: '.x += 1'\n      - rename: {x: \"y\"}\n      - jq: '{z: .y}'\n",
         );
         assert_eq!(ok(one(&c, "T", 1, r#"{"a": true}"#)), json!({"z": 2}));
     }
