@@ -225,7 +225,7 @@ async fn names_a_missing_column(location: Location) -> Result<()> {
         .expect_err("inventory must fail");
     ensure!(
         matches!(&err, Error::MissingColumn { segment, column, envelope_column, .. }
-            if segment == "a.parquet" && column == "offset" && envelope_column == "seq"),
+            if segment == "a.parquet" && column == "offset" && *envelope_column == "seq"),
         "{err}"
     );
     ensure!(err.is_input(), "{err} is the user's");

@@ -82,6 +82,15 @@ impl Kind {
         }
     }
 
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Str | Kind::Json => "Utf8",
+            Kind::Int32 => "Int32",
+            Kind::Int64 => "Int64",
+            Kind::Timestamp => "Timestamp(µs, UTC)",
+        }
+    }
+
     fn expected(self) -> &'static str {
         match self {
             Kind::Str => "a string type (Utf8, LargeUtf8, Utf8View or a dictionary of strings)",
@@ -152,7 +161,7 @@ impl Plan {
                     return Err(Error::MissingColumn {
                         segment: segment.to_owned(),
                         column: column.to_owned(),
-                        envelope_column: envelope.to_owned(),
+                        envelope_column: envelope,
                         available: file_schema
                             .fields()
                             .iter()
@@ -166,8 +175,8 @@ impl Plan {
                         return Err(Error::WrongType {
                             segment: segment.to_owned(),
                             column: column.to_owned(),
-                            envelope_column: envelope.to_owned(),
-                            expected: kind.expected().to_owned(),
+                            envelope_column: envelope,
+                            expected: kind.expected(),
                             found: found.to_string(),
                         });
                     }
@@ -237,7 +246,7 @@ impl Plan {
             .ok_or_else(|| Error::MissingColumn {
                 segment: self.segment.clone(),
                 column: column.clone(),
-                envelope_column: source.envelope.to_owned(),
+                envelope_column: source.envelope,
                 available: batch
                     .schema()
                     .fields()
@@ -248,10 +257,10 @@ impl Plan {
         let out_of_range = |row: usize, value: String| Error::ValueOutOfRange {
             segment: self.segment.clone(),
             column: column.clone(),
-            envelope_column: source.envelope.to_owned(),
+            envelope_column: source.envelope,
             row: first_row + row as u64,
             value,
-            target: source.kind.data_type().to_string(),
+            target: source.kind.name(),
         };
         match source.kind {
             Kind::Str => to_utf8(array).map_err(|e| self.arrow_error(Some(column), e)),

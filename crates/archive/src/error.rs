@@ -43,7 +43,7 @@ pub enum Error {
         /// The archive column looked for.
         column: String,
         /// The envelope column it feeds.
-        envelope_column: String,
+        envelope_column: &'static str,
         /// The segment's top-level columns.
         available: Vec<String>,
     },
@@ -57,9 +57,9 @@ pub enum Error {
         /// The archive column.
         column: String,
         /// The envelope column it feeds.
-        envelope_column: String,
+        envelope_column: &'static str,
         /// What the envelope column accepts.
-        expected: String,
+        expected: &'static str,
         /// The Arrow type found in the segment.
         found: String,
     },
@@ -73,13 +73,13 @@ pub enum Error {
         /// The archive column.
         column: String,
         /// The envelope column it feeds.
-        envelope_column: String,
+        envelope_column: &'static str,
         /// Zero-based row number inside the segment.
         row: u64,
         /// The offending value, as text.
         value: String,
         /// The target type.
-        target: String,
+        target: &'static str,
     },
 }
 

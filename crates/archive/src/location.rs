@@ -70,7 +70,7 @@ impl Location {
     }
 
     /// `full` relative to the prefix, `/`-separated; `None` when it lies outside.
-    pub fn relative<'a>(&self, full: &'a Path) -> Option<String> {
+    pub fn relative(&self, full: &Path) -> Option<String> {
         let parts: Vec<_> = full.prefix_match(&self.prefix)?.collect();
         Some(
             parts
@@ -108,27 +108,26 @@ fn to_url(input: &str, base_dir: Option<&FsPath>) -> Result<Url> {
     }
     // A scheme is letters followed by "://"; anything else is a filesystem path
     // (Windows drive letters are not a concern on the platforms we ship).
-    if let Some((scheme, _)) = input.split_once("://") {
-        if !scheme.is_empty()
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '+')
-        {
-            let url = Url::parse(input).map_err(|e| Error::InvalidLocation {
+    if let Some((scheme, _)) = input.split_once("://")
+        && !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+')
+    {
+        let url = Url::parse(input).map_err(|e| Error::InvalidLocation {
+            location: input.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if url.scheme() == "file" && url.host_str().is_some_and(|h| !h.is_empty()) {
+            return Err(Error::InvalidLocation {
                 location: input.to_owned(),
-                reason: e.to_string(),
-            })?;
-            if url.scheme() == "file" && url.host_str().is_some_and(|h| !h.is_empty()) {
-                return Err(Error::InvalidLocation {
-                    location: input.to_owned(),
-                    reason: format!(
-                        "file URLs must be absolute (file:///abs/path); write a bare path such as `{}` for a path relative to the config file",
-                        input.trim_start_matches("file://")
-                    ),
-                });
-            }
-            return Ok(url);
+                reason: format!(
+                    "file URLs must be absolute (file:///abs/path); write a bare path such as `{}` for a path relative to the config file",
+                    input.trim_start_matches("file://")
+                ),
+            });
         }
+        return Ok(url);
     }
     let path = FsPath::new(input);
     let absolute = if path.is_absolute() {

@@ -287,7 +287,7 @@ mod tests {
             (
                 segment.as_str(),
                 column.as_str(),
-                envelope_column.as_str(),
+                *envelope_column,
                 *row,
                 value.as_str()
             ),

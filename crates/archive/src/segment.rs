@@ -44,7 +44,7 @@ pub async fn list_segments(location: &Location) -> Result<Vec<SegmentRef>> {
         .into_iter()
         .filter_map(|meta| {
             let path = location.relative(&meta.location)?;
-            is_segment(&path).then(|| SegmentRef {
+            is_segment(&path).then_some(SegmentRef {
                 path,
                 size: meta.size,
                 etag: meta.e_tag,

@@ -575,18 +575,17 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
             ));
         }
     };
-    if let Some(url) = &raw.fleet.nats_url {
-        if !(url.starts_with("nats://")
+    if let Some(url) = &raw.fleet.nats_url
+        && !(url.starts_with("nats://")
             || url.starts_with("tls://")
             || url.starts_with("ws://")
             || url.starts_with("wss://")
             || url.contains(':'))
-        {
-            return Err(invalid(
-                "fleet.nats_url",
-                format!("`{url}` is not a NATS URL (nats://host:4222)"),
-            ));
-        }
+    {
+        return Err(invalid(
+            "fleet.nats_url",
+            format!("`{url}` is not a NATS URL (nats://host:4222)"),
+        ));
     }
 
     let memory_limit_bytes = match &raw.limits.memory {

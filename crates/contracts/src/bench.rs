@@ -342,4 +342,15 @@ mod tests {
         assert_eq!(report.measurements.len(), 7);
         assert!(report.to_string().contains("(c) jq step"));
     }
+
+    /// `cargo test -p replayfleet-contracts --release -- --ignored --nocapture bench_report`
+    #[test]
+    #[ignore = "a benchmark: run by hand, preferably in release mode"]
+    fn bench_report() {
+        let events = std::env::var("BENCH_EVENTS")
+            .ok()
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(1_000_000);
+        println!("{}", bench_upcast(events));
+    }
 }

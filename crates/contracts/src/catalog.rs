@@ -1,6 +1,6 @@
 //! The catalog: loading a folder of contract files, every static check, typed columns.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -300,17 +300,17 @@ fn compile_contract(
     {
         let line = at.line();
         let version = rv.version;
-        if let Some(prev) = versions.last() {
-            if version <= prev.version {
-                return Err(version_error(
-                    line,
-                    Some(version),
-                    format!(
-                        "versions must be strictly increasing: version {version} follows version {}",
-                        prev.version
-                    ),
-                ));
-            }
+        if let Some(prev) = versions.last()
+            && version <= prev.version
+        {
+            return Err(version_error(
+                line,
+                Some(version),
+                format!(
+                    "versions must be strictly increasing: version {version} follows version {}",
+                    prev.version
+                ),
+            ));
         }
         let validator = schema::compile(&rv.schema).map_err(|message| Error::Schema {
             file: file.to_owned(),
@@ -508,7 +508,7 @@ fn compile_steps(
                 let program = JqProgram::compile(&code).map_err(|m| err("jq", m))?;
                 // The field set after jq is unknown: later SQL sees undeclared fields as Utf8.
                 shape.clear();
-                Step::Jq(Box::new(program))
+                Step::Jq(Arc::new(program))
             }
             other => {
                 return Err(err(
@@ -618,14 +618,6 @@ pub(crate) fn parse_object(text: &str) -> Result<Map<String, Value>, String> {
 }
 
 pub(crate) type Contracts = BTreeMap<String, EventContract>;
-
-/// Versions of each type, for path lookups.
-pub(crate) fn version_index(contracts: &Contracts) -> HashMap<String, Vec<i32>> {
-    contracts
-        .iter()
-        .map(|(t, c)| (t.clone(), c.versions.iter().map(|v| v.version).collect()))
-        .collect()
-}
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -16,7 +16,6 @@ use serde_json::{Map, Number, Value};
 type Filter = jaq_core::Filter<JustLut<Val>>;
 
 /// A compiled jq program.
-#[derive(Clone)]
 pub(crate) struct JqProgram {
     // jaq's compiled filter is not `Clone`; the catalog is, so share it.
     filter: std::sync::Arc<Filter>,

@@ -27,3 +27,10 @@ pub use catalog::{
 pub use error::{Error, Result};
 pub use matrix::{Finding, MatrixRow, check, test_matrix};
 pub use upcast::{Outcome, Upcaster};
+
+// The catalog is shared by the replay engine's worker tasks.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Catalog>();
+    send_sync::<Upcaster>();
+};

@@ -126,7 +126,7 @@ pub fn test_matrix(catalog: &Catalog) -> Vec<MatrixRow> {
                 passed: 0,
                 failures: Vec::new(),
             };
-            let mut record = |row: &mut MatrixRow, name: &str, result: Result<(), String>| {
+            let record = |row: &mut MatrixRow, name: &str, result: Result<(), String>| {
                 row.cases += 1;
                 match result {
                     Ok(()) => row.passed += 1,

@@ -23,7 +23,7 @@ pub(crate) enum Step {
     /// `sql: {field: expression}`: computed fields, evaluated over a batch.
     Sql(Box<SqlStep>),
     /// `jq: program`: reshapes the payload.
-    Jq(Box<JqProgram>),
+    Jq(std::sync::Arc<JqProgram>),
 }
 
 impl Step {
@@ -164,8 +164,8 @@ impl CastTo {
                     _ => None,
                 },
                 Value::Number(n) => match n.as_f64() {
-                    Some(f) if f == 0.0 => Some(Some(Value::Bool(false))),
-                    Some(f) if f == 1.0 => Some(Some(Value::Bool(true))),
+                    Some(0.0) => Some(Some(Value::Bool(false))),
+                    Some(1.0) => Some(Some(Value::Bool(true))),
                     _ => None,
                 },
                 _ => None,
@@ -179,9 +179,8 @@ fn integral(f: f64) -> Option<Value> {
     // 2^63 is exactly representable; anything at or above it does not fit an i64.
     (f.is_finite()
         && f.fract() == 0.0
-        && f >= -9_223_372_036_854_775_808.0
-        && f < 9_223_372_036_854_775_808.0)
-        .then(|| Value::from(f as i64))
+        && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f))
+    .then(|| Value::from(f as i64))
 }
 
 /// A short description of a value for error messages: its JSON type and (truncated) text.

@@ -19,9 +19,9 @@
 //! - **Balances**: per stream, in `seq` order over valid, deduplicated events, the
 //!   balance in cents never drops below zero; anomalous events never move it.
 //!
-//! Generation runs in two phases: [`schedule`] decides the global commit order
+//! Generation runs in two phases: `schedule` decides the global commit order
 //! (which stream commits at which `seq`, where resends go) in 16 bytes per row, then
-//! [`history`] makes up the events one partition and one segment at a time.
+//! `history` makes up the events one partition and one segment at a time.
 //!
 //! This crate writes archives; it never reads them and knows nothing of replays.
 
