@@ -193,3 +193,66 @@ fn bad_flags_exit_2() {
     let run = replayfleet(&["generate", "--events", "ten"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
+
+/// The same commands against a real S3 server (moto), credentials from the environment.
+#[test]
+fn generate_and_inventory_on_s3() {
+    let s3 = replayfleet_testkit::S3Server::start();
+    let bucket = s3.create_bucket();
+    let url = format!("s3://{bucket}/archive/events");
+    let env = s3.env();
+    let gen_run = crate::support::replayfleet_env(
+        &[
+            "generate",
+            "--out",
+            &url,
+            "--events",
+            "2000",
+            "--partitions",
+            "3",
+            "--streams",
+            "50",
+            "--seed",
+            "5",
+            "--duplicates",
+            "--json",
+        ],
+        &env,
+    );
+    gen_run.expect_code(0);
+    let written = gen_run.json()["events_written"].clone();
+    let inv = crate::support::replayfleet_env(&["inventory", "--source", &url, "--json"], &env);
+    inv.expect_code(0);
+    let inv = inv.json();
+    assert_eq!(inv["totals"]["rows"], written, "{inv:#}");
+    assert_eq!(inv["totals"]["segments"], 9, "{inv:#}");
+    assert!(
+        inv["segments"][0]["etag"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "S3 segments carry etags: {inv:#}"
+    );
+    // a bucket that does not exist is an operational failure, not an input error
+    let missing = crate::support::replayfleet_env(
+        &["inventory", "--source", "s3://no-such-bucket-here/x"],
+        &env,
+    );
+    assert_eq!(missing.code, 1, "{}", missing.stderr);
+}
+
+#[test]
+fn bench_upcast_prints_every_measurement() {
+    let run = replayfleet(&["bench", "upcast", "--events", "2000", "--json"]);
+    run.expect_code(0);
+    let report = run.json();
+    let names: Vec<String> = report["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(names.len() >= 5, "{names:?}");
+    for m in report["measurements"].as_array().unwrap() {
+        assert!(m["events_per_sec"].as_f64().unwrap() > 0.0, "{m}");
+    }
+}
