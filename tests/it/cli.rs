@@ -256,3 +256,18 @@ fn bench_upcast_prints_every_measurement() {
         assert!(m["events_per_sec"].as_f64().unwrap() > 0.0, "{m}");
     }
 }
+
+#[test]
+fn generate_into_a_non_empty_folder_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("events/other.txt"), "already here");
+    replayfleet(&[
+        "generate",
+        "--out",
+        dir.path().join("events").to_str().unwrap(),
+        "--events",
+        "10",
+    ])
+    .expect_code(2)
+    .stderr_names(&["other.txt"]);
+}

@@ -98,16 +98,7 @@ impl Error {
 
     /// Worth retrying later (a transient storage failure).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage { source, .. } if !matches!(source,
-            object_store::Error::NotFound { .. }
-                | object_store::Error::InvalidPath { .. }
-                | object_store::Error::NotSupported { .. }
-                | object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. }
-                | object_store::Error::NotImplemented { .. }
-                | object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. }
-                | object_store::Error::UnknownConfigurationKey { .. }))
+        matches!(self, Error::Storage { source, .. } if is_transient(source))
     }
 
     /// The segment an error is about, when it is about one.
@@ -147,4 +138,21 @@ impl Error {
             },
         }
     }
+}
+
+/// Whether an object-store failure may succeed when tried again (throttling, timeouts,
+/// server errors) rather than being final (missing, refused, misconfigured).
+pub fn is_transient(error: &object_store::Error) -> bool {
+    !matches!(
+        error,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+    )
 }

@@ -25,7 +25,7 @@ mod segment;
 mod testing;
 
 pub use envelope::envelope_schema;
-pub use error::{Error, Result};
+pub use error::{Error, Result, is_transient};
 pub use inventory::{
     EventTypeCount, Inventory, InventoryOptions, PartitionRange, PartitionSummary,
     SegmentInventory, StatsSource, Totals, inventory, inventory_of, inventory_with,

@@ -42,6 +42,9 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<replayfleet_archive::Error>() {
             return if e.is_input() { USAGE } else { FAILURE };
         }
+        if let Some(e) = cause.downcast_ref::<replayfleet_generate::Error>() {
+            return if e.is_input() { USAGE } else { FAILURE };
+        }
         if let Some(e) = cause.downcast_ref::<replayfleet_contracts::Error>() {
             return if e.is_input() { USAGE } else { FAILURE };
         }

@@ -48,15 +48,6 @@ impl Error {
 
     /// Worth retrying later (a transient storage failure).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage { source, .. } if !matches!(source,
-            object_store::Error::NotFound { .. }
-                | object_store::Error::InvalidPath { .. }
-                | object_store::Error::NotSupported { .. }
-                | object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. }
-                | object_store::Error::NotImplemented { .. }
-                | object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. }
-                | object_store::Error::UnknownConfigurationKey { .. }))
+        matches!(self, Error::Storage { source, .. } if replayfleet_archive::is_transient(source))
     }
 }
