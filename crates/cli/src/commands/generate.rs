@@ -34,52 +34,56 @@ fn edge_cases(args: &GenerateArgs) -> EdgeCases {
     } else {
         EdgeCases::none()
     };
-    let pick = |flag: Option<Option<f64>>, current: f64, default: f64| match flag {
-        None => current,
-        Some(None) => default,
-        Some(Some(rate)) => rate,
-    };
-    edge.duplicates = pick(
-        args.duplicates,
-        edge.duplicates,
-        EdgeCases::DEFAULT_DUPLICATES,
-    );
-    edge.conflicting_duplicates = pick(
-        args.conflicting_duplicates,
-        edge.conflicting_duplicates,
-        EdgeCases::DEFAULT_CONFLICTING_DUPLICATES,
-    );
-    edge.out_of_order = pick(
-        args.out_of_order,
-        edge.out_of_order,
-        EdgeCases::DEFAULT_OUT_OF_ORDER,
-    );
-    edge.nulls = pick(args.nulls, edge.nulls, EdgeCases::DEFAULT_NULLS);
-    edge.long_strings = pick(
-        args.long_strings,
-        edge.long_strings,
-        EdgeCases::DEFAULT_LONG_STRINGS,
-    );
-    edge.unknown_fields = pick(
-        args.unknown_fields,
-        edge.unknown_fields,
-        EdgeCases::DEFAULT_UNKNOWN_FIELDS,
-    );
-    edge.unknown_types = pick(
-        args.unknown_types,
-        edge.unknown_types,
-        EdgeCases::DEFAULT_UNKNOWN_TYPES,
-    );
-    edge.invalid_payloads = pick(
-        args.invalid_payloads,
-        edge.invalid_payloads,
-        EdgeCases::DEFAULT_INVALID_PAYLOADS,
-    );
-    edge.future_versions = pick(
-        args.future_versions,
-        edge.future_versions,
-        EdgeCases::DEFAULT_FUTURE_VERSIONS,
-    );
+    let switches = [
+        (
+            args.duplicates,
+            &mut edge.duplicates,
+            EdgeCases::DEFAULT_DUPLICATES,
+        ),
+        (
+            args.conflicting_duplicates,
+            &mut edge.conflicting_duplicates,
+            EdgeCases::DEFAULT_CONFLICTING_DUPLICATES,
+        ),
+        (
+            args.out_of_order,
+            &mut edge.out_of_order,
+            EdgeCases::DEFAULT_OUT_OF_ORDER,
+        ),
+        (args.nulls, &mut edge.nulls, EdgeCases::DEFAULT_NULLS),
+        (
+            args.long_strings,
+            &mut edge.long_strings,
+            EdgeCases::DEFAULT_LONG_STRINGS,
+        ),
+        (
+            args.unknown_fields,
+            &mut edge.unknown_fields,
+            EdgeCases::DEFAULT_UNKNOWN_FIELDS,
+        ),
+        (
+            args.unknown_types,
+            &mut edge.unknown_types,
+            EdgeCases::DEFAULT_UNKNOWN_TYPES,
+        ),
+        (
+            args.invalid_payloads,
+            &mut edge.invalid_payloads,
+            EdgeCases::DEFAULT_INVALID_PAYLOADS,
+        ),
+        (
+            args.future_versions,
+            &mut edge.future_versions,
+            EdgeCases::DEFAULT_FUTURE_VERSIONS,
+        ),
+    ];
+    for (flag, rate, default) in switches {
+        match flag {
+            None => {}
+            Some(None) => *rate = default,
+            Some(Some(given)) => *rate = given,
+        }
+    }
     edge
 }
 
