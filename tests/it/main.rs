@@ -2,4 +2,5 @@
 
 mod archive;
 mod cli;
+mod replay;
 mod support;

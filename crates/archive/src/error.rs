@@ -81,6 +81,15 @@ pub enum Error {
         /// The target type.
         target: &'static str,
     },
+    /// A segment is not the object that was planned: its size or entity tag changed,
+    /// or it is gone.
+    #[error("segment `{segment}` changed since it was planned: {reason}")]
+    Changed {
+        /// The segment path, relative to the archive location.
+        segment: String,
+        /// What differs.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -107,7 +116,8 @@ impl Error {
             Error::BadSegment { segment, .. }
             | Error::MissingColumn { segment, .. }
             | Error::WrongType { segment, .. }
-            | Error::ValueOutOfRange { segment, .. } => Some(segment),
+            | Error::ValueOutOfRange { segment, .. }
+            | Error::Changed { segment, .. } => Some(segment),
             Error::InvalidLocation { .. } | Error::Storage { .. } => None,
         }
     }

@@ -143,6 +143,77 @@ pub async fn read_segment_stream(
     open.stream(plan)
 }
 
+/// Fetches all of `segment`'s bytes in one request, checking that the object is still the
+/// one listed: same size, and (when the listing gave one) the same entity tag, sent as
+/// `If-Match` so the store itself refuses a replaced object.
+pub async fn fetch_segment(location: &Location, segment: &SegmentRef) -> Result<Bytes> {
+    let path = location.child(&segment.path);
+    let options = object_store::GetOptions {
+        if_match: segment.etag.clone(),
+        ..Default::default()
+    };
+    let changed = |reason: String| Error::Changed {
+        segment: segment.path.clone(),
+        reason,
+    };
+    let result = match location.store().get_opts(&path, options).await {
+        Ok(result) => result,
+        Err(object_store::Error::NotFound { .. }) => return Err(changed("it is gone".into())),
+        Err(object_store::Error::Precondition { .. }) => {
+            return Err(changed(format!(
+                "its entity tag is no longer {}",
+                segment.etag.as_deref().unwrap_or("-")
+            )));
+        }
+        Err(source) => {
+            return Err(Error::Storage {
+                path: path.to_string(),
+                source,
+            });
+        }
+    };
+    let bytes = result.bytes().await.map_err(|source| Error::Storage {
+        path: path.to_string(),
+        source,
+    })?;
+    if bytes.len() as u64 != segment.size {
+        return Err(changed(format!(
+            "{} bytes instead of {}",
+            bytes.len(),
+            segment.size
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Decodes a whole segment held in memory (see [`fetch_segment`]) into batches of
+/// [`envelope_schema()`](crate::envelope_schema), in file order.
+pub fn decode_segment(
+    segment: &str,
+    bytes: Bytes,
+    mapping: &ColumnMapping,
+) -> Result<Vec<RecordBatch>> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let bad = |e: ParquetError| Error::from_parquet(segment, segment, e);
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(bad)?;
+    let plan = Plan::new(segment, builder.schema(), mapping, &ENVELOPE_COLUMNS)?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), plan.roots().iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(bad)?;
+    let mut batches = Vec::new();
+    let mut next_row = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(e.into()))?;
+        let first_row = next_row;
+        next_row += batch.num_rows() as u64;
+        batches.push(plan.convert(&batch, first_row)?);
+    }
+    Ok(batches)
+}
+
 /// Reads all of `segment` as batches of [`envelope_schema()`](crate::envelope_schema),
 /// in file order (no sorting: out-of-order rows stay where they are).
 pub async fn read_segment(

@@ -48,6 +48,87 @@ pub enum Command {
     /// Measure throughput, printing ratios measured side by side in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Dry run: shards, events, bytes, versions present per type, upcaster coverage and
+    /// an estimate. Writes nothing unless --out.
+    Plan(PlanArgs),
+    /// Embedded run: plan, replay with N worker tasks, verify, commit — one process.
+    Run(RunArgs),
+    /// Verify a run and commit it by hand (idempotent), or refuse with a report.
+    Finalize(FinalizeArgs),
+    /// The versions of a projection.
+    History(HistoryArgs),
+    /// Commit a new version whose segments are those of an older version.
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The run's backfill.toml.
+    #[arg(long, env = "REPLAYFLEET_CONFIG")]
+    pub config: PathBuf,
+    /// Also write the plan (plan.json format) to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The run's backfill.toml.
+    #[arg(long, env = "REPLAYFLEET_CONFIG")]
+    pub config: PathBuf,
+    /// Worker tasks in this process.
+    #[arg(long, env = "REPLAYFLEET_WORKERS", default_value_t = default_workers())]
+    pub workers: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+#[derive(Debug, Args)]
+pub struct FinalizeArgs {
+    /// The projection's home: a URL or a path.
+    #[arg(long, env = "REPLAYFLEET_TARGET")]
+    pub target: String,
+    /// The run id (`<name>-<ULID>`).
+    #[arg(long)]
+    pub run: String,
+    /// Commit although discrepancy checks (baseline diff, invariants, anomaly budget)
+    /// failed; the reason and who gave it go into the commit.
+    #[arg(long, value_name = "REASON")]
+    pub accept: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The projection's home: a URL or a path.
+    #[arg(long, env = "REPLAYFLEET_TARGET")]
+    pub target: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The projection's home: a URL or a path.
+    #[arg(long, env = "REPLAYFLEET_TARGET")]
+    pub target: String,
+    /// The version whose segments become current again.
+    #[arg(long)]
+    pub to: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

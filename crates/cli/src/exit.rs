@@ -7,7 +7,6 @@ pub const FAILURE: u8 = 1;
 /// Usage or input error found before replay.
 pub const USAGE: u8 = 2;
 /// Halted, refused by checks, or lost the commit race.
-#[allow(dead_code)] // reason: used by the run and finalize commands of the next capability
 pub const REFUSED: u8 = 3;
 
 /// An error that already knows its exit code (for outcomes that are not a crate error).
@@ -47,6 +46,25 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
         }
         if let Some(e) = cause.downcast_ref::<replayfleet_contracts::Error>() {
             return if e.is_input() { USAGE } else { FAILURE };
+        }
+        if let Some(e) = cause.downcast_ref::<replayfleet_coordinator::Error>() {
+            return match e {
+                replayfleet_coordinator::Error::Halted {
+                    by_policy: true, ..
+                } => REFUSED,
+                replayfleet_coordinator::Error::Finalizer(f) if f.is_refusal() => REFUSED,
+                e if e.is_input() => USAGE,
+                _ => FAILURE,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<replayfleet_finalizer::Error>() {
+            return if e.is_refusal() {
+                REFUSED
+            } else if e.is_input() {
+                USAGE
+            } else {
+                FAILURE
+            };
         }
     }
     FAILURE

@@ -17,7 +17,7 @@ pub use error::{Error, Result};
 pub use mapping::{ColumnMapping, ENVELOPE_COLUMNS};
 pub use model::{
     Checks, Config, ENV_PREFIX, FleetConfig, ProjectionConfig, SourceConfig, StoreConfig, Window,
-    parse_bytes,
+    parse_bytes, store_options_from_env,
 };
 
 #[cfg(test)]

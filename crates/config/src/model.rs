@@ -711,3 +711,17 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     };
     Ok((num * mult as f64) as u64)
 }
+
+/// The object_store options of the process environment for one store role: every
+/// `REPLAYFLEET_SOURCE_<OPTION>` (role `source`) or `REPLAYFLEET_TARGET_<OPTION>` (role
+/// `target`) variable, the option name lowercased. Commands that work from a run's plan
+/// rather than a config file (`finalize`, `verify`, workers) take credentials from here.
+pub fn store_options_from_env(role: &str) -> BTreeMap<String, String> {
+    let prefix = format!("{ENV_PREFIX}{}_", role.to_ascii_uppercase());
+    std::env::vars()
+        .filter_map(|(k, v)| {
+            let opt = k.strip_prefix(&prefix)?;
+            (!opt.is_empty() && !opt.contains("__")).then(|| (opt.to_ascii_lowercase(), v))
+        })
+        .collect()
+}

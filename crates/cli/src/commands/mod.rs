@@ -4,8 +4,12 @@ use crate::cli::{BenchCommand, Command, ContractsCommand};
 
 mod bench;
 mod contracts;
+mod finalize;
 mod generate;
+mod history;
 mod inventory;
+mod plan;
+mod run;
 
 /// Runs one subcommand.
 pub async fn dispatch(command: Command) -> anyhow::Result<u8> {
@@ -15,5 +19,10 @@ pub async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Contracts(ContractsCommand::Check(args)) => contracts::check(args),
         Command::Contracts(ContractsCommand::Test(args)) => contracts::test(args),
         Command::Bench(BenchCommand::Upcast(args)) => bench::upcast(args).await,
+        Command::Plan(args) => plan::run(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Finalize(args) => finalize::run(args).await,
+        Command::History(args) => history::history(args).await,
+        Command::Rollback(args) => history::rollback(args).await,
     }
 }

@@ -1,0 +1,15 @@
+//! The coordinator role (SPEC sections 4–7): plan a run — inventory, shards of whole
+//! partitions, upcaster coverage, the snapshot of every replay input — publish one lease
+//! per shard, watch the shards, and hand the run to the finalizer. [`run_embedded`] does
+//! all of it in one process with worker tasks over the in-process queue and store.
+//!
+//! The coordinator never replays a shard and never commits: workers replay, the
+//! finalizer commits.
+
+mod embedded;
+mod error;
+mod planning;
+
+pub use embedded::{EmbeddedOptions, Progress, RunResult, hostname, run_embedded};
+pub use error::{Error, Result};
+pub use planning::{Estimate, Planned, new_run_id, plan_run};

@@ -1,0 +1,327 @@
+//! Planning (SPEC sections 4 and 5): inventory the archive, group whole partitions into
+//! shards, check upcaster coverage and the projection SQL, and snapshot every replay input
+//! into a [`Plan`]. Nothing is written here; `run` and `coordinator` store the plan.
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use replayfleet_archive::{Inventory, InventoryOptions, Location, inventory_with};
+use replayfleet_config::{AnomalyKind, Config, Policy};
+use replayfleet_contracts::{Catalog, PathStatus};
+use replayfleet_replay::{
+    Build, ChecksSnapshot, ContractsSnapshot, InputSegment, PLAN_FORMAT_VERSION, Plan,
+    ProjectionSnapshot, ShardPlan, SourceSnapshot, TypeCoverage, check_projection, shard_id,
+};
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+/// Events per second one worker replays, for the estimate only (measured on the example
+/// archive with a debug-free release build; see docs/PERFORMANCE.md).
+const NOMINAL_EVENTS_PER_SECOND_PER_WORKER: u64 = 150_000;
+
+/// A plan and what it was made from.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The plan, ready to be stored as `plan.json`.
+    pub plan: Plan,
+    /// The archive's inventory.
+    pub inventory: Inventory,
+    /// The catalog the plan snapshots.
+    pub catalog: Catalog,
+    /// The source location.
+    pub source: Location,
+    /// The target location.
+    pub target: Location,
+    /// Rough cost.
+    pub estimate: Estimate,
+}
+
+/// The rough cost of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Estimate {
+    /// Rows the shards will read (duplicates included).
+    pub events: u64,
+    /// Bytes of the segments the shards read.
+    pub bytes: u64,
+    /// Shards.
+    pub shards: u64,
+    /// Seconds with one worker, at a nominal rate.
+    pub seconds_one_worker: u64,
+}
+
+/// A new run id: `<name>-<ULID>`.
+pub fn new_run_id(name: &str) -> String {
+    format!("{name}-{}", ulid::Ulid::new())
+}
+
+/// Plans a run of `config` under `run_id`. Fails with exit-2 errors (config, catalog,
+/// SQL, mapping, coverage) before any work.
+pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
+    let catalog = Catalog::load(&config.contracts_dir)?;
+    let output_columns =
+        check_projection(&catalog, &config.projection.sql, &config.projection.key).await?;
+    let source = Location::parse(&config.source.url, None, &config.source.options)?;
+    let target = Location::parse(&config.target.url, None, &config.target.options)?;
+    let inventory = inventory_with(
+        &source,
+        &config.source.columns,
+        InventoryOptions {
+            event_types: true,
+            ..InventoryOptions::default()
+        },
+    )
+    .await?;
+    if inventory.segments.is_empty() {
+        return Err(Error::Plan(format!(
+            "source `{}` holds no Parquet segment",
+            config.source.url
+        )));
+    }
+    if inventory.totals.null_partition_rows > 0 {
+        let named: Vec<_> = inventory
+            .segments
+            .iter()
+            .filter(|s| s.null_partition_rows > 0)
+            .take(5)
+            .map(|s| format!("`{}` ({} rows)", s.path, s.null_partition_rows))
+            .collect();
+        return Err(Error::Plan(format!(
+            "{} rows have a null `{}` (the partition column), so no shard can own them: {}",
+            inventory.totals.null_partition_rows,
+            config.source.columns.partition,
+            named.join(", ")
+        )));
+    }
+
+    let present: BTreeSet<i32> = inventory.partitions.iter().map(|p| p.partition).collect();
+    let wanted: BTreeSet<i32> = match &config.window.partitions {
+        None => present.clone(),
+        Some(list) => {
+            let missing: Vec<String> = list
+                .iter()
+                .filter(|p| !present.contains(p))
+                .map(|p| p.to_string())
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::Plan(format!(
+                    "`window.partitions` names partitions the archive lacks: {}",
+                    missing.join(", ")
+                )));
+            }
+            list.iter().copied().collect()
+        }
+    };
+
+    let coverage = coverage(&catalog, &inventory, config)?;
+    let shards = shards(&inventory, &wanted, config.shard_target_events);
+    let used: BTreeSet<&str> = shards
+        .iter()
+        .flat_map(|s| s.segments.iter().map(String::as_str))
+        .collect();
+    let segments: Vec<InputSegment> = inventory
+        .segments
+        .iter()
+        .filter(|s| used.contains(s.path.as_str()))
+        .map(|s| InputSegment {
+            path: s.path.clone(),
+            bytes: s.bytes,
+            etag: s.etag.clone(),
+            last_modified: chrono::DateTime::parse_from_rfc3339(&s.last_modified)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default(),
+            rows: s.rows,
+            seq_min: s.seq_min,
+            seq_max: s.seq_max,
+            partitions: s.partitions.clone(),
+        })
+        .collect();
+    let estimate = Estimate {
+        events: shards.iter().map(|s| s.rows).sum(),
+        bytes: shards.iter().map(|s| s.bytes).sum(),
+        shards: shards.len() as u64,
+        seconds_one_worker: shards.iter().map(|s| s.rows).sum::<u64>()
+            / NOMINAL_EVENTS_PER_SECOND_PER_WORKER,
+    };
+    let plan = Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        run_id: run_id.to_owned(),
+        name: config.name.clone(),
+        created_at: Utc::now(),
+        build: Build::current(),
+        source: SourceSnapshot {
+            url: source.url().to_string(),
+            columns: config.source.columns.clone(),
+            contiguous_seq: config.source.contiguous_seq,
+        },
+        target: target.url().to_string(),
+        contracts: ContractsSnapshot::of(&catalog),
+        projection: ProjectionSnapshot::new(
+            &config.projection.name,
+            &config.projection.key,
+            &config.projection.sql,
+        ),
+        checks: ChecksSnapshot {
+            anomalies: AnomalyKind::ALL
+                .into_iter()
+                .map(|k| (k, config.checks.policy(k)))
+                .collect(),
+            max_quarantined_ratio: config.checks.max_quarantined_ratio,
+            invariants: config.checks.invariants.clone(),
+            max_changed_ratio: config.checks.max_changed_ratio,
+        },
+        window: config.window.clone(),
+        shard_target_events: config.shard_target_events,
+        memory_limit_bytes: config.memory_limit_bytes,
+        max_attempts: config.fleet.max_attempts,
+        lease_ttl_ms: config.fleet.lease_ttl.as_millis() as u64,
+        lineage_url: config.lineage_url.clone(),
+        segments,
+        shards,
+        event_types: coverage,
+        output_columns,
+    };
+    Ok(Planned {
+        plan,
+        inventory,
+        catalog,
+        source,
+        target,
+        estimate,
+    })
+}
+
+/// Every (type, version) present and where it stands; pairs without a path whose policy
+/// is `halt` fail the plan, all named at once.
+fn coverage(
+    catalog: &Catalog,
+    inventory: &Inventory,
+    config: &Config,
+) -> Result<Vec<TypeCoverage>> {
+    let mut out = Vec::new();
+    let mut failures = Vec::new();
+    for count in inventory.event_types.iter().flatten() {
+        let status = match (&count.event_type, count.schema_version) {
+            (None, _) => PathStatus::Anomaly(AnomalyKind::UnknownType),
+            (Some(_), None) => PathStatus::Anomaly(AnomalyKind::NoUpcastPath),
+            (Some(t), Some(v)) => catalog.path(t, v),
+        };
+        let (status, chain, policy) = match status {
+            PathStatus::AtTarget => ("at_target".to_owned(), Vec::new(), None),
+            PathStatus::Upcastable { chain } => ("upcast".to_owned(), chain, None),
+            PathStatus::Anomaly(kind) => {
+                let policy = config.checks.policy(kind);
+                if policy == Policy::Halt {
+                    failures.push(format!(
+                        "{} events of {} version {} are {kind} and `checks.anomalies.{kind}` is halt",
+                        count.events,
+                        count.event_type.as_deref().unwrap_or("(null type)"),
+                        count
+                            .schema_version
+                            .map_or_else(|| "(null)".to_owned(), |v| v.to_string()),
+                    ));
+                }
+                (kind.as_str().to_owned(), Vec::new(), Some(policy))
+            }
+        };
+        out.push(TypeCoverage {
+            event_type: count.event_type.clone(),
+            schema_version: count.schema_version,
+            events: count.events,
+            status,
+            chain,
+            policy,
+        });
+    }
+    if failures.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::Coverage(failures))
+    }
+}
+
+/// Groups the wanted partitions, ascending, into shards of about `target_events` rows: a
+/// partition that would take a non-empty shard past the target starts the next shard (a
+/// partition is never split, so one larger than the target is a shard of its own).
+fn shards(inventory: &Inventory, wanted: &BTreeSet<i32>, target_events: u64) -> Vec<ShardPlan> {
+    let mut groups: Vec<(Vec<i32>, u64)> = Vec::new();
+    let mut current: (Vec<i32>, u64) = (Vec::new(), 0);
+    for p in inventory
+        .partitions
+        .iter()
+        .filter(|p| wanted.contains(&p.partition))
+    {
+        if !current.0.is_empty() && current.1 + p.rows > target_events.max(1) && current.1 > 0 {
+            groups.push(std::mem::take(&mut current));
+        }
+        current.0.push(p.partition);
+        current.1 += p.rows;
+    }
+    if !current.0.is_empty() {
+        groups.push(current);
+    }
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, (partitions, rows))| {
+            let set: BTreeSet<i32> = partitions.iter().copied().collect();
+            let segments: Vec<_> = inventory
+                .segments
+                .iter()
+                .filter(|s| s.partitions.iter().any(|r| set.contains(&r.partition)))
+                .collect();
+            ShardPlan {
+                id: shard_id(i),
+                partitions,
+                segments: segments.iter().map(|s| s.path.clone()).collect(),
+                rows,
+                bytes: segments.iter().map(|s| s.bytes).sum(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use replayfleet_archive::{PartitionSummary, Totals};
+
+    use super::*;
+
+    fn inventory(rows: &[u64]) -> Inventory {
+        Inventory {
+            location: "memory:///".into(),
+            segments: Vec::new(),
+            totals: Totals::default(),
+            partitions: rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| PartitionSummary {
+                    partition: i as i32,
+                    segments: 1,
+                    rows: *r,
+                    seq_min: None,
+                    seq_max: None,
+                })
+                .collect(),
+            event_types: None,
+        }
+    }
+
+    #[test]
+    fn shards_group_whole_partitions_near_the_target() {
+        let inv = inventory(&[40, 40, 40, 100, 10]);
+        let all: BTreeSet<i32> = (0..5).collect();
+        let shards = shards(&inv, &all, 100);
+        let parts: Vec<_> = shards.iter().map(|s| s.partitions.clone()).collect();
+        assert_eq!(parts, vec![vec![0, 1], vec![2], vec![3], vec![4]]);
+        assert_eq!(shards[0].id, "shard-00000");
+        let one = super::shards(&inv, &all, u64::MAX);
+        assert_eq!(one.len(), 1);
+        let canary: BTreeSet<i32> = [1, 3].into();
+        let parts: Vec<_> = super::shards(&inv, &canary, 1000)
+            .into_iter()
+            .map(|s| s.partitions)
+            .collect();
+        assert_eq!(parts, vec![vec![1, 3]]);
+    }
+}

@@ -1,0 +1,823 @@
+//! Verify a run and commit it, or refuse.
+//!
+//! ```text
+//!  plan.json ──▶ every planned shard has exactly one lineage manifest   (coverage)
+//!            ──▶ every output re-read and re-hashed                     (output_checksums)
+//!            ──▶ every input segment's size and etag as planned         (inputs_unchanged)
+//!            ──▶ keys unique across the whole projection                (unique_keys)
+//!            ──▶ quarantined / events read within the budget            (anomaly_budget)
+//!            ──▶ each invariant selects no row                          (invariant[i])
+//!            ──▶ diff against the current version N within the limit    (baseline_diff)
+//!            ──▶ report.json
+//!            ──▶ run state running → finalizing (compare-and-set)
+//!            ──▶ PutMode::Create _commits/<N+1>.json  ── exists? ──▶ lost the race
+//! ```
+//!
+//! Integrity checks (the first four) have no override. The discrepancy checks (budget,
+//! invariants, diff) can be overridden by `--accept REASON`, recorded in the commit.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use arrow::{datatypes::SchemaRef, record_batch::RecordBatch};
+use bytes::Bytes;
+use chrono::Utc;
+use datafusion::{datasource::MemTable, prelude::SessionContext};
+use object_store::ObjectStoreExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use replayfleet_archive::Location;
+use replayfleet_queue::{RunPhase, RunStore};
+use replayfleet_replay::{
+    Fingerprint, Lineage, Plan, Target, columns, query_only, quote, session, sha256_hex,
+    to_json_bytes,
+};
+use serde_json::Value;
+
+use crate::{
+    Acceptance, COMMIT_FORMAT_VERSION, CheckResult, Commit, CommitSegment, CommitTotals, Diff,
+    Error, REPORT_FORMAT_VERSION, Report, Result, commits,
+};
+
+/// Rows shown per failing check.
+const SAMPLES: usize = 20;
+/// Keys shown per diff category.
+const DIFF_SAMPLES: usize = 10;
+
+/// How to finalize.
+#[derive(Debug, Clone, Default)]
+pub struct FinalizeOptions {
+    /// Override failed discrepancy checks with this reason.
+    pub accept: Option<String>,
+    /// Who is finalizing (recorded in the commit).
+    pub by: String,
+}
+
+/// How a finalize ended.
+#[derive(Debug, Clone)]
+pub enum Finalized {
+    /// A new version was committed.
+    Committed {
+        /// The commit.
+        commit: Box<Commit>,
+        /// The report.
+        report: Box<Report>,
+    },
+    /// The run was committed before; nothing was done.
+    AlreadyCommitted {
+        /// Its version.
+        version: u64,
+    },
+    /// A window run: verified and reported, never committed.
+    Verified {
+        /// The report.
+        report: Box<Report>,
+    },
+    /// A check failed: nothing committed.
+    Refused {
+        /// The report, naming every failed check.
+        report: Box<Report>,
+    },
+}
+
+/// Verifies run `run_id` in `target` (reading the source named in its plan through
+/// `source`) and commits it, or refuses. With a run-state `store`, committing first moves
+/// the run from running to finalizing by compare-and-set, so a halt that got there first
+/// wins.
+pub async fn finalize(
+    target: &Target,
+    source: &Location,
+    run_id: &str,
+    options: &FinalizeOptions,
+    store: Option<&dyn RunStore>,
+) -> Result<Finalized> {
+    let plan_path = Target::plan_path(run_id);
+    let plan_bytes = target.get(&plan_path).await?.ok_or_else(|| Error::NoRun {
+        run_id: run_id.to_owned(),
+        target: target.location().url().to_string(),
+    })?;
+    let plan = Plan::from_json(&plan_path, &plan_bytes)?;
+    let history = commits::history(target).await?;
+    if let Some(done) = history
+        .iter()
+        .find(|c| c.run_id == run_id && c.kind == "replay")
+    {
+        return Ok(Finalized::AlreadyCommitted {
+            version: done.version,
+        });
+    }
+    let baseline = history.last().cloned();
+
+    let mut checks = Vec::new();
+    let lineages = coverage(target, &plan, &mut checks).await?;
+    let (outputs, totals) = outputs(target, &plan, &lineages, &mut checks).await?;
+    inputs_unchanged(source, &plan, &mut checks).await?;
+
+    let ctx = session(plan.memory_limit_bytes)?;
+    let schema = outputs
+        .first()
+        .map(|(_, batches, schema)| {
+            batches
+                .first()
+                .map_or_else(|| Arc::clone(schema), |b| b.schema())
+        })
+        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+    let all: Vec<RecordBatch> = outputs
+        .iter()
+        .flat_map(|(_, batches, _)| batches.iter().cloned())
+        .collect();
+    let mut fingerprint = Fingerprint::new();
+    for batch in &all {
+        fingerprint.add_batch(batch)?;
+    }
+    register(&ctx, "projection", Arc::clone(&schema), all)?;
+    let key = &plan.projection.key;
+    unique_keys(&ctx, key, &mut checks).await?;
+    anomaly_budget(&plan, &totals, &mut checks);
+    invariants(&ctx, &plan, &mut checks).await?;
+    let diff = match &baseline {
+        Some(base) => Some(diff(&ctx, target, &plan, base, &schema, &mut checks).await?),
+        None => None,
+    };
+
+    let failed: Vec<&CheckResult> = checks.iter().filter(|c| !c.passed).collect();
+    let integrity_failed = failed.iter().any(|c| c.class == "integrity");
+    let overridden: Vec<String> = failed
+        .iter()
+        .filter(|c| c.class == "discrepancy")
+        .map(|c| c.name.clone())
+        .collect();
+    let accepted = match (&options.accept, overridden.is_empty(), integrity_failed) {
+        (Some(reason), false, false) => Some(Acceptance {
+            reason: reason.clone(),
+            by: options.by.clone(),
+            overridden: overridden.clone(),
+        }),
+        _ => None,
+    };
+    let refused = integrity_failed || (!overridden.is_empty() && accepted.is_none());
+    let windowed = plan.window.is_windowed();
+    let base_version = baseline.as_ref().map(|c| c.version);
+    let version = base_version.unwrap_or(0) + 1;
+    let outcome = if refused {
+        "refused"
+    } else if windowed {
+        "verified"
+    } else {
+        "committed"
+    };
+    let report = Report {
+        format_version: REPORT_FORMAT_VERSION,
+        run_id: run_id.to_owned(),
+        created_at: Utc::now(),
+        outcome: outcome.into(),
+        version: (outcome == "committed").then_some(version),
+        baseline: base_version,
+        windowed,
+        checks,
+        diff,
+        totals: totals.clone(),
+        fingerprint: Some(fingerprint.hex()),
+        accepted: accepted.clone(),
+    };
+    let report_path = Target::report_path(run_id);
+    target.put(&report_path, to_json_bytes(&report)).await?;
+    if refused {
+        set_phase(
+            store,
+            run_id,
+            RunPhase::Refused,
+            Some(summary(&report)),
+            None,
+        )
+        .await?;
+        return Ok(Finalized::Refused {
+            report: Box::new(report),
+        });
+    }
+    if windowed {
+        set_phase(
+            store,
+            run_id,
+            RunPhase::Refused,
+            Some("window run: verified, not committed".into()),
+            None,
+        )
+        .await?;
+        return Ok(Finalized::Verified {
+            report: Box::new(report),
+        });
+    }
+
+    claim(store, run_id).await?;
+    let commit = Commit {
+        format_version: COMMIT_FORMAT_VERSION,
+        version,
+        parent: base_version,
+        kind: "replay".into(),
+        rollback_of: None,
+        run_id: run_id.to_owned(),
+        committed_at: Utc::now(),
+        committed_by: options.by.clone(),
+        projection: plan.projection.name.clone(),
+        key: key.clone(),
+        schema: columns(&schema),
+        sql_sha256: plan.projection.sql_sha256.clone(),
+        catalog_sha256: plan.contracts.sha256.clone(),
+        build: plan.build.clone(),
+        segments: outputs
+            .iter()
+            .map(|(segment, _, _)| segment.clone())
+            .collect(),
+        totals,
+        fingerprint: fingerprint.hex(),
+        report: Some(report_path),
+        accepted,
+    };
+    if let Err(e) = commits::create(target, &commit, base_version.unwrap_or(0)).await {
+        set_phase(store, run_id, RunPhase::Refused, Some(e.to_string()), None).await?;
+        return Err(e);
+    }
+    set_phase(store, run_id, RunPhase::Committed, None, Some(version)).await?;
+    Ok(Finalized::Committed {
+        commit: Box::new(commit),
+        report: Box::new(report),
+    })
+}
+
+/// One line naming every failed check.
+pub fn summary(report: &Report) -> String {
+    let failed: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    failed.join("; ")
+}
+
+/// running (or paused) → finalizing by compare-and-set; anything else refuses.
+async fn claim(store: Option<&dyn RunStore>, run_id: &str) -> Result<()> {
+    let Some(store) = store else { return Ok(()) };
+    let Some(current) = store.run(run_id).await? else {
+        return Ok(());
+    };
+    match current.value.phase {
+        RunPhase::Running | RunPhase::Paused | RunPhase::Planned | RunPhase::Finalizing => {
+            let mut next = current.value.clone();
+            next.phase = RunPhase::Finalizing;
+            next.updated_at = Utc::now();
+            store.update_run(&next, current.revision).await?;
+            Ok(())
+        }
+        other => Err(Error::NotFinalizable {
+            run_id: run_id.to_owned(),
+            phase: other.as_str().to_owned(),
+        }),
+    }
+}
+
+async fn set_phase(
+    store: Option<&dyn RunStore>,
+    run_id: &str,
+    phase: RunPhase,
+    reason: Option<String>,
+    version: Option<u64>,
+) -> Result<()> {
+    let Some(store) = store else { return Ok(()) };
+    let Some(current) = store.run(run_id).await? else {
+        return Ok(());
+    };
+    if current.value.phase == RunPhase::Halted {
+        return Ok(());
+    }
+    let mut next = current.value.clone();
+    next.phase = phase;
+    next.reason = reason;
+    next.version = version;
+    next.updated_at = Utc::now();
+    store.update_run(&next, current.revision).await?;
+    Ok(())
+}
+
+fn check(
+    name: &str,
+    class: &str,
+    passed: bool,
+    detail: String,
+    samples: Vec<Value>,
+) -> CheckResult {
+    CheckResult {
+        name: name.to_owned(),
+        class: class.to_owned(),
+        passed,
+        detail,
+        samples,
+    }
+}
+
+/// Every planned shard has its lineage manifest, for this run and shard, over exactly the
+/// planned partitions.
+async fn coverage(
+    target: &Target,
+    plan: &Plan,
+    checks: &mut Vec<CheckResult>,
+) -> Result<Vec<Lineage>> {
+    let mut problems = Vec::new();
+    let mut lineages = Vec::new();
+    for shard in &plan.shards {
+        let path = Target::lineage_path(&plan.run_id, &shard.id);
+        match target.get_json::<Lineage>(&path).await? {
+            None => problems.push(Value::from(format!("{}: no lineage manifest", shard.id))),
+            Some(l) if l.run_id != plan.run_id || l.shard != shard.id => problems.push(
+                Value::from(format!("{path} names run {} shard {}", l.run_id, l.shard)),
+            ),
+            Some(l) if l.partitions != shard.partitions => problems.push(Value::from(format!(
+                "{}: covers partitions {:?}, planned {:?}",
+                shard.id, l.partitions, shard.partitions
+            ))),
+            Some(l) => lineages.push(l),
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for shard in &plan.shards {
+        for p in &shard.partitions {
+            if !seen.insert(*p) {
+                problems.push(Value::from(format!("partition {p} is in two shards")));
+            }
+        }
+    }
+    checks.push(check(
+        "coverage",
+        "integrity",
+        problems.is_empty(),
+        if problems.is_empty() {
+            format!(
+                "all {} planned shards covered exactly once",
+                plan.shards.len()
+            )
+        } else {
+            format!("{} problems: {}", problems.len(), join_samples(&problems))
+        },
+        problems.into_iter().take(SAMPLES).collect(),
+    ));
+    Ok(lineages)
+}
+
+type Output = (CommitSegment, Vec<RecordBatch>, SchemaRef);
+
+/// Re-reads and re-hashes every output the manifests name, decoding the segments.
+async fn outputs(
+    target: &Target,
+    plan: &Plan,
+    lineages: &[Lineage],
+    checks: &mut Vec<CheckResult>,
+) -> Result<(Vec<Output>, CommitTotals)> {
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    let mut totals = CommitTotals {
+        shards: plan.shards.len() as u64,
+        ..CommitTotals::default()
+    };
+    let mut files = 0;
+    for lineage in lineages {
+        let a = &lineage.applied;
+        totals.events_read += a.events_read;
+        totals.duplicates_dropped += a.duplicates_dropped;
+        totals.events_projected += a.events_projected;
+        totals.quarantined += a.quarantined;
+        for (kind, n) in &a.anomalies {
+            *totals.anomalies.entry(kind.clone()).or_default() += n;
+        }
+        for file in lineage.outputs.iter().chain(lineage.anomalies_file.iter()) {
+            files += 1;
+            let Some(bytes) = target.get(&file.path).await? else {
+                problems.push(Value::from(format!("{}: missing", file.path)));
+                continue;
+            };
+            let sha = sha256_hex(&bytes);
+            if sha != file.sha256 || bytes.len() as u64 != file.bytes {
+                problems.push(Value::from(format!(
+                    "{}: sha256 {sha} ({} bytes), manifest says {} ({} bytes)",
+                    file.path,
+                    bytes.len(),
+                    file.sha256,
+                    file.bytes
+                )));
+                continue;
+            }
+            if lineage
+                .anomalies_file
+                .as_ref()
+                .is_some_and(|a| a.path == file.path)
+            {
+                continue;
+            }
+            let (schema, batches) = decode(&file.path, bytes)?;
+            totals.rows += file.rows;
+            totals.bytes += file.bytes;
+            totals.segments += 1;
+            out.push((
+                CommitSegment {
+                    path: file.path.clone(),
+                    sha256: file.sha256.clone(),
+                    rows: file.rows,
+                    bytes: file.bytes,
+                    key_min: file.key_min.clone(),
+                    key_max: file.key_max.clone(),
+                    shard: lineage.shard.clone(),
+                },
+                batches,
+                schema,
+            ));
+        }
+    }
+    checks.push(check(
+        "output_checksums",
+        "integrity",
+        problems.is_empty(),
+        if problems.is_empty() {
+            format!("{files} files re-read, every SHA-256 matches its manifest")
+        } else {
+            format!(
+                "{} files differ: {}",
+                problems.len(),
+                join_samples(&problems)
+            )
+        },
+        problems.into_iter().take(SAMPLES).collect(),
+    ));
+    Ok((out, totals))
+}
+
+fn decode(path: &str, bytes: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let failed = |message: String| replayfleet_replay::Error::Format {
+        path: path.to_owned(),
+        message,
+    };
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| failed(e.to_string()))?;
+    let schema = Arc::clone(builder.schema());
+    let reader = builder.build().map_err(|e| failed(e.to_string()))?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| failed(e.to_string()))?;
+    Ok((schema, batches))
+}
+
+/// Every input segment still has the size and entity tag it had when planned.
+async fn inputs_unchanged(
+    source: &Location,
+    plan: &Plan,
+    checks: &mut Vec<CheckResult>,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    for segment in &plan.segments {
+        let path = source.child(&segment.path);
+        match source.store().head(&path).await {
+            Ok(meta) => {
+                if meta.size != segment.bytes {
+                    problems.push(Value::from(format!(
+                        "{}: {} bytes, planned {}",
+                        segment.path, meta.size, segment.bytes
+                    )));
+                } else if segment.etag.is_some() && meta.e_tag != segment.etag {
+                    problems.push(Value::from(format!(
+                        "{}: etag {}, planned {}",
+                        segment.path,
+                        meta.e_tag.as_deref().unwrap_or("-"),
+                        segment.etag.as_deref().unwrap_or("-")
+                    )));
+                }
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                problems.push(Value::from(format!("{}: gone", segment.path)));
+            }
+            Err(source) => {
+                return Err(replayfleet_archive::Error::Storage {
+                    path: path.to_string(),
+                    source,
+                }
+                .into());
+            }
+        }
+    }
+    checks.push(check(
+        "inputs_unchanged",
+        "integrity",
+        problems.is_empty(),
+        if problems.is_empty() {
+            format!(
+                "{} input segments unchanged since the plan",
+                plan.segments.len()
+            )
+        } else {
+            format!(
+                "{} input segments changed since the plan: {}",
+                problems.len(),
+                join_samples(&problems)
+            )
+        },
+        problems.into_iter().take(SAMPLES).collect(),
+    ));
+    Ok(())
+}
+
+fn register(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<()> {
+    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::Query {
+        what: format!("table {name}"),
+        message: e.to_string(),
+    })?;
+    ctx.register_table(name, Arc::new(table))
+        .map_err(|e| Error::Query {
+            what: format!("table {name}"),
+            message: e.to_string(),
+        })?;
+    Ok(())
+}
+
+async fn query(ctx: &SessionContext, what: &str, sql: &str) -> Result<Vec<RecordBatch>> {
+    let failed = |e: datafusion::error::DataFusionError| Error::Query {
+        what: what.to_owned(),
+        message: e.to_string(),
+    };
+    ctx.sql_with_options(sql, query_only())
+        .await
+        .map_err(failed)?
+        .collect()
+        .await
+        .map_err(failed)
+}
+
+/// Rows as JSON objects.
+fn rows_json(batches: &[RecordBatch], limit: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            if out.len() == limit {
+                return out;
+            }
+            let mut obj = serde_json::Map::new();
+            for (i, field) in batch.schema().fields().iter().enumerate() {
+                obj.insert(
+                    field.name().clone(),
+                    replayfleet_replay::json_value(batch.column(i), row),
+                );
+            }
+            out.push(Value::Object(obj));
+        }
+    }
+    out
+}
+
+fn count_rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+async fn unique_keys(
+    ctx: &SessionContext,
+    key: &[String],
+    checks: &mut Vec<CheckResult>,
+) -> Result<()> {
+    let cols: Vec<String> = key.iter().map(|k| quote(k)).collect();
+    let cols = cols.join(", ");
+    let sql = format!(
+        "SELECT {cols}, count(*) AS copies FROM projection GROUP BY {cols} HAVING count(*) > 1 ORDER BY copies DESC, {cols}"
+    );
+    let dup = query(ctx, "unique_keys", &sql).await?;
+    let n = count_rows(&dup);
+    checks.push(check(
+        "unique_keys",
+        "integrity",
+        n == 0,
+        if n == 0 {
+            format!("every key ({}) is unique across the projection", key.join(", "))
+        } else {
+            format!(
+                "{n} keys ({}) appear in more than one row: the key must contain stream_id or event_id, or the SQL groups across streams",
+                key.join(", ")
+            )
+        },
+        rows_json(&dup, SAMPLES),
+    ));
+    Ok(())
+}
+
+fn anomaly_budget(plan: &Plan, totals: &CommitTotals, checks: &mut Vec<CheckResult>) {
+    let ratio = if totals.events_read == 0 {
+        0.0
+    } else {
+        totals.quarantined as f64 / totals.events_read as f64
+    };
+    let max = plan.checks.max_quarantined_ratio;
+    checks.push(check(
+        "anomaly_budget",
+        "discrepancy",
+        ratio <= max,
+        format!(
+            "{} of {} events quarantined (ratio {ratio:.6}, max {max})",
+            totals.quarantined, totals.events_read
+        ),
+        Vec::new(),
+    ));
+}
+
+async fn invariants(
+    ctx: &SessionContext,
+    plan: &Plan,
+    checks: &mut Vec<CheckResult>,
+) -> Result<()> {
+    for (i, sql) in plan.checks.invariants.iter().enumerate() {
+        let name = format!("invariant[{i}]");
+        let rows = query(ctx, &format!("checks.invariants[{i}] `{sql}`"), sql).await?;
+        let n = count_rows(&rows);
+        checks.push(check(
+            &name,
+            "discrepancy",
+            n == 0,
+            if n == 0 {
+                format!("`{sql}` selects no row")
+            } else {
+                format!("`{sql}` selects {n} violating rows")
+            },
+            rows_json(&rows, SAMPLES),
+        ));
+    }
+    Ok(())
+}
+
+/// The diff against the baseline version: keys added, removed and changed (comparing the
+/// columns both versions have, with the same type) over the union of keys. A window run
+/// compares only its own keys.
+async fn diff(
+    ctx: &SessionContext,
+    target: &Target,
+    plan: &Plan,
+    base: &Commit,
+    schema: &SchemaRef,
+    checks: &mut Vec<CheckResult>,
+) -> Result<Diff> {
+    let mut batches = Vec::new();
+    let mut base_schema = None;
+    for segment in &base.segments {
+        let bytes = target
+            .get(&segment.path)
+            .await?
+            .ok_or_else(|| Error::Query {
+                what: "baseline".into(),
+                message: format!(
+                    "version {} names {}, which is gone",
+                    base.version, segment.path
+                ),
+            })?;
+        let (s, b) = decode(&segment.path, bytes)?;
+        base_schema.get_or_insert(s);
+        batches.extend(b);
+    }
+    let base_schema = base_schema.unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+    register(ctx, "baseline", Arc::clone(&base_schema), batches)?;
+    let key = &plan.projection.key;
+    let keys_in_base = key.iter().all(|k| base_schema.field_with_name(k).is_ok());
+    let compared: Vec<String> = schema
+        .fields()
+        .iter()
+        .filter(|f| !key.contains(f.name()))
+        .filter(|f| {
+            base_schema
+                .field_with_name(f.name())
+                .is_ok_and(|b| b.data_type() == f.data_type())
+        })
+        .map(|f| f.name().clone())
+        .collect();
+    let windowed = plan.window.is_windowed();
+    let (added, removed, changed, union, samples) = if !keys_in_base {
+        let n = query(ctx, "baseline_diff", "SELECT count(*) FROM projection").await?;
+        let b = query(ctx, "baseline_diff", "SELECT count(*) FROM baseline").await?;
+        let n = first_count(&n);
+        let b = if windowed { 0 } else { first_count(&b) };
+        (n, b, 0, n + b, BTreeMap::new())
+    } else {
+        let on: Vec<String> = key
+            .iter()
+            .map(|k| format!("n.{0} = b.{0}", quote(k)))
+            .collect();
+        let on = on.join(" AND ");
+        let differs: Vec<String> = compared
+            .iter()
+            .map(|c| format!("n.{0} IS DISTINCT FROM b.{0}", quote(c)))
+            .collect();
+        let differs = if differs.is_empty() {
+            "false".to_owned()
+        } else {
+            differs.join(" OR ")
+        };
+        let join = if windowed {
+            "LEFT JOIN"
+        } else {
+            "FULL OUTER JOIN"
+        };
+        let from = format!(
+            "(SELECT *, true AS __in_new FROM projection) n {join} (SELECT *, true AS __in_base FROM baseline) b ON {on}"
+        );
+        let class = format!(
+            "CASE WHEN b.__in_base IS NULL THEN 'added' WHEN n.__in_new IS NULL THEN 'removed' WHEN {differs} THEN 'changed' ELSE 'same' END"
+        );
+        let key_cols: Vec<String> = key
+            .iter()
+            .map(|k| format!("coalesce(n.{0}, b.{0}) AS {0}", quote(k)))
+            .collect();
+        let sql = format!(
+            "SELECT {class} AS class, {} FROM {from}",
+            key_cols.join(", ")
+        );
+        let summary_sql = format!("SELECT class, count(*) AS n FROM ({sql}) GROUP BY class");
+        let counts = query(ctx, "baseline_diff", &summary_sql).await?;
+        let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
+        for row in rows_json(&counts, usize::MAX) {
+            if let (Some(c), Some(n)) = (row["class"].as_str(), row["n"].as_u64()) {
+                by_class.insert(c.to_owned(), n);
+            }
+        }
+        let mut samples = BTreeMap::new();
+        let order: Vec<String> = key.iter().map(|k| quote(k)).collect();
+        for class in ["added", "removed", "changed"] {
+            if by_class.get(class).copied().unwrap_or(0) == 0 {
+                continue;
+            }
+            let rows = query(
+                ctx,
+                "baseline_diff",
+                &format!(
+                    "SELECT * FROM ({sql}) WHERE class = '{class}' ORDER BY {} LIMIT {DIFF_SAMPLES}",
+                    order.join(", ")
+                ),
+            )
+            .await?;
+            let keys = rows_json(&rows, DIFF_SAMPLES)
+                .into_iter()
+                .map(|mut r| {
+                    if let Value::Object(m) = &mut r {
+                        m.remove("class");
+                    }
+                    r
+                })
+                .collect();
+            samples.insert(class.to_owned(), keys);
+        }
+        let get = |c: &str| by_class.get(c).copied().unwrap_or(0);
+        let union = by_class.values().sum();
+        (get("added"), get("removed"), get("changed"), union, samples)
+    };
+    let ratio = if union == 0 {
+        0.0
+    } else {
+        (added + removed + changed) as f64 / union as f64
+    };
+    let max = plan.checks.max_changed_ratio;
+    checks.push(check(
+        "baseline_diff",
+        "discrepancy",
+        ratio <= max,
+        format!(
+            "against version {}: {added} keys added, {removed} removed, {changed} changed of {union} (changed_ratio {ratio:.6}, max {max}){}",
+            base.version,
+            if windowed { "; window run: only the window's keys compared" } else { "" }
+        ),
+        Vec::new(),
+    ));
+    Ok(Diff {
+        baseline: base.version,
+        added,
+        removed,
+        changed,
+        union,
+        changed_ratio: ratio,
+        max_changed_ratio: max,
+        compared_columns: compared,
+        samples,
+    })
+}
+
+fn first_count(batches: &[RecordBatch]) -> u64 {
+    rows_json(batches, 1)
+        .first()
+        .and_then(|r| r.as_object()?.values().next()?.as_u64())
+        .unwrap_or(0)
+}
+
+fn join_samples(items: &[Value]) -> String {
+    let shown: Vec<String> = items
+        .iter()
+        .take(5)
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+        .collect();
+    let more = if items.len() > 5 {
+        format!(" (and {} more)", items.len() - 5)
+    } else {
+        String::new()
+    };
+    format!("{}{more}", shown.join("; "))
+}

@@ -1,0 +1,20 @@
+//! The finalizer role (SPEC sections 5, 6 and 8): re-verify everything a run wrote and
+//! read, run the checks, and commit the new projection version with `PutMode::Create`
+//! of its commit file — or refuse with a report. Also the commit log: history and
+//! rollback.
+//!
+//! Only the finalizer commits, and a commit file is never rewritten. A refused run
+//! commits nothing, so readers of the projection never see it.
+
+mod commits;
+mod error;
+mod finalize;
+mod formats;
+
+pub use commits::{commit_of, current, history, rollback};
+pub use error::{Error, Result};
+pub use finalize::{FinalizeOptions, Finalized, finalize, summary};
+pub use formats::{
+    Acceptance, COMMIT_FORMAT_VERSION, CheckResult, Commit, CommitSegment, CommitTotals, Diff,
+    REPORT_FORMAT_VERSION, Report,
+};

@@ -1,0 +1,34 @@
+//! Leases, run state and progress (SPEC sections 6 and 9).
+//!
+//! This crate owns the two traits the fleet coordinates through, and the
+//! in-process implementation behind them that `replayfleet run` uses:
+//!
+//! - [`LeaseQueue`]: one lease per shard; a worker claims it, heartbeats it
+//!   while it replays, and acks it when the shard is done. A lease that is not
+//!   heartbeated for the queue's TTL is handed out again, so a crashed worker
+//!   loses nothing. Runs can be paused, resumed and halted (their leases removed).
+//! - [`RunStore`]: the run's state ([`RunState`]), written by compare-and-set
+//!   so that "halt" and "commit" cannot both win, and each shard's attempts and
+//!   progress ([`ShardState`]).
+//! - [`EmbeddedQueue`] and [`EmbeddedStore`]: both traits in memory, for one
+//!   process. The NATS JetStream implementation implements the same traits.
+//! - [`conformance`]: the one test suite every implementation must pass.
+//!
+//! It never knows what a shard contains or how it is replayed: shards and runs
+//! are opaque ids here.
+
+#![warn(missing_docs)]
+
+pub mod conformance;
+mod embedded;
+mod error;
+mod lease;
+mod store;
+
+pub use embedded::{EmbeddedQueue, EmbeddedStore};
+pub use error::{Error, Result};
+pub use lease::{Lease, LeaseQueue};
+pub use store::{RunPhase, RunState, RunStore, ShardState, ShardStatus, Versioned};
+
+#[cfg(test)]
+mod tests;

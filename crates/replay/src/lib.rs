@@ -1,0 +1,41 @@
+//! One shard's replay (SPEC sections 3, 5, 6 and 8), a pure function of the plan's
+//! snapshot and the input bytes: read the shard's segments in `seq` order, drop exact
+//! duplicates, upcast and validate every event, apply the anomaly policies, fold the
+//! `events` table through the projection SQL (DataFusion, one partition), and write the
+//! projection segments, the quarantined events and the lineage manifest.
+//!
+//! The crate also owns the formats a replay reads and writes — [`Plan`] (`plan.json`),
+//! [`Lineage`] (the lineage manifest) and the [`Target`] layout — and the row-level
+//! [`Fingerprint`]. It never knows about queues, leases or commits: the worker calls
+//! [`replay_shard`], the finalizer reads what it wrote.
+//!
+//! Determinism: the same plan and input bytes give byte-identical part files, whatever the
+//! worker, the attempt or the number of shards around it.
+
+mod canonical;
+mod error;
+mod fingerprint;
+mod layout;
+mod lineage;
+mod order;
+mod plan;
+mod project;
+mod shard;
+mod write;
+
+pub use error::{Error, Result};
+pub use fingerprint::Fingerprint;
+pub use layout::{COMMITS_DIR, Created, Target, sha256_hex, to_json_bytes};
+pub use lineage::{
+    Applied, LINEAGE_FORMAT_VERSION, Lineage, LineageInput, OutputFile, VersionApplied,
+};
+pub use plan::{
+    Build, ChecksSnapshot, Column, ContractFile, ContractsSnapshot, InputSegment,
+    PLAN_FORMAT_VERSION, Plan, ProjectionSnapshot, ShardPlan, SourceSnapshot, TypeCoverage,
+    shard_id,
+};
+pub use project::{
+    check_projection, columns, events_schema, keyed_query, query_only, quote, session,
+};
+pub use shard::{ShardJob, ShardOutcome, anomalies_schema, replay_shard};
+pub use write::{SEGMENT_ROWS, json_value, key_of, parquet_bytes};

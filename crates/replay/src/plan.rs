@@ -1,0 +1,296 @@
+//! `plan.json`: the run's inputs, its shards, and a snapshot of everything a replay
+//! depends on. Workers, `finalize` and `verify` read a run from its plan, never from a
+//! local config file.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use replayfleet_archive::{PartitionRange, SegmentRef};
+use replayfleet_config::{AnomalyKind, ColumnMapping, Policy, Window};
+use replayfleet_contracts::{Catalog, CatalogFile};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::Result;
+
+/// Version of the `plan.json` format.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// The replayfleet build that wrote a file; part of every replay's inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    /// Always `replayfleet`.
+    pub name: String,
+    /// The crate version.
+    pub version: String,
+}
+
+impl Build {
+    /// This build.
+    pub fn current() -> Self {
+        Build {
+            name: "replayfleet".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// A run's plan (`runs/<run_id>/plan.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// [`PLAN_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// `<name>-<ULID>`.
+    pub run_id: String,
+    /// The run's human name.
+    pub name: String,
+    /// When the plan was made.
+    pub created_at: DateTime<Utc>,
+    /// The build that planned it; workers of another build refuse its shards.
+    pub build: Build,
+    /// The archive and how its columns map.
+    pub source: SourceSnapshot,
+    /// The projection's home (URL).
+    pub target: String,
+    /// The contract catalog, file by file.
+    pub contracts: ContractsSnapshot,
+    /// The projection.
+    pub projection: ProjectionSnapshot,
+    /// Anomaly policies, budget, invariants and the baseline limit.
+    pub checks: ChecksSnapshot,
+    /// Canary and prefix windows (a windowed run never commits).
+    pub window: Window,
+    /// Shards are groups of whole partitions of about this many events.
+    pub shard_target_events: u64,
+    /// Memory per worker, bytes.
+    pub memory_limit_bytes: u64,
+    /// Real failures of a shard before the run halts.
+    pub max_attempts: u32,
+    /// Lease time-to-live, milliseconds.
+    pub lease_ttl_ms: u64,
+    /// OpenLineage endpoint, if any.
+    pub lineage_url: Option<String>,
+    /// Every input segment the shards read.
+    pub segments: Vec<InputSegment>,
+    /// The shards, in name order.
+    pub shards: Vec<ShardPlan>,
+    /// (event type, version) pairs present in the planned partitions and where each stands.
+    pub event_types: Vec<TypeCoverage>,
+    /// The projection's output columns, as planned.
+    pub output_columns: Vec<Column>,
+}
+
+/// The archive as the plan saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSnapshot {
+    /// The archive's URL (credentials and store options come from each process's environment).
+    pub url: String,
+    /// Archive column per envelope column.
+    pub columns: ColumnMapping,
+    /// Gap-free per-partition offsets promised.
+    pub contiguous_seq: bool,
+}
+
+/// The contract catalog: its files and their digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractsSnapshot {
+    /// [`Catalog::sha256`].
+    pub sha256: String,
+    /// Every file, sorted by path.
+    pub files: Vec<ContractFile>,
+}
+
+/// One catalog file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractFile {
+    /// Path relative to the catalog folder.
+    pub path: String,
+    /// The file's text.
+    pub text: String,
+}
+
+impl ContractsSnapshot {
+    /// Snapshots a loaded catalog.
+    pub fn of(catalog: &Catalog) -> Self {
+        ContractsSnapshot {
+            sha256: catalog.sha256(),
+            files: catalog
+                .files()
+                .iter()
+                .map(|f| ContractFile {
+                    path: f.path.clone(),
+                    text: String::from_utf8_lossy(&f.bytes).into_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds the catalog.
+    pub fn catalog(&self) -> Result<Catalog> {
+        Ok(Catalog::from_files(
+            self.files
+                .iter()
+                .map(|f| CatalogFile {
+                    path: f.path.clone(),
+                    bytes: f.text.as_bytes().to_vec(),
+                })
+                .collect(),
+        )?)
+    }
+}
+
+/// The projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectionSnapshot {
+    /// Its name.
+    pub name: String,
+    /// Unique key columns.
+    pub key: Vec<String>,
+    /// The SQL over `events`.
+    pub sql: String,
+    /// Hex SHA-256 of the SQL text.
+    pub sql_sha256: String,
+}
+
+impl ProjectionSnapshot {
+    /// Snapshots a projection.
+    pub fn new(name: &str, key: &[String], sql: &str) -> Self {
+        ProjectionSnapshot {
+            name: name.to_owned(),
+            key: key.to_vec(),
+            sql: sql.to_owned(),
+            sql_sha256: hex::encode(Sha256::digest(sql.as_bytes())),
+        }
+    }
+}
+
+/// Checks as planned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChecksSnapshot {
+    /// Policy per anomaly kind (every kind present).
+    pub anomalies: BTreeMap<AnomalyKind, Policy>,
+    /// Quarantined / events read, over the run.
+    pub max_quarantined_ratio: f64,
+    /// SQL selecting violating rows of `projection`.
+    pub invariants: Vec<String>,
+    /// Share of keys that may differ from the current version.
+    pub max_changed_ratio: f64,
+}
+
+impl ChecksSnapshot {
+    /// The policy of one kind.
+    pub fn policy(&self, kind: AnomalyKind) -> Policy {
+        self.anomalies.get(&kind).copied().unwrap_or_default()
+    }
+}
+
+/// One input segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputSegment {
+    /// Path relative to the archive.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Entity tag when listed.
+    pub etag: Option<String>,
+    /// Last modification time.
+    pub last_modified: DateTime<Utc>,
+    /// Rows (all partitions).
+    pub rows: u64,
+    /// Smallest seq.
+    pub seq_min: Option<i64>,
+    /// Largest seq.
+    pub seq_max: Option<i64>,
+    /// Its partitions with their rows and seq ranges.
+    pub partitions: Vec<PartitionRange>,
+}
+
+impl InputSegment {
+    /// The listing reference used to read it.
+    pub fn segment_ref(&self) -> SegmentRef {
+        SegmentRef {
+            path: self.path.clone(),
+            size: self.bytes,
+            etag: self.etag.clone(),
+            last_modified: self.last_modified,
+        }
+    }
+}
+
+/// One shard: whole partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPlan {
+    /// `shard-00000`, ...
+    pub id: String,
+    /// Its partitions, ascending.
+    pub partitions: Vec<i32>,
+    /// The segments holding rows of them, by path.
+    pub segments: Vec<String>,
+    /// Rows of its partitions in those segments (before windows and deduplication).
+    pub rows: u64,
+    /// Bytes of those segments.
+    pub bytes: u64,
+}
+
+/// An (event type, version) pair present and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeCoverage {
+    /// The event type (`None`: null in the archive).
+    pub event_type: Option<String>,
+    /// The version (`None`: null in the archive).
+    pub schema_version: Option<i32>,
+    /// Events of the pair.
+    pub events: u64,
+    /// `at_target`, `upcast` or an anomaly kind.
+    pub status: String,
+    /// Versions whose upcasters run, in order.
+    pub chain: Vec<i32>,
+    /// The policy that applies when the status is an anomaly kind.
+    pub policy: Option<Policy>,
+}
+
+/// One output column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    /// Its name.
+    pub name: String,
+    /// Its Arrow type, as Arrow displays it (`Int64`, `Utf8`, `Timestamp(µs, "UTC")`).
+    pub data_type: String,
+    /// Whether it may hold nulls.
+    pub nullable: bool,
+}
+
+impl Plan {
+    /// The shard of this id.
+    pub fn shard(&self, id: &str) -> Option<&ShardPlan> {
+        self.shards.iter().find(|s| s.id == id)
+    }
+
+    /// The input segment at this path.
+    pub fn segment(&self, path: &str) -> Option<&InputSegment> {
+        self.segments.iter().find(|s| s.path == path)
+    }
+
+    /// Parses plan JSON, refusing unknown format versions.
+    pub fn from_json(path: &str, bytes: &[u8]) -> Result<Self> {
+        let plan: Plan = serde_json::from_slice(bytes).map_err(|e| crate::Error::Format {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        if plan.format_version != PLAN_FORMAT_VERSION {
+            return Err(crate::Error::Format {
+                path: path.to_owned(),
+                message: format!(
+                    "format_version {} is not supported (this build reads {PLAN_FORMAT_VERSION})",
+                    plan.format_version
+                ),
+            });
+        }
+        Ok(plan)
+    }
+}
+
+/// The shard id of index `i`.
+pub fn shard_id(i: usize) -> String {
+    format!("shard-{i:05}")
+}

@@ -1,0 +1,129 @@
+//! Deterministic Parquet: the same rows always give the same bytes (fixed writer name,
+//! fixed properties, one batch per file so page boundaries never depend on how rows
+//! arrived).
+
+use arrow::{
+    array::{Array, ArrayRef, AsArray},
+    compute::concat_batches,
+    datatypes::SchemaRef,
+    record_batch::RecordBatch,
+};
+use bytes::Bytes;
+use parquet::{
+    arrow::ArrowWriter,
+    basic::Compression,
+    file::properties::{EnabledStatistics, WriterProperties},
+};
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// Rows per projection segment.
+pub const SEGMENT_ROWS: usize = 1 << 20;
+/// Rows per row group.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+fn properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_created_by("replayfleet".into())
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build()
+}
+
+/// Writes `batch` as one Parquet file.
+pub fn parquet_bytes(path: &str, batch: &RecordBatch) -> Result<Bytes> {
+    let failed = |e: parquet::errors::ParquetError| Error::Write {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let mut out = Vec::new();
+    let mut writer =
+        ArrowWriter::try_new(&mut out, batch.schema(), Some(properties())).map_err(failed)?;
+    writer.write(batch).map_err(failed)?;
+    writer.close().map_err(failed)?;
+    Ok(Bytes::from(out))
+}
+
+/// Splits sorted rows into segments of at most [`SEGMENT_ROWS`] rows, each one batch.
+/// No rows give one empty segment, so every shard's output carries the schema.
+pub fn split_segments(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    let all = concat_batches(schema, batches).map_err(|e| Error::Write {
+        path: "-".into(),
+        message: e.to_string(),
+    })?;
+    if all.num_rows() == 0 {
+        return Ok(vec![all]);
+    }
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < all.num_rows() {
+        let len = SEGMENT_ROWS.min(all.num_rows() - offset);
+        out.push(all.slice(offset, len));
+        offset += len;
+    }
+    Ok(out)
+}
+
+/// The key of row `row` as JSON values (for key ranges in manifests and commits).
+pub fn key_of(batch: &RecordBatch, key: &[String], row: usize) -> Vec<Value> {
+    key.iter()
+        .map(|k| match batch.column_by_name(k) {
+            Some(col) => json_value(col, row),
+            None => Value::Null,
+        })
+        .collect()
+}
+
+/// One cell as JSON: numbers and booleans as themselves, timestamps as RFC 3339, the
+/// rest as Arrow displays it.
+pub fn json_value(col: &ArrayRef, row: usize) -> Value {
+    use arrow::datatypes::*;
+    if col.is_null(row) {
+        return Value::Null;
+    }
+    match col.data_type() {
+        DataType::Int8 => col.as_primitive::<Int8Type>().value(row).into(),
+        DataType::Int16 => col.as_primitive::<Int16Type>().value(row).into(),
+        DataType::Int32 => col.as_primitive::<Int32Type>().value(row).into(),
+        DataType::Int64 => col.as_primitive::<Int64Type>().value(row).into(),
+        DataType::UInt8 => col.as_primitive::<UInt8Type>().value(row).into(),
+        DataType::UInt16 => col.as_primitive::<UInt16Type>().value(row).into(),
+        DataType::UInt32 => col.as_primitive::<UInt32Type>().value(row).into(),
+        DataType::UInt64 => col.as_primitive::<UInt64Type>().value(row).into(),
+        DataType::Float32 => f64::from(col.as_primitive::<Float32Type>().value(row)).into(),
+        DataType::Float64 => col.as_primitive::<Float64Type>().value(row).into(),
+        DataType::Boolean => col.as_boolean().value(row).into(),
+        DataType::Utf8 => col.as_string::<i32>().value(row).into(),
+        DataType::LargeUtf8 => col.as_string::<i64>().value(row).into(),
+        DataType::Utf8View => col.as_string_view().value(row).into(),
+        DataType::Timestamp(unit, _) => {
+            let v = match unit {
+                TimeUnit::Second => {
+                    col.as_primitive::<TimestampSecondType>().value(row) * 1_000_000
+                }
+                TimeUnit::Millisecond => {
+                    col.as_primitive::<TimestampMillisecondType>().value(row) * 1000
+                }
+                TimeUnit::Microsecond => col.as_primitive::<TimestampMicrosecondType>().value(row),
+                TimeUnit::Nanosecond => {
+                    col.as_primitive::<TimestampNanosecondType>().value(row) / 1000
+                }
+            };
+            chrono::DateTime::from_timestamp_micros(v)
+                .map(|t| Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)))
+                .unwrap_or(Value::Null)
+        }
+        _ => {
+            let formatter = arrow::util::display::ArrayFormatter::try_new(
+                col.as_ref(),
+                &arrow::util::display::FormatOptions::default(),
+            );
+            match formatter {
+                Ok(f) => Value::from(f.value(row).to_string()),
+                Err(_) => Value::Null,
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The worker role: stateless. It claims a lease, finds the run's plan, replays the shard
+//! while a separate task heartbeats the lease, then records the outcome in the run-state
+//! store and acks — or releases the lease for another attempt.
+//!
+//! Attempts are counted in the store, never by the queue: a lease given back on shutdown
+//! or pause is not an attempt. A `halt` policy halts the whole run at once; any other
+//! failure is retried (transient storage errors) up to the plan's `max_attempts`, or
+//! fails the shard at once when trying again cannot help.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::Utc;
+use replayfleet_archive::Location;
+use replayfleet_contracts::Catalog;
+use replayfleet_queue::{Lease, LeaseQueue, RunPhase, RunStore, ShardStatus};
+use replayfleet_replay::{Plan, ShardJob, Target, replay_shard};
+
+/// Everything a worker needs to replay shards of one run.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// The run's plan.
+    pub plan: Arc<Plan>,
+    /// Its catalog, loaded from the plan's snapshot.
+    pub catalog: Catalog,
+    /// The archive, with this process's credentials.
+    pub source: Location,
+    /// The projection's home.
+    pub target: Target,
+}
+
+impl RunContext {
+    /// Loads the plan's catalog.
+    pub fn new(
+        plan: Arc<Plan>,
+        source: Location,
+        target: Target,
+    ) -> replayfleet_replay::Result<Self> {
+        let catalog = plan.contracts.catalog()?;
+        Ok(RunContext {
+            plan,
+            catalog,
+            source,
+            target,
+        })
+    }
+}
+
+/// The runs a worker can serve, by run id.
+#[derive(Debug, Clone, Default)]
+pub struct Runs {
+    inner: Arc<Mutex<HashMap<String, Arc<RunContext>>>>,
+}
+
+impl Runs {
+    /// Makes a run known.
+    pub fn register(&self, context: RunContext) {
+        let id = context.plan.run_id.clone();
+        self.inner
+            .lock()
+            .expect("runs lock")
+            .insert(id, Arc::new(context));
+    }
+
+    /// The run, if known.
+    pub fn get(&self, run_id: &str) -> Option<Arc<RunContext>> {
+        self.inner.lock().expect("runs lock").get(run_id).cloned()
+    }
+}
+
+/// A lease removed meanwhile (the run halted) needs no ack.
+fn ignore_gone(
+    result: Result<(), replayfleet_queue::Error>,
+) -> Result<(), replayfleet_queue::Error> {
+    match result {
+        Err(replayfleet_queue::Error::NotFound { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// One worker: a loop over leases.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    id: String,
+    queue: Arc<dyn LeaseQueue>,
+    store: Arc<dyn RunStore>,
+    runs: Runs,
+    ttl: Duration,
+}
+
+/// How long a worker waits for a lease before checking whether it should stop.
+const CLAIM_WAIT: Duration = Duration::from_millis(200);
+
+impl Worker {
+    /// A worker named `id` (host and task) whose leases expire after `ttl` without a
+    /// heartbeat.
+    pub fn new(
+        id: impl Into<String>,
+        queue: Arc<dyn LeaseQueue>,
+        store: Arc<dyn RunStore>,
+        runs: Runs,
+        ttl: Duration,
+    ) -> Self {
+        Worker {
+            id: id.into(),
+            queue,
+            store,
+            runs,
+            ttl,
+        }
+    }
+
+    /// Claims and replays leases until `stop` turns true; a lease in hand is finished first.
+    pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let lease = tokio::select! {
+                lease = self.queue.claim(CLAIM_WAIT) => lease,
+                _ = stop.changed() => continue,
+            };
+            match lease {
+                Ok(Some(lease)) => self.handle(lease).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(worker = %self.id, error = %e, "claiming a lease failed");
+                    tokio::time::sleep(CLAIM_WAIT).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, lease: Lease) {
+        if let Err(e) = self.try_handle(&lease).await {
+            tracing::warn!(worker = %self.id, run = %lease.run_id, shard = %lease.shard, error = %e, "lease bookkeeping failed; giving the lease back");
+            let _ = self.queue.release(&lease, Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn try_handle(&self, lease: &Lease) -> Result<(), replayfleet_queue::Error> {
+        let Some(run) = self.runs.get(&lease.run_id) else {
+            // Not ours to serve (yet): another process may know the run.
+            return self.queue.release(lease, Duration::from_secs(1)).await;
+        };
+        match self.store.run(&lease.run_id).await?.map(|r| r.value.phase) {
+            Some(RunPhase::Paused) => {
+                return self.queue.release(lease, Duration::from_millis(500)).await;
+            }
+            Some(phase) if phase.is_finished() => return self.queue.ack(lease).await,
+            _ => {}
+        }
+        let lineage_path = Target::lineage_path(&lease.run_id, &lease.shard);
+        if matches!(run.target.get(&lineage_path).await, Ok(Some(_))) {
+            // Another attempt won this shard already.
+            self.store
+                .update_shard(&lease.run_id, &lease.shard, &|s| {
+                    s.status = ShardStatus::Done
+                })
+                .await?;
+            return self.queue.ack(lease).await;
+        }
+        let worker = self.id.clone();
+        self.store
+            .update_shard(&lease.run_id, &lease.shard, &move |s| {
+                s.status = ShardStatus::Running;
+                s.worker = Some(worker.clone());
+            })
+            .await?;
+
+        let heartbeat = {
+            let queue = Arc::clone(&self.queue);
+            let lease = lease.clone();
+            let every = (self.ttl / 3).max(Duration::from_millis(50));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = queue.heartbeat(&lease).await {
+                        tracing::warn!(shard = %lease.shard, error = %e, "heartbeat refused: the lease was lost");
+                        return;
+                    }
+                }
+            })
+        };
+        let job = ShardJob {
+            plan: Arc::clone(&run.plan),
+            shard: lease.shard.clone(),
+            source: run.source.clone(),
+            target: run.target.clone(),
+            catalog: run.catalog.clone(),
+            attempt: ulid::Ulid::new().to_string(),
+            worker: self.id.clone(),
+        };
+        let result = replay_shard(&job).await;
+        heartbeat.abort();
+
+        match result {
+            Ok(outcome) => {
+                let applied = outcome.lineage.applied.clone();
+                let worker = self.id.clone();
+                self.store
+                    .update_shard(&lease.run_id, &lease.shard, &move |s| {
+                        s.status = ShardStatus::Done;
+                        s.events = applied.events_read;
+                        s.anomalies = applied.anomalies.values().sum();
+                        s.worker = Some(worker.clone());
+                    })
+                    .await?;
+                tracing::info!(worker = %self.id, shard = %lease.shard, won = outcome.won, events = outcome.lineage.applied.events_read, "shard replayed");
+                ignore_gone(self.queue.ack(lease).await)
+            }
+            Err(error) => {
+                let message = error.to_string();
+                let max = run.plan.max_attempts.max(1);
+                let final_now = error.is_halt() || !error.is_retryable();
+                let recorded = message.clone();
+                let state = self
+                    .store
+                    .update_shard(&lease.run_id, &lease.shard, &move |s| {
+                        s.failures += 1;
+                        s.last_error = Some(recorded.clone());
+                        s.status = if final_now || s.failures >= max {
+                            ShardStatus::Failed
+                        } else {
+                            ShardStatus::Pending
+                        };
+                    })
+                    .await?;
+                tracing::warn!(worker = %self.id, shard = %lease.shard, attempt = state.failures, error = %message, "shard failed");
+                if error.is_halt() {
+                    // Halting removes the run's leases, this one included.
+                    return self.halt_run(&lease.run_id, &message).await;
+                }
+                if state.status == ShardStatus::Failed {
+                    ignore_gone(self.queue.ack(lease).await)
+                } else {
+                    let backoff = Duration::from_millis(200 * 2u64.pow(state.failures.min(6)));
+                    self.queue.release(lease, backoff).await
+                }
+            }
+        }
+    }
+
+    /// A `halt` policy fired: the run halts for good (compare-and-set, so a run already
+    /// finalizing is left alone).
+    async fn halt_run(&self, run_id: &str, reason: &str) -> Result<(), replayfleet_queue::Error> {
+        loop {
+            let Some(current) = self.store.run(run_id).await? else {
+                return Ok(());
+            };
+            if current.value.phase.is_finished() || current.value.phase == RunPhase::Finalizing {
+                return Ok(());
+            }
+            let mut next = current.value.clone();
+            next.phase = RunPhase::Halted;
+            next.reason = Some(reason.to_owned());
+            next.updated_at = Utc::now();
+            match self.store.update_run(&next, current.revision).await {
+                Ok(_) => {
+                    self.queue.remove_run(run_id).await?;
+                    return Ok(());
+                }
+                Err(replayfleet_queue::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
