@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # README command 1: set up and run the main job on the shipped example.
-# Builds replayfleet, generates the example archive (examples/accounts/data/events),
-# inventories it and runs the contract catalog's schema-upgrade matrix.
+# Builds replayfleet, checks the contract catalog, generates the example archive
+# (examples/accounts/data/events) with every edge case, runs the example backfill
+# embedded to a committed projection (examples/accounts/data/projections/...), and shows
+# its history and a few of its rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EX=examples/accounts
@@ -19,7 +21,16 @@ echo
 echo "== generate $EVENTS events into $EX/data/events"
 rm -rf "$EX/data/events"
 "$RF" generate --out "$EX/data/events" --events "$EVENTS" --partitions 8 --streams 2000 --seed 7 \
-  --duplicates --out-of-order --long-strings --unknown-fields
+  --all-edge-cases
 echo
-echo "== inventory"
-"$RF" inventory --config "$EX/backfill.toml"
+echo "== plan"
+"$RF" plan --config "$EX/backfill.toml"
+echo
+echo "== run (embedded: plan, replay, verify, commit)"
+"$RF" run --config "$EX/backfill.toml"
+echo
+echo "== history"
+"$RF" history --target "$EX/data/projections/account_balances"
+echo
+echo "== a few rows of the current version"
+"$RF" show --target "$EX/data/projections/account_balances" --limit 5

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 use arrow::datatypes::{Int32Type, Int64Type};
 use serde_json::Value;
 
@@ -310,10 +310,7 @@ fn apply(event_type: &str, version: i32, p: &serde_json::Map<String, Value>) -> 
         Some(Value::String(s)) => s.chars().count() == 3,
         _ => false,
     };
-    let memo_ok = match p.get("memo") {
-        None | Some(Value::String(_)) => true,
-        _ => false,
-    };
+    let memo_ok = matches!(p.get("memo"), None | Some(Value::String(_)));
     let cents = |x: f64| (x * 100.0).round() as i64;
     match (event_type, version) {
         ("AccountOpened", 1 | 2) => {
@@ -628,7 +625,7 @@ fn plan_is_a_dry_run_and_coverage_failures_exit_2() {
     out.expect_code(0);
     let json = out.json();
     assert!(!json["plan"]["shards"].as_array().unwrap().is_empty());
-    assert!(!f.path("target").exists(), "plan writes nothing");
+    assert!(!f.path("target/runs").exists(), "plan writes nothing");
     // unknown types with policy halt: no path, exit 2 before any work
     let strict = f.config(
         "strict",
@@ -643,7 +640,7 @@ fn plan_is_a_dry_run_and_coverage_failures_exit_2() {
     replayfleet(&["run", "--config", &strict])
         .expect_code(2)
         .stderr_names(&["unknown_type"]);
-    assert!(!f.path("target").exists());
+    assert!(!f.path("target/runs").exists());
     // a bad SQL is exit 2 naming the problem
     let bad = f.config(
         "bad",
@@ -655,4 +652,140 @@ fn plan_is_a_dry_run_and_coverage_failures_exit_2() {
     replayfleet(&["plan", "--config", &bad])
         .expect_code(2)
         .stderr_names(&["nope"]);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn target_of(path: &Path) -> replayfleet_replay::Target {
+    replayfleet_replay::Target::new(
+        replayfleet_archive::Location::parse(path.to_str().unwrap(), None, &Default::default())
+            .unwrap(),
+    )
+}
+
+#[test]
+fn a_zombie_attempt_after_the_lineage_changes_no_committed_file_and_matches_byte_for_byte() {
+    let f = Fixture::new(2_000, 3, 37, &["--all-edge-cases"]);
+    let run = f.run(
+        &f.config(
+            "zombie",
+            &Settings {
+                target_events: 500,
+                ..Settings::default()
+            },
+        ),
+        "2",
+    );
+    run.expect_code(0);
+    let run_id = run.json()["run_id"].as_str().unwrap().to_owned();
+    let target = target_of(&f.path("target"));
+    let rt = runtime();
+    let plan_bytes = std::fs::read(f.path(&format!("target/runs/{run_id}/plan.json"))).unwrap();
+    let plan = replayfleet_replay::Plan::from_json("plan.json", &plan_bytes).unwrap();
+    let committed: Vec<(PathBuf, Vec<u8>)> = f.history("target")[0]["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let p = f.path("target").join(s["path"].as_str().unwrap());
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    let shard = plan.shards[0].id.clone();
+    let source =
+        replayfleet_archive::Location::parse(&plan.source.url, None, &Default::default()).unwrap();
+    let job = replayfleet_replay::ShardJob {
+        catalog: plan.contracts.catalog().unwrap(),
+        plan: std::sync::Arc::new(plan),
+        shard: shard.clone(),
+        source,
+        target,
+        attempt: "zombie-attempt".into(),
+        worker: "test".into(),
+    };
+    let outcome = rt.block_on(replayfleet_replay::replay_shard(&job)).unwrap();
+    assert!(
+        !outcome.won,
+        "the first attempt's manifest stays the winner"
+    );
+    assert_ne!(outcome.lineage.attempt, "zombie-attempt");
+    // the zombie wrote its own folder, byte-identical to the winner's files
+    for out in &outcome.lineage.outputs {
+        let winner = std::fs::read(f.path("target").join(&out.path)).unwrap();
+        let zombie_path = out.path.replace(&outcome.lineage.attempt, "zombie-attempt");
+        let zombie = std::fs::read(f.path("target").join(&zombie_path)).unwrap();
+        assert_eq!(winner, zombie, "{zombie_path} differs from {}", out.path);
+    }
+    for (path, bytes) in committed {
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "{} changed",
+            path.display()
+        );
+    }
+    // and verification of the commit still holds: finalize reports it committed
+    replayfleet(&[
+        "finalize",
+        "--target",
+        f.path("target").to_str().unwrap(),
+        "--run",
+        &run_id,
+    ])
+    .expect_code(0);
+}
+
+#[test]
+fn two_finalizers_racing_for_the_same_version_commit_exactly_once() {
+    let f = Fixture::new(1_500, 2, 41, &[]);
+    let refused = Settings {
+        invariants: r#"["SELECT * FROM projection WHERE events > 0"]"#,
+        ..Settings::default()
+    };
+    let a = f.run(&f.config("race-a", &refused), "2");
+    a.expect_code(3);
+    let b = f.run(&f.config("race-b", &refused), "2");
+    b.expect_code(3);
+    let ids: Vec<String> = [a, b]
+        .iter()
+        .map(|r| r.json()["run_id"].as_str().unwrap().to_owned())
+        .collect();
+    let target = target_of(&f.path("target"));
+    let source = replayfleet_archive::Location::parse(
+        f.path("events").to_str().unwrap(),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    let options = replayfleet_finalizer::FinalizeOptions {
+        accept: Some("race".into()),
+        by: "test".into(),
+    };
+    let rt = runtime();
+    let (one, two) = rt.block_on(async {
+        tokio::join!(
+            replayfleet_finalizer::finalize(&target, &source, &ids[0], &options, None),
+            replayfleet_finalizer::finalize(&target, &source, &ids[1], &options, None),
+        )
+    });
+    let results = [one, two];
+    let committed = results
+        .iter()
+        .filter(|r| matches!(r, Ok(replayfleet_finalizer::Finalized::Committed { .. })))
+        .count();
+    let lost: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(committed, 1, "{lost:?}");
+    assert_eq!(lost.len(), 1);
+    assert!(lost[0].contains("lost the commit race"), "{}", lost[0]);
+    assert_eq!(f.history("target").len(), 1);
 }

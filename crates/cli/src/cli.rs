@@ -59,6 +59,26 @@ pub enum Command {
     History(HistoryArgs),
     /// Commit a new version whose segments are those of an older version.
     Rollback(RollbackArgs),
+    /// Print the first rows of a projection version (the current one by default).
+    // `--version N` names a projection version here, as in `explain` and `verify`.
+    #[command(disable_version_flag = true)]
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The projection's home: a URL or a path.
+    #[arg(long, env = "REPLAYFLEET_TARGET")]
+    pub target: String,
+    /// The version (default: the current one).
+    #[arg(long)]
+    pub version: Option<u64>,
+    /// Rows to print, in key order.
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+    /// Print JSON rows instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +251,45 @@ pub struct ContractsArgs {
 pub enum BenchCommand {
     /// Upcast + validate throughput per core against a bare serde_json parse.
     Upcast(BenchUpcastArgs),
+    /// The embedded `run` end to end, side by side with a bare Parquet decode of the
+    /// same segments (the floor) and DuckDB doing the same job (when `python3 -c
+    /// "import duckdb"` works), on one generated archive.
+    Run(BenchRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRunArgs {
+    /// Original events to generate (exact duplicates come on top).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Archive partitions to generate.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// Streams (accounts) to generate (default: one per 100 events, as in the example).
+    #[arg(long)]
+    pub streams: Option<u64>,
+    /// Seed of the generated archive.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Worker tasks of the run, threads of the decode floor and of DuckDB.
+    #[arg(long, default_value_t = default_workers())]
+    pub workers: usize,
+    /// Reuse this local archive folder instead of generating one.
+    #[arg(long)]
+    pub source: Option<PathBuf>,
+    /// `shards.target_events` of the run (default: the config's default, 5,000,000).
+    #[arg(long, conflicts_with = "one_shard")]
+    pub shard_events: Option<u64>,
+    /// Put the whole archive into one shard (a huge `shards.target_events`): the
+    /// worst case for one worker's memory.
+    #[arg(long)]
+    pub one_shard: bool,
+    /// Keep the temporary folder (archive, catalog, config, projections).
+    #[arg(long)]
+    pub keep: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,8 @@ use replayfleet_config::{AnomalyKind, Config, Policy};
 use replayfleet_contracts::{Catalog, PathStatus};
 use replayfleet_replay::{
     Build, ChecksSnapshot, ContractsSnapshot, InputSegment, PLAN_FORMAT_VERSION, Plan,
-    ProjectionSnapshot, ShardPlan, SourceSnapshot, TypeCoverage, check_projection, shard_id,
+    ProjectionSnapshot, ShardPlan, SourceSnapshot, TypeCoverage, check_invariants,
+    check_projection, shard_id,
 };
 use serde::Serialize;
 
@@ -61,6 +62,7 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
     let catalog = Catalog::load(&config.contracts_dir)?;
     let output_columns =
         check_projection(&catalog, &config.projection.sql, &config.projection.key).await?;
+    check_invariants(&catalog, &config.projection.sql, &config.checks.invariants).await?;
     let source = Location::parse(&config.source.url, None, &config.source.options)?;
     let target = Location::parse(&config.target.url, None, &config.target.options)?;
     let inventory = inventory_with(

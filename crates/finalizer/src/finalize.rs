@@ -229,10 +229,22 @@ pub async fn finalize(
             .collect(),
         totals,
         fingerprint: fingerprint.hex(),
-        report: Some(report_path),
+        report: Some(report_path.clone()),
         accepted,
     };
     if let Err(e) = commits::create(target, &commit, base_version.unwrap_or(0)).await {
+        // The report said "committed": correct it before reporting the loss.
+        let mut lost = report.clone();
+        lost.outcome = "refused".into();
+        lost.version = None;
+        lost.checks.push(check(
+            "commit",
+            "integrity",
+            false,
+            e.to_string(),
+            Vec::new(),
+        ));
+        target.put(&report_path, to_json_bytes(&lost)).await?;
         set_phase(store, run_id, RunPhase::Refused, Some(e.to_string()), None).await?;
         return Err(e);
     }
@@ -707,7 +719,7 @@ async fn diff(
         let on = on.join(" AND ");
         let differs: Vec<String> = compared
             .iter()
-            .map(|c| format!("n.{0} IS DISTINCT FROM b.{0}", quote(c)))
+            .map(|c| format!("(n.{0} IS DISTINCT FROM b.{0})", quote(c)))
             .collect();
         let differs = if differs.is_empty() {
             "false".to_owned()

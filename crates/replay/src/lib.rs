@@ -35,7 +35,8 @@ pub use plan::{
     shard_id,
 };
 pub use project::{
-    check_projection, columns, events_schema, keyed_query, query_only, quote, session,
+    check_invariants, check_projection, columns, events_schema, keyed_query, query_only, quote,
+    session,
 };
 pub use shard::{ShardJob, ShardOutcome, anomalies_schema, replay_shard};
 pub use write::{SEGMENT_ROWS, json_value, key_of, parquet_bytes};

@@ -89,12 +89,13 @@ pub fn quote(name: &str) -> String {
     Ident::with_quote('"', name).to_string()
 }
 
-/// Plans the projection over an empty `events` table: the SQL must parse, name only
-/// columns that exist, and produce every key column. Returns the output columns.
-pub async fn check_projection(catalog: &Catalog, sql: &str, key: &[String]) -> Result<Vec<Column>> {
-    let schema = events_schema(catalog);
+/// The projection SQL planned over an empty `events` table of the catalog's shape.
+async fn plan_over_no_events(
+    catalog: &Catalog,
+    sql: &str,
+) -> Result<(SessionContext, datafusion::dataframe::DataFrame)> {
     let ctx = session(64 * 1024 * 1024)?;
-    let table = MemTable::try_new(Arc::clone(&schema), vec![vec![]])
+    let table = MemTable::try_new(events_schema(catalog), vec![vec![]])
         .map_err(|e| Error::BadProjection(e.to_string()))?;
     ctx.register_table("events", Arc::new(table))
         .map_err(|e| Error::BadProjection(e.to_string()))?;
@@ -102,6 +103,13 @@ pub async fn check_projection(catalog: &Catalog, sql: &str, key: &[String]) -> R
         .sql_with_options(sql.trim().trim_end_matches(';'), query_only())
         .await
         .map_err(|e| Error::BadProjection(format!("the SQL does not plan: {e}")))?;
+    Ok((ctx, frame))
+}
+
+/// Plans the projection over an empty `events` table: the SQL must parse, name only
+/// columns that exist, and produce every key column. Returns the output columns.
+pub async fn check_projection(catalog: &Catalog, sql: &str, key: &[String]) -> Result<Vec<Column>> {
+    let (_, frame) = plan_over_no_events(catalog, sql).await?;
     let output: Schema = frame.schema().as_arrow().clone();
     if key.is_empty() {
         return Err(Error::BadProjection(
@@ -127,6 +135,24 @@ pub async fn check_projection(catalog: &Catalog, sql: &str, key: &[String]) -> R
         }
     }
     Ok(columns(&output))
+}
+
+/// Plans every invariant over an empty `projection` table shaped like the projection's
+/// output, so a bad invariant is an input error before any work.
+pub async fn check_invariants(catalog: &Catalog, sql: &str, invariants: &[String]) -> Result<()> {
+    let (ctx, frame) = plan_over_no_events(catalog, sql).await?;
+    ctx.register_table("projection", frame.into_view())
+        .map_err(|e| Error::BadProjection(e.to_string()))?;
+    for (i, invariant) in invariants.iter().enumerate() {
+        ctx.sql_with_options(invariant, query_only())
+            .await
+            .map_err(|e| {
+                Error::BadProjection(format!(
+                    "`checks.invariants[{i}]` (`{invariant}`) does not plan over table `projection`: {e}"
+                ))
+            })?;
+    }
+    Ok(())
 }
 
 /// The columns of a schema, for plans and commits.

@@ -428,7 +428,7 @@ impl Context<'_> {
         }
         // First copy of each repeated id: its identity and where it was.
         let mut firsts: HashMap<&str, ([u8; 32], i32, Option<i64>)> = HashMap::new();
-        for row in 0..n {
+        for (row, fate) in fates.iter_mut().enumerate() {
             let null = [
                 (0, "event_id", AnomalyKind::InvalidPayload),
                 (1, "stream_id", AnomalyKind::InvalidPayload),
@@ -440,7 +440,7 @@ impl Context<'_> {
             .into_iter()
             .find(|(col, _, _)| self.col(*col).is_null(row));
             if let Some((_, name, kind)) = null {
-                fates[row] = Fate::Anomaly;
+                *fate = Fate::Anomaly;
                 self.anomaly(row, kind, None, format!("the envelope's {name} is null"))?;
                 continue;
             }
@@ -466,7 +466,7 @@ impl Context<'_> {
                     );
                 }
                 Some((first, _, _)) if *first == this => {
-                    fates[row] = Fate::Duplicate;
+                    *fate = Fate::Duplicate;
                     self.applied.duplicates_dropped += 1;
                 }
                 Some((_, partition, seq)) => {
@@ -474,7 +474,7 @@ impl Context<'_> {
                         "event id {id} was first seen at partition {partition}, seq {} with a different stream, type, version or payload",
                         seq.map_or_else(|| "-".to_owned(), |s| s.to_string())
                     );
-                    fates[row] = Fate::Anomaly;
+                    *fate = Fate::Anomaly;
                     self.anomaly(row, AnomalyKind::ConflictingDuplicate, None, message)?;
                 }
             }

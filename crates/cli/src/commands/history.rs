@@ -2,11 +2,13 @@
 
 use replayfleet_archive::Location;
 use replayfleet_config::store_options_from_env;
-use replayfleet_finalizer::{Commit, history as commits, rollback as roll_back};
+use replayfleet_finalizer::{
+    Commit, commit_of, current, history as commits, rollback as roll_back,
+};
 use replayfleet_replay::Target;
 
 use crate::{
-    cli::{HistoryArgs, RollbackArgs},
+    cli::{HistoryArgs, RollbackArgs, ShowArgs},
     commands::finalize::who,
     exit,
     output::{Table, print_json, thousands},
@@ -79,6 +81,74 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
             args.to,
             thousands(commit.totals.rows)
         );
+    }
+    Ok(exit::SUCCESS)
+}
+
+pub async fn show(args: ShowArgs) -> anyhow::Result<u8> {
+    let target = target(&args.target)?;
+    let commit = match args.version {
+        Some(v) => commit_of(&target, v).await?,
+        None => current(&target).await?.ok_or_else(|| {
+            crate::exit::Coded::input(format!("no version committed in {}", args.target))
+        })?,
+    };
+    let mut batches = Vec::new();
+    let mut left = args.limit;
+    // Segments are in shard then key order; the first rows of each shard's first segment
+    // are what a reader sees first.
+    for segment in &commit.segments {
+        if left == 0 {
+            break;
+        }
+        let bytes = target.get(&segment.path).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "version {} names {}, which is gone",
+                commit.version,
+                segment.path
+            )
+        })?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+            .with_batch_size(left.max(1))
+            .build()?;
+        for batch in reader {
+            let batch = batch?;
+            let take = batch.num_rows().min(left);
+            batches.push(batch.slice(0, take));
+            left -= take;
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    if args.json {
+        let mut rows = Vec::new();
+        for b in &batches {
+            for row in 0..b.num_rows() {
+                let obj: serde_json::Map<String, serde_json::Value> = b
+                    .schema()
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        (
+                            f.name().clone(),
+                            replayfleet_replay::json_value(b.column(i), row),
+                        )
+                    })
+                    .collect();
+                rows.push(serde_json::Value::Object(obj));
+            }
+        }
+        print_json(&rows)?;
+    } else {
+        println!(
+            "version {} of {} ({} rows in all):",
+            commit.version,
+            commit.projection,
+            thousands(commit.totals.rows)
+        );
+        println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
     }
     Ok(exit::SUCCESS)
 }

@@ -19,10 +19,12 @@ pub async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Contracts(ContractsCommand::Check(args)) => contracts::check(args),
         Command::Contracts(ContractsCommand::Test(args)) => contracts::test(args),
         Command::Bench(BenchCommand::Upcast(args)) => bench::upcast(args).await,
+        Command::Bench(BenchCommand::Run(args)) => bench::run(args).await,
         Command::Plan(args) => plan::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Finalize(args) => finalize::run(args).await,
         Command::History(args) => history::history(args).await,
         Command::Rollback(args) => history::rollback(args).await,
+        Command::Show(args) => history::show(args).await,
     }
 }

@@ -86,8 +86,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
             "events_per_second": rate(&result, report),
             "report": report,
         }))?;
-        return Ok(match result.finalized {
-            Finalized::Refused { .. } => exit::REFUSED,
+        return Ok(match &result.finalized {
+            Finalized::Refused { report } => {
+                eprintln!(
+                    "refused: {}; nothing committed",
+                    replayfleet_finalizer::summary(report)
+                );
+                exit::REFUSED
+            }
             _ => exit::SUCCESS,
         });
     }
