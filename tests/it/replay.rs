@@ -606,6 +606,26 @@ fn rollback_commits_an_older_version_and_history_shows_both() {
         "{}",
         table.stdout
     );
+    let shown = replayfleet(&[
+        "show",
+        "--target",
+        target.to_str().unwrap(),
+        "--version",
+        "2",
+        "--limit",
+        "2",
+        "--json",
+    ]);
+    shown.expect_code(0);
+    let rows = shown.json();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows:#}");
+    let first = f.projection("target", 1).into_iter().next().unwrap();
+    assert_eq!(rows[0]["account_id"], first.0.as_str());
+    assert_eq!(
+        rows[0]["balance_cents"],
+        2 * first.1.0,
+        "version 2 doubled the balances"
+    );
     replayfleet(&[
         "rollback",
         "--target",
@@ -788,4 +808,23 @@ fn two_finalizers_racing_for_the_same_version_commit_exactly_once() {
     assert_eq!(lost.len(), 1);
     assert!(lost[0].contains("lost the commit race"), "{}", lost[0]);
     assert_eq!(f.history("target").len(), 1);
+}
+
+#[test]
+fn a_shard_that_fails_halts_the_run_naming_the_shard_and_its_error() {
+    let f = Fixture::new(1_000, 2, 43, &[]);
+    let run = f.run(
+        &f.config(
+            "divzero",
+            &Settings {
+                sql: "SELECT stream_id AS account_id, sum(seq) / 0 AS x FROM events GROUP BY stream_id"
+                    .into(),
+                ..Settings::default()
+            },
+        ),
+        "2",
+    );
+    run.expect_code(1)
+        .stderr_names(&["shard-00000", "failed after 1 attempts", "Divide by zero"]);
+    assert!(f.history("target").is_empty());
 }
