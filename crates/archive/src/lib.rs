@@ -31,5 +31,8 @@ pub use inventory::{
     SegmentInventory, StatsSource, Totals, inventory, inventory_of, inventory_with,
 };
 pub use location::Location;
-pub use read::{decode_segment, fetch_segment, read_segment, read_segment_stream};
+pub use read::{
+    SegmentBatches, decode_segment, decode_segment_batches, fetch_segment, read_segment,
+    read_segment_stream,
+};
 pub use segment::{SegmentRef, list_segments};

@@ -193,6 +193,17 @@ pub fn decode_segment(
     bytes: Bytes,
     mapping: &ColumnMapping,
 ) -> Result<Vec<RecordBatch>> {
+    decode_segment_batches(segment, bytes, mapping)?.collect()
+}
+
+/// Like [`decode_segment`], one batch at a time: only the segment's bytes and the batch
+/// being converted are in memory. The footer is validated against `mapping` before this
+/// returns.
+pub fn decode_segment_batches(
+    segment: &str,
+    bytes: Bytes,
+    mapping: &ColumnMapping,
+) -> Result<SegmentBatches> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let bad = |e: ParquetError| Error::from_parquet(segment, segment, e);
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(bad)?;
@@ -203,15 +214,49 @@ pub fn decode_segment(
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(bad)?;
-    let mut batches = Vec::new();
-    let mut next_row = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|e| bad(e.into()))?;
-        let first_row = next_row;
-        next_row += batch.num_rows() as u64;
-        batches.push(plan.convert(&batch, first_row)?);
+    Ok(SegmentBatches {
+        segment: segment.to_owned(),
+        reader,
+        plan,
+        next_row: 0,
+    })
+}
+
+/// The batches of one in-memory segment, converted onto the envelope as they are read.
+pub struct SegmentBatches {
+    segment: String,
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    plan: Plan,
+    next_row: u64,
+}
+
+impl std::fmt::Debug for SegmentBatches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentBatches")
+            .field("segment", &self.segment)
+            .field("next_row", &self.next_row)
+            .finish()
     }
-    Ok(batches)
+}
+
+impl Iterator for SegmentBatches {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = match self.reader.next()? {
+            Ok(batch) => batch,
+            Err(e) => {
+                return Some(Err(Error::from_parquet(
+                    &self.segment,
+                    &self.segment,
+                    e.into(),
+                )));
+            }
+        };
+        let first_row = self.next_row;
+        self.next_row += batch.num_rows() as u64;
+        Some(self.plan.convert(&batch, first_row))
+    }
 }
 
 /// Reads all of `segment` as batches of [`envelope_schema()`](crate::envelope_schema),

@@ -18,6 +18,7 @@ mod fingerprint;
 mod layout;
 mod lineage;
 mod order;
+mod pipeline;
 mod plan;
 mod project;
 mod shard;
@@ -29,6 +30,7 @@ pub use layout::{COMMITS_DIR, Created, Target, sha256_hex, to_json_bytes};
 pub use lineage::{
     Applied, LINEAGE_FORMAT_VERSION, Lineage, LineageInput, OutputFile, VersionApplied,
 };
+pub use pipeline::anomalies_schema;
 pub use plan::{
     Build, ChecksSnapshot, Column, ContractFile, ContractsSnapshot, InputSegment,
     PLAN_FORMAT_VERSION, Plan, ProjectionSnapshot, ShardPlan, SourceSnapshot, TypeCoverage,
@@ -38,5 +40,5 @@ pub use project::{
     check_invariants, check_projection, columns, events_schema, keyed_query, query_only, quote,
     session,
 };
-pub use shard::{ShardJob, ShardOutcome, anomalies_schema, replay_shard};
+pub use shard::{ShardJob, ShardOutcome, replay_shard};
 pub use write::{SEGMENT_ROWS, json_value, key_of, parquet_bytes};

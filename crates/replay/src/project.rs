@@ -3,10 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::{
-    datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit},
-    record_batch::RecordBatch,
-};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::execution::context::SQLOptions;
 use datafusion::{
     datasource::MemTable,
@@ -166,31 +163,4 @@ pub fn columns(schema: &Schema) -> Vec<Column> {
             nullable: f.is_nullable(),
         })
         .collect()
-}
-
-/// Runs the projection over one shard's events (in seq order), sorted by key.
-pub async fn project(
-    shard: &str,
-    schema: SchemaRef,
-    events: Vec<RecordBatch>,
-    sql: &str,
-    key: &[String],
-    memory_limit: u64,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let failed = |e: datafusion::error::DataFusionError| Error::Projection {
-        shard: shard.to_owned(),
-        message: e.to_string(),
-    };
-    let ctx = session(memory_limit)?;
-    // One partition: the fold reads events in the order given.
-    let table = MemTable::try_new(schema, vec![events]).map_err(failed)?;
-    ctx.register_table("events", Arc::new(table))
-        .map_err(failed)?;
-    let frame = ctx
-        .sql_with_options(&keyed_query(sql, key), query_only())
-        .await
-        .map_err(failed)?;
-    let output: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await.map_err(failed)?;
-    Ok((output, batches))
 }

@@ -4,8 +4,6 @@
 
 use arrow::{
     array::{Array, ArrayRef, AsArray},
-    compute::concat_batches,
-    datatypes::SchemaRef,
     record_batch::RecordBatch,
 };
 use bytes::Bytes;
@@ -44,26 +42,6 @@ pub fn parquet_bytes(path: &str, batch: &RecordBatch) -> Result<Bytes> {
     writer.write(batch).map_err(failed)?;
     writer.close().map_err(failed)?;
     Ok(Bytes::from(out))
-}
-
-/// Splits sorted rows into segments of at most [`SEGMENT_ROWS`] rows, each one batch.
-/// No rows give one empty segment, so every shard's output carries the schema.
-pub fn split_segments(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
-    let all = concat_batches(schema, batches).map_err(|e| Error::Write {
-        path: "-".into(),
-        message: e.to_string(),
-    })?;
-    if all.num_rows() == 0 {
-        return Ok(vec![all]);
-    }
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < all.num_rows() {
-        let len = SEGMENT_ROWS.min(all.num_rows() - offset);
-        out.push(all.slice(offset, len));
-        offset += len;
-    }
-    Ok(out)
 }
 
 /// The key of row `row` as JSON values (for key ranges in manifests and commits).

@@ -194,7 +194,17 @@ impl Worker {
             attempt: ulid::Ulid::new().to_string(),
             worker: self.id.clone(),
         };
-        let result = replay_shard(&job).await;
+        // Replay is CPU-bound: on a blocking thread it cannot starve the heartbeat task.
+        let runtime = tokio::runtime::Handle::current();
+        let shard = lease.shard.clone();
+        let result = tokio::task::spawn_blocking(move || runtime.block_on(replay_shard(&job)))
+            .await
+            .unwrap_or_else(|e| {
+                Err(replayfleet_replay::Error::Projection {
+                    shard,
+                    message: format!("the replay task failed: {e}"),
+                })
+            });
         heartbeat.abort();
 
         match result {
