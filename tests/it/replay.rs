@@ -742,6 +742,23 @@ fn a_zombie_attempt_after_the_lineage_changes_no_committed_file_and_matches_byte
         let zombie = std::fs::read(f.path("target").join(&zombie_path)).unwrap();
         assert_eq!(winner, zombie, "{zombie_path} differs from {}", out.path);
     }
+    // every Parquet file replayfleet writes names its format version in the footer
+    let footer = parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(
+        committed[0].1.clone(),
+    ))
+    .unwrap();
+    use parquet::file::reader::FileReader;
+    let kv = footer
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        kv.iter()
+            .any(|k| k.key == "replayfleet.format_version" && k.value.as_deref() == Some("1")),
+        "{kv:?}"
+    );
     for (path, bytes) in committed {
         assert_eq!(
             std::fs::read(&path).unwrap(),

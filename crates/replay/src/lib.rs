@@ -41,4 +41,4 @@ pub use project::{
     session,
 };
 pub use shard::{ShardJob, ShardOutcome, replay_shard};
-pub use write::{SEGMENT_ROWS, json_value, key_of, parquet_bytes};
+pub use write::{PARQUET_FORMAT_VERSION, SEGMENT_ROWS, json_value, key_of, parquet_bytes};

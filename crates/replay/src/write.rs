@@ -21,9 +21,17 @@ pub const SEGMENT_ROWS: usize = 1 << 20;
 /// Rows per row group.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
+/// Version of the Parquet files replayfleet writes (projection segments, anomalies),
+/// kept in each footer's key-value metadata as `replayfleet.format_version`.
+pub const PARQUET_FORMAT_VERSION: u32 = 1;
+
 fn properties() -> WriterProperties {
     WriterProperties::builder()
         .set_created_by("replayfleet".into())
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            "replayfleet.format_version".to_owned(),
+            PARQUET_FORMAT_VERSION.to_string(),
+        )]))
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page)
