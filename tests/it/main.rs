@@ -2,5 +2,6 @@
 
 mod archive;
 mod cli;
+mod queue;
 mod replay;
 mod support;

@@ -1,5 +1,6 @@
 //! The crate's one error type. Only transport failures are worth retrying;
-//! the others mean the caller's view of a lease or run is out of date.
+//! the others mean the caller's view of a lease or run is out of date, or
+//! that the server holds something this crate cannot use.
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -30,6 +31,16 @@ pub enum Error {
     AlreadyExists {
         /// The key (a run id).
         key: String,
+    },
+    /// What the queue or store holds is not what this crate wrote or expects:
+    /// an unreadable stored value, or a stream or bucket set up differently.
+    /// Retrying does not help.
+    #[error("{key} is invalid: {message}")]
+    Invalid {
+        /// The stream, bucket or key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
     },
     /// The queue or store cannot be reached (a NATS error); worth retrying.
     #[error("queue or store unavailable: {message}")]

@@ -1,7 +1,7 @@
 //! Leases, run state and progress (SPEC sections 6 and 9).
 //!
 //! This crate owns the two traits the fleet coordinates through, and the
-//! in-process implementation behind them that `replayfleet run` uses:
+//! implementations behind them:
 //!
 //! - [`LeaseQueue`]: one lease per shard; a worker claims it, heartbeats it
 //!   while it replays, and acks it when the shard is done. A lease that is not
@@ -11,7 +11,11 @@
 //!   so that "halt" and "commit" cannot both win, and each shard's attempts and
 //!   progress ([`ShardState`]).
 //! - [`EmbeddedQueue`] and [`EmbeddedStore`]: both traits in memory, for one
-//!   process. The NATS JetStream implementation implements the same traits.
+//!   process.
+//! - [`NatsQueue`] and [`NatsStore`]: both traits on NATS JetStream (a
+//!   work-queue stream and KV buckets), for a fleet of processes. They take an
+//!   [`async_nats::Client`], re-exported here so callers build it with the
+//!   same version (TLS, credentials: its `ConnectOptions`).
 //! - [`conformance`]: the one test suite every implementation must pass.
 //!
 //! It never knows what a shard contains or how it is replayed: shards and runs
@@ -23,11 +27,14 @@ pub mod conformance;
 mod embedded;
 mod error;
 mod lease;
+mod nats;
 mod store;
 
+pub use async_nats;
 pub use embedded::{EmbeddedQueue, EmbeddedStore};
 pub use error::{Error, Result};
 pub use lease::{Lease, LeaseQueue};
+pub use nats::{NatsQueue, NatsQueueOptions, NatsStore, NatsStoreOptions};
 pub use store::{RunPhase, RunState, RunStore, ShardState, ShardStatus, Versioned};
 
 #[cfg(test)]

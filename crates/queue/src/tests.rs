@@ -149,6 +149,15 @@ fn errors_read_well_and_know_if_retryable() {
         }
         .is_retryable()
     );
+    let invalid = Error::Invalid {
+        key: "key run.r-1 in bucket REPLAYFLEET_RUNS".to_owned(),
+        message: "not the JSON this crate writes: EOF".to_owned(),
+    };
+    assert!(!invalid.is_retryable());
+    assert_eq!(
+        invalid.to_string(),
+        "key run.r-1 in bucket REPLAYFLEET_RUNS is invalid: not the JSON this crate writes: EOF"
+    );
     let unavailable = Error::Unavailable {
         message: "connection refused".to_owned(),
     };

