@@ -2,6 +2,7 @@
 
 mod archive;
 mod cli;
+mod fleet;
 mod queue;
 mod replay;
 mod support;

@@ -215,6 +215,7 @@ async fn nats_restart_loses_no_lease_and_no_run() -> Result<()> {
         reason: None,
         version: None,
         updated_at: chrono::Utc::now(),
+        target: None,
     };
     store.create_run(&state).await?;
     store

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::support::{copy_example_contracts, replayfleet};
 
-const SQL: &str = r#"
+pub(crate) const SQL: &str = r#"
 SELECT stream_id AS account_id,
        sum(CASE WHEN event_type = 'Deposited' THEN amount_cents
                 WHEN event_type = 'Withdrawn' THEN -amount_cents ELSE 0 END) AS balance_cents,
@@ -23,20 +23,22 @@ GROUP BY stream_id
 "#;
 
 /// A generated archive, the example catalog and a config, in a temporary folder.
-struct Fixture {
+pub(crate) struct Fixture {
     dir: tempfile::TempDir,
 }
 
 /// The parts of backfill.toml a test changes.
-struct Settings {
-    target: &'static str,
-    target_events: u64,
-    sql: String,
-    key: &'static str,
-    invariants: &'static str,
-    anomalies: &'static str,
-    max_changed_ratio: f64,
-    window: &'static str,
+pub(crate) struct Settings {
+    pub(crate) target: &'static str,
+    pub(crate) target_events: u64,
+    pub(crate) sql: String,
+    pub(crate) key: &'static str,
+    pub(crate) invariants: &'static str,
+    pub(crate) anomalies: &'static str,
+    pub(crate) max_changed_ratio: f64,
+    pub(crate) window: &'static str,
+    /// Raw TOML appended to the file (e.g. a `[fleet]` table).
+    pub(crate) extra: String,
 }
 
 impl Default for Settings {
@@ -53,12 +55,13 @@ upcast_failed = "quarantine"
 max_quarantined_ratio = 0.2"#,
             max_changed_ratio: 1.0,
             window: "",
+            extra: String::new(),
         }
     }
 }
 
 impl Fixture {
-    fn new(events: u64, partitions: u32, seed: u64, edge: &[&str]) -> Self {
+    pub(crate) fn new(events: u64, partitions: u32, seed: u64, edge: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("events");
         let (e, p, s) = (events.to_string(), partitions.to_string(), seed.to_string());
@@ -81,12 +84,12 @@ impl Fixture {
         Fixture { dir }
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
 
     /// Writes `name.toml` and returns its path.
-    fn config(&self, name: &str, s: &Settings) -> String {
+    pub(crate) fn config(&self, name: &str, s: &Settings) -> String {
         let text = format!(
             r#"[run]
 name = "{name}"
@@ -118,6 +121,8 @@ invariants = {invariants}
 
 [checks.baseline]
 max_changed_ratio = {max_changed_ratio}
+
+{extra}
 "#,
             key = s.key,
             sql = s.sql,
@@ -127,17 +132,18 @@ max_changed_ratio = {max_changed_ratio}
             invariants = s.invariants,
             anomalies = s.anomalies,
             max_changed_ratio = s.max_changed_ratio,
+            extra = s.extra,
         );
         let path = self.path(&format!("{name}.toml"));
         std::fs::write(&path, text).unwrap();
         path.to_str().unwrap().to_owned()
     }
 
-    fn run(&self, config: &str, workers: &str) -> crate::support::Run {
+    pub(crate) fn run(&self, config: &str, workers: &str) -> crate::support::Run {
         replayfleet(&["run", "--config", config, "--workers", workers, "--json"])
     }
 
-    fn history(&self, target: &str) -> Vec<Value> {
+    pub(crate) fn history(&self, target: &str) -> Vec<Value> {
         let out = replayfleet(&[
             "history",
             "--target",

@@ -59,10 +59,57 @@ pub enum Command {
     History(HistoryArgs),
     /// Commit a new version whose segments are those of an older version.
     Rollback(RollbackArgs),
+    /// Fleet coordinator: plan (or resume) a run, publish its leases over NATS, watch the
+    /// shards and finalize.
+    Coordinator(CoordinatorArgs),
+    /// Fleet worker: claim leases over NATS and replay their shards (stateless: each
+    /// lease names its run, whose plan is in the target).
+    Worker(WorkerArgs),
     /// Print the first rows of a projection version (the current one by default).
     // `--version N` names a projection version here, as in `explain` and `verify`.
     #[command(disable_version_flag = true)]
     Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// The run's backfill.toml (`fleet.nats_url` or --nats names the server).
+    #[arg(long, env = "REPLAYFLEET_CONFIG")]
+    pub config: PathBuf,
+    /// Resume this run id instead of the config's unfinished run or a new one.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// NATS URL (overrides `fleet.nats_url`).
+    #[arg(long, env = "REPLAYFLEET_NATS")]
+    pub nats: Option<String>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// NATS URL.
+    #[arg(long, env = "REPLAYFLEET_NATS")]
+    pub nats: String,
+    /// A NATS credentials file.
+    #[arg(long, env = "REPLAYFLEET_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA bundle for the NATS server's certificate.
+    #[arg(long, env = "REPLAYFLEET_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    #[arg(long, env = "REPLAYFLEET_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Client key for mutual TLS.
+    #[arg(long, env = "REPLAYFLEET_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Replay tasks in this process.
+    #[arg(long, env = "REPLAYFLEET_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Lease time-to-live of the fleet's consumer (the coordinator's `fleet.lease_ttl`).
+    #[arg(long, env = "REPLAYFLEET_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -5,15 +5,16 @@
 use std::{sync::Arc, time::Instant};
 
 use chrono::Utc;
+use replayfleet_archive::Location;
 use replayfleet_config::Config;
 use replayfleet_finalizer::{FinalizeOptions, Finalized, finalize};
 use replayfleet_queue::{
     EmbeddedQueue, EmbeddedStore, LeaseQueue, RunPhase, RunState, RunStore, ShardStatus,
 };
-use replayfleet_replay::{Created, Target, to_json_bytes};
+use replayfleet_replay::{Created, Plan, Target, to_json_bytes};
 use replayfleet_worker::{RunContext, Runs, Worker};
 
-use crate::{Error, Planned, Result, new_run_id, plan_run};
+use crate::{Error, Estimate, Result, new_run_id, plan_run};
 
 /// Progress of a run, as the watcher sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,92 +43,202 @@ pub struct EmbeddedOptions {
 /// A run's end.
 #[derive(Debug)]
 pub struct RunResult {
-    /// The plan and its estimate.
-    pub planned: Planned,
+    /// The run's plan.
+    pub plan: Arc<Plan>,
+    /// The estimate, when this process planned the run (not when it resumed one).
+    pub estimate: Option<Estimate>,
     /// What the finalizer did.
     pub finalized: Finalized,
-    /// Wall time from plan to commit.
+    /// Wall time from plan (or resume) to commit.
     pub elapsed: std::time::Duration,
 }
 
-/// Plans and runs `config` in this process with `options.workers` worker tasks, then
-/// finalizes. `progress` is called as shards finish.
+/// The queue and store a run is coordinated over, and the worker tasks of this process.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// Leases.
+    pub queue: Arc<dyn LeaseQueue>,
+    /// Run state and shard attempts.
+    pub store: Arc<dyn RunStore>,
+    /// Worker tasks in this process (0 for a coordinator whose workers are elsewhere).
+    pub local_workers: usize,
+    /// The queue's lease time-to-live.
+    pub ttl: std::time::Duration,
+}
+
+/// How to coordinate.
+#[derive(Debug, Clone, Default)]
+pub struct CoordinateOptions {
+    /// Who runs it (recorded in the commit).
+    pub by: String,
+    /// Resume this run instead of the name's unfinished run or a new one.
+    pub resume: Option<String>,
+}
+
+/// Plans and runs `config` in this process with `options.workers` worker tasks over the
+/// in-process queue and store, then finalizes. `progress` is called as shards finish.
 pub async fn run_embedded(
     config: &Config,
     options: &EmbeddedOptions,
     progress: &(dyn Fn(&Progress) + Send + Sync),
 ) -> Result<RunResult> {
-    let started = Instant::now();
-    let run_id = new_run_id(&config.name);
-    let planned = plan_run(config, &run_id).await?;
-    let target = Target::new(planned.target.clone());
-    let plan = Arc::new(planned.plan.clone());
-    if target
-        .put_if_absent(&Target::plan_path(&run_id), to_json_bytes(&*plan))
-        .await?
-        == Created::Existed
-    {
-        return Err(Error::Plan(format!("run {run_id} exists already")));
-    }
-
-    let ttl = std::time::Duration::from_millis(plan.lease_ttl_ms.max(100));
-    let queue: Arc<dyn LeaseQueue> = Arc::new(EmbeddedQueue::new(ttl));
-    let store: Arc<dyn RunStore> = Arc::new(EmbeddedStore::new());
-    let mut state = RunState {
-        run_id: run_id.clone(),
-        name: config.name.clone(),
-        phase: RunPhase::Planned,
-        reason: None,
-        version: None,
-        updated_at: Utc::now(),
+    let ttl = config
+        .fleet
+        .lease_ttl
+        .max(std::time::Duration::from_millis(100));
+    let fleet = Fleet {
+        queue: Arc::new(EmbeddedQueue::new(ttl)),
+        store: Arc::new(EmbeddedStore::new()),
+        local_workers: options.workers.max(1),
+        ttl,
     };
-    let revision = store.create_run(&state).await?;
-    for shard in &plan.shards {
-        queue.publish(&run_id, &shard.id).await?;
+    let options = CoordinateOptions {
+        by: options.by.clone(),
+        resume: None,
+    };
+    coordinate(config, &fleet, &options, progress).await
+}
+
+/// The coordinator: resumes the run `options.resume`, or the config name's unfinished
+/// run, or plans a new one; publishes a lease for every shard without a lineage manifest
+/// (publishing is idempotent, so a restarted coordinator never doubles a lease); runs
+/// `fleet.local_workers` worker tasks; watches the shards; and finalizes.
+pub async fn coordinate(
+    config: &Config,
+    fleet: &Fleet,
+    options: &CoordinateOptions,
+    progress: &(dyn Fn(&Progress) + Send + Sync),
+) -> Result<RunResult> {
+    let started = Instant::now();
+    let store = &fleet.store;
+    let target = Target::new(Location::parse(
+        &config.target.url,
+        None,
+        &config.target.options,
+    )?);
+    let resume = match &options.resume {
+        Some(id) => Some(id.clone()),
+        None => store.unfinished_run(&config.name).await?,
+    };
+    let (plan, estimate) = match resume {
+        Some(run_id) => {
+            let path = Target::plan_path(&run_id);
+            let bytes = target.get(&path).await?.ok_or_else(|| {
+                Error::Plan(format!(
+                    "cannot resume run {run_id}: {}/{path} does not exist",
+                    config.target.url
+                ))
+            })?;
+            tracing::info!(run = %run_id, "resuming the run");
+            (Plan::from_json(&path, &bytes)?, None)
+        }
+        None => {
+            let run_id = new_run_id(&config.name);
+            let planned = plan_run(config, &run_id).await?;
+            if target
+                .put_if_absent(&Target::plan_path(&run_id), to_json_bytes(&planned.plan))
+                .await?
+                == Created::Existed
+            {
+                return Err(Error::Plan(format!("run {run_id} exists already")));
+            }
+            (planned.plan, Some(planned.estimate))
+        }
+    };
+    let plan = Arc::new(plan);
+    let run_id = plan.run_id.clone();
+    let source = Location::parse(&plan.source.url, None, &config.source.options)?;
+
+    if store.run(&run_id).await?.is_none() {
+        store
+            .create_run(&RunState {
+                run_id: run_id.clone(),
+                name: plan.name.clone(),
+                phase: RunPhase::Planned,
+                reason: None,
+                version: None,
+                updated_at: Utc::now(),
+                target: Some(plan.target.clone()),
+            })
+            .await?;
     }
-    state.phase = RunPhase::Running;
-    store.update_run(&state, revision).await?;
+    let mut pending = 0;
+    for shard in &plan.shards {
+        if target
+            .get(&Target::lineage_path(&run_id, &shard.id))
+            .await?
+            .is_none()
+        {
+            fleet.queue.publish(&run_id, &shard.id).await?;
+            pending += 1;
+        }
+    }
+    tracing::info!(run = %run_id, shards = plan.shards.len(), published = pending, "leases published");
+    loop {
+        let current = store
+            .run(&run_id)
+            .await?
+            .ok_or_else(|| Error::Plan(format!("run {run_id} vanished")))?;
+        if current.value.phase != RunPhase::Planned {
+            break;
+        }
+        let mut next = current.value.clone();
+        next.phase = RunPhase::Running;
+        next.updated_at = Utc::now();
+        match store.update_run(&next, current.revision).await {
+            Err(replayfleet_queue::Error::Conflict { .. }) => continue,
+            other => {
+                other?;
+                break;
+            }
+        }
+    }
 
     let runs = Runs::default();
     runs.register(RunContext::new(
         Arc::clone(&plan),
-        planned.source.clone(),
+        source.clone(),
         target.clone(),
     )?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    for i in 0..options.workers.max(1) {
+    for i in 0..fleet.local_workers {
         let worker = Worker::new(
             format!("{}/embedded-{i}", hostname()),
-            Arc::clone(&queue),
-            Arc::clone(&store),
+            Arc::clone(&fleet.queue),
+            Arc::clone(store),
             runs.clone(),
-            ttl,
+            fleet.ttl,
         );
         let stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move { worker.run(stop).await }));
     }
 
-    let watched = watch(&*store, &plan, progress).await;
+    let watched = watch(&**store, &plan, progress).await;
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = task.await;
+    }
+    if watched.is_err() {
+        // Halted: no lease of the run may be claimed again.
+        let _ = fleet.queue.remove_run(&run_id).await;
     }
     watched?;
 
     let finalized = finalize(
         &target,
-        &planned.source,
+        &source,
         &run_id,
         &FinalizeOptions {
             accept: None,
             by: options.by.clone(),
         },
-        Some(&*store),
+        Some(&**store),
     )
     .await?;
     Ok(RunResult {
-        planned,
+        plan,
+        estimate,
         finalized,
         elapsed: started.elapsed(),
     })

@@ -10,6 +10,9 @@ mod embedded;
 mod error;
 mod planning;
 
-pub use embedded::{EmbeddedOptions, Progress, RunResult, hostname, run_embedded};
+pub use embedded::{
+    CoordinateOptions, EmbeddedOptions, Fleet, Progress, RunResult, coordinate, hostname,
+    run_embedded,
+};
 pub use error::{Error, Result};
 pub use planning::{Estimate, Planned, new_run_id, plan_run};

@@ -413,6 +413,7 @@ fn run_state(run_id: &str, name: &str, phase: RunPhase) -> RunState {
         reason: None,
         version: None,
         updated_at: chrono::Utc::now(),
+        target: None,
     }
 }
 

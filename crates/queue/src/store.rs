@@ -70,6 +70,10 @@ pub struct RunState {
     pub version: Option<u64>,
     /// When this state was written.
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// The projection's home (URL), where the run's `plan.json` is: a worker that claims
+    /// one of the run's leases finds everything else there.
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 /// Where one shard is.

@@ -103,6 +103,7 @@ async fn store_revisions_count_writes_per_key() {
         reason: None,
         version: Some(1),
         updated_at: chrono::Utc::now(),
+        target: None,
     };
     // A run created already finished never becomes its name's unfinished run.
     assert_eq!(store.create_run(&state).await.unwrap(), 1);
@@ -199,6 +200,7 @@ fn states_round_trip_through_json() {
         reason: Some("changed_ratio 0.4 over 0.1".to_owned()),
         version: None,
         updated_at: chrono::Utc::now(),
+        target: None,
     };
     let json = serde_json::to_string(&run).unwrap();
     assert_eq!(serde_json::from_str::<RunState>(&json).unwrap(), run);

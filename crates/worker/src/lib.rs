@@ -15,9 +15,10 @@ use std::{
 
 use chrono::Utc;
 use replayfleet_archive::Location;
+use replayfleet_config::store_options_from_env;
 use replayfleet_contracts::Catalog;
 use replayfleet_queue::{Lease, LeaseQueue, RunPhase, RunStore, ShardStatus};
-use replayfleet_replay::{Plan, ShardJob, Target, replay_shard};
+use replayfleet_replay::{Build, Plan, ShardJob, Target, replay_shard};
 
 /// Everything a worker needs to replay shards of one run.
 #[derive(Debug, Clone)]
@@ -142,9 +143,16 @@ impl Worker {
     }
 
     async fn try_handle(&self, lease: &Lease) -> Result<(), replayfleet_queue::Error> {
-        let Some(run) = self.runs.get(&lease.run_id) else {
-            // Not ours to serve (yet): another process may know the run.
-            return self.queue.release(lease, Duration::from_secs(1)).await;
+        let run = match self.runs.get(&lease.run_id) {
+            Some(run) => run,
+            None => match self.load(&lease.run_id).await {
+                Ok(run) => run,
+                Err(why) => {
+                    // Not ours to serve: released, not counted as an attempt.
+                    tracing::warn!(worker = %self.id, run = %lease.run_id, shard = %lease.shard, "{why}; releasing the lease");
+                    return self.queue.release(lease, Duration::from_secs(2)).await;
+                }
+            },
         };
         match self.store.run(&lease.run_id).await?.map(|r| r.value.phase) {
             Some(RunPhase::Paused) => {
@@ -174,7 +182,9 @@ impl Worker {
         let heartbeat = {
             let queue = Arc::clone(&self.queue);
             let lease = lease.clone();
-            let every = (self.ttl / 3).max(Duration::from_millis(50));
+            let ttl = Duration::from_millis(run.plan.lease_ttl_ms)
+                .min(self.ttl.max(Duration::from_millis(100)));
+            let every = (ttl / 3).max(Duration::from_millis(50));
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
@@ -252,6 +262,48 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Finds a run this worker has not seen: its target from the run state, its plan from
+    /// the target. A plan of another build is refused (its shards would not replay
+    /// byte-identically).
+    async fn load(&self, run_id: &str) -> Result<Arc<RunContext>, String> {
+        let state = self
+            .store
+            .run(run_id)
+            .await
+            .map_err(|e| format!("reading run {run_id}: {e}"))?
+            .ok_or_else(|| format!("run {run_id} is unknown to the run-state store"))?;
+        let target_url = state
+            .value
+            .target
+            .ok_or_else(|| format!("run {run_id} names no target"))?;
+        let target = Target::new(
+            Location::parse(&target_url, None, &store_options_from_env("target"))
+                .map_err(|e| e.to_string())?,
+        );
+        let path = Target::plan_path(run_id);
+        let bytes = target
+            .get(&path)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{target_url}/{path} does not exist"))?;
+        let plan = Plan::from_json(&path, &bytes).map_err(|e| e.to_string())?;
+        if plan.build != Build::current() {
+            return Err(format!(
+                "run {run_id} was planned by {} {}, this worker is {}",
+                plan.build.name,
+                plan.build.version,
+                Build::current().version
+            ));
+        }
+        let source = Location::parse(&plan.source.url, None, &store_options_from_env("source"))
+            .map_err(|e| e.to_string())?;
+        let context = RunContext::new(Arc::new(plan), source, target).map_err(|e| e.to_string())?;
+        self.runs.register(context);
+        self.runs
+            .get(run_id)
+            .ok_or_else(|| format!("run {run_id} vanished"))
     }
 
     /// A `halt` policy fired: the run halts for good (compare-and-set, so a run already

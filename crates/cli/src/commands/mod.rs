@@ -5,6 +5,7 @@ use crate::cli::{BenchCommand, Command, ContractsCommand};
 mod bench;
 mod contracts;
 mod finalize;
+mod fleet;
 mod generate;
 mod history;
 mod inventory;
@@ -26,5 +27,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::History(args) => history::history(args).await,
         Command::Rollback(args) => history::rollback(args).await,
         Command::Show(args) => history::show(args).await,
+        Command::Coordinator(args) => fleet::coordinator(args).await,
+        Command::Worker(args) => fleet::worker(args).await,
     }
 }

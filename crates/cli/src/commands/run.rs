@@ -79,7 +79,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
             Finalized::Refused { report } => ("refused", None, Some(report)),
         };
         print_json(&serde_json::json!({
-            "run_id": result.planned.plan.run_id,
+            "run_id": result.plan.run_id,
             "outcome": outcome,
             "version": version,
             "elapsed_seconds": result.elapsed.as_secs_f64(),
@@ -118,7 +118,7 @@ fn rate(result: &RunResult, report: Option<&Report>) -> f64 {
 fn summary(result: &RunResult, report: &Report) -> String {
     let t = &report.totals;
     let mut table = Table::new(&["", ""]);
-    table.row(vec!["run".into(), result.planned.plan.run_id.clone()]);
+    table.row(vec!["run".into(), result.plan.run_id.clone()]);
     table.row(vec!["events read".into(), thousands(t.events_read)]);
     table.row(vec![
         "duplicates dropped".into(),

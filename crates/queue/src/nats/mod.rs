@@ -218,3 +218,46 @@ mod tests {
         }
     }
 }
+
+/// How to reach a NATS server: its URL, and optionally a credentials file and TLS files.
+#[derive(Debug, Clone, Default)]
+pub struct NatsConnect {
+    /// `nats://host:4222` (or `tls://...`).
+    pub url: String,
+    /// A `.creds` file (JWT and nkey seed).
+    pub creds: Option<std::path::PathBuf>,
+    /// CA bundle for the server's certificate (turns TLS on).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate for mutual TLS.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Client key for mutual TLS.
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl NatsConnect {
+    /// Connects; a failure is [`Error::Unavailable`] naming the URL.
+    pub async fn connect(&self) -> Result<async_nats::Client> {
+        let unavailable = |message: String| Error::Unavailable {
+            message: format!("connecting to {}: {message}", self.url),
+        };
+        let mut options = async_nats::ConnectOptions::new()
+            .name("replayfleet")
+            .connection_timeout(Duration::from_secs(10));
+        if let Some(creds) = &self.creds {
+            options = options
+                .credentials_file(creds)
+                .await
+                .map_err(|e| unavailable(format!("credentials file {}: {e}", creds.display())))?;
+        }
+        if let Some(ca) = &self.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        options
+            .connect(self.url.as_str())
+            .await
+            .map_err(|e| unavailable(e.to_string()))
+    }
+}
