@@ -402,7 +402,7 @@ pub async fn run(args: BenchRunArgs) -> anyhow::Result<u8> {
         events_projected: totals.events_projected,
         quarantined: totals.quarantined,
         projection_rows: totals.rows,
-        shards: result.planned.plan.shards.len(),
+        shards: result.plan.shards.len(),
         shard_target_events: config.shard_target_events,
         workers,
     };
