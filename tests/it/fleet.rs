@@ -123,3 +123,113 @@ fn a_coordinator_without_nats_says_so_and_a_restarted_one_resumes_its_run() {
     );
     assert_eq!(f.history("resume").len(), 1);
 }
+
+/// Starts `replayfleet coordinator` in the background and waits for its plan; returns the
+/// process and the run id.
+fn start_coordinator(f: &Fixture, config: &str, target: &str) -> (Child, String) {
+    let mut child = Command::new(bin())
+        .args(["coordinator", "--config", config])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runs = f.path(&format!("{target}/runs"));
+    for _ in 0..200 {
+        if let Ok(mut entries) = std::fs::read_dir(&runs)
+            && let Some(Ok(entry)) = entries.next()
+            && entry.path().join("plan.json").is_file()
+        {
+            // the run state is created right after the plan
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            return (child, entry.file_name().to_str().unwrap().to_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the coordinator wrote no plan");
+}
+
+fn status(f: &Fixture, target: &str, nats: &NatsServer, run: &str) -> serde_json::Value {
+    let out = replayfleet(&[
+        "status",
+        "--target",
+        f.path(target).to_str().unwrap(),
+        "--nats",
+        &nats.url(),
+        "--run",
+        run,
+        "--json",
+    ]);
+    out.expect_code(0);
+    out.json()
+}
+
+#[test]
+fn pause_holds_every_lease_and_resume_lets_the_run_complete() {
+    let nats = NatsServer::start();
+    let f = Fixture::new(2_000, 4, 59, &[]);
+    let config = f.config("pause", &fleet_settings(&nats, "pause"));
+    let (mut coordinator, run) = start_coordinator(&f, &config, "pause");
+    replayfleet(&["pause", "--nats", &nats.url(), "--run", &run]).expect_code(0);
+    assert_eq!(status(&f, "pause", &nats, &run)["run"]["phase"], "paused");
+    let _worker = WorkerProcess::start(&nats.url());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let shards = f.path(&format!("pause/runs/{run}/shards"));
+    assert!(
+        !shards.exists(),
+        "a lease was claimed while the run was paused"
+    );
+    replayfleet(&["resume", "--nats", &nats.url(), "--run", &run]).expect_code(0);
+    let code = coordinator.wait().unwrap().code();
+    assert_eq!(code, Some(0));
+    assert_eq!(f.history("pause").len(), 1);
+    assert_eq!(
+        status(&f, "pause", &nats, &run)["run"]["phase"],
+        "committed"
+    );
+}
+
+#[test]
+fn halt_stops_the_run_for_good_and_a_committed_run_cannot_be_halted() {
+    let nats = NatsServer::start();
+    let f = Fixture::new(2_000, 4, 61, &[]);
+    let config = f.config("halt", &fleet_settings(&nats, "halt"));
+    let (coordinator, run) = start_coordinator(&f, &config, "halt");
+    replayfleet(&[
+        "halt",
+        "--nats",
+        &nats.url(),
+        "--run",
+        &run,
+        "--reason",
+        "wrong SQL",
+    ])
+    .expect_code(0);
+    let out = coordinator.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong SQL"));
+    let s = status(&f, "halt", &nats, &run);
+    assert_eq!(s["run"]["phase"], "halted");
+    assert_eq!(s["leases_queued"], 0, "{s:#}");
+    // a worker started now finds nothing to do, and nothing is ever committed
+    let _worker = WorkerProcess::start(&nats.url());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(f.history("halt").is_empty());
+    // the name's next run is a new one, not the halted run
+    let out = replayfleet(&["coordinator", "--config", &config, "--json"]);
+    out.expect_code(0);
+    let committed = f.history("halt");
+    assert_eq!(committed.len(), 1);
+    assert_ne!(committed[0]["run_id"], run.as_str());
+    let done = committed[0]["run_id"].as_str().unwrap();
+    replayfleet(&["halt", "--nats", &nats.url(), "--run", done])
+        .expect_code(3)
+        .stderr_names(&["committed", "rollback"]);
+}

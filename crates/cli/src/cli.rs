@@ -65,6 +65,15 @@ pub enum Command {
     /// Fleet worker: claim leases over NATS and replay their shards (stateless: each
     /// lease names its run, whose plan is in the target).
     Worker(WorkerArgs),
+    /// The kill switch: halt a fleet run for good (its remaining leases are removed; a
+    /// run the finalizer already claimed cannot be halted).
+    Halt(HaltArgs),
+    /// Pause a fleet run: workers claim none of its leases until it is resumed.
+    Pause(ControlArgs),
+    /// Resume a paused fleet run.
+    Resume(ControlArgs),
+    /// Progress of a run: from NATS for a fleet run, from the target's run folder otherwise.
+    Status(StatusArgs),
     /// Print the first rows of a projection version (the current one by default).
     // `--version N` names a projection version here, as in `explain` and `verify`.
     #[command(disable_version_flag = true)]
@@ -110,6 +119,57 @@ pub struct WorkerArgs {
     /// Lease time-to-live of the fleet's consumer (the coordinator's `fleet.lease_ttl`).
     #[arg(long, env = "REPLAYFLEET_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease_ttl: std::time::Duration,
+}
+
+/// How to reach the fleet's NATS server.
+#[derive(Debug, Args, Clone)]
+pub struct NatsArgs {
+    /// NATS URL.
+    #[arg(long, env = "REPLAYFLEET_NATS")]
+    pub nats: String,
+    /// A NATS credentials file.
+    #[arg(long, env = "REPLAYFLEET_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA bundle for the NATS server's certificate.
+    #[arg(long, env = "REPLAYFLEET_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The run id.
+    #[arg(long)]
+    pub run: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HaltArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Why (recorded in the run state).
+    #[arg(long, default_value = "halted by an operator")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The projection's home: a URL or a path.
+    #[arg(long, env = "REPLAYFLEET_TARGET")]
+    pub target: String,
+    /// The run (default: the newest run in the target).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// NATS URL, for a fleet run's live progress.
+    #[arg(long, env = "REPLAYFLEET_NATS")]
+    pub nats: Option<String>,
+    /// Refresh every second until the run ends.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -53,6 +53,7 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
                     by_policy: true, ..
                 } => REFUSED,
                 replayfleet_coordinator::Error::Finalizer(f) if f.is_refusal() => REFUSED,
+                replayfleet_coordinator::Error::Refused(_) => REFUSED,
                 e if e.is_input() => USAGE,
                 _ => FAILURE,
             };

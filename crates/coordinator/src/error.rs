@@ -25,6 +25,10 @@ pub enum Error {
     /// The plan cannot be made from this config and archive (exit 2).
     #[error("{0}")]
     Plan(String),
+    /// An operation the run's phase does not allow (a halt after the finalizer claimed
+    /// the run, resuming a run that is not paused).
+    #[error("{0}")]
+    Refused(String),
     /// Events present in the archive have no upcast path and their policy is halt (exit 2).
     #[error("upcaster coverage: {}", .0.join("; "))]
     Coverage(Vec<String>),

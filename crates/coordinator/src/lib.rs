@@ -6,10 +6,12 @@
 //! The coordinator never replays a shard and never commits: workers replay, the
 //! finalizer commits.
 
+mod controls;
 mod embedded;
 mod error;
 mod planning;
 
+pub use controls::{ShardCounts, Status, halt, pause, resume, status};
 pub use embedded::{
     CoordinateOptions, EmbeddedOptions, Fleet, Progress, RunResult, coordinate, hostname,
     run_embedded,

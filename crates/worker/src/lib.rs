@@ -179,6 +179,10 @@ impl Worker {
             })
             .await?;
 
+        // The heartbeat runs apart from the replay; when the queue refuses it (the lease
+        // expired and went to another worker, or a halt removed it), the replay is
+        // abandoned: another attempt or nobody owns the shard now.
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
         let heartbeat = {
             let queue = Arc::clone(&self.queue);
             let lease = lease.clone();
@@ -190,6 +194,7 @@ impl Worker {
                     tokio::time::sleep(every).await;
                     if let Err(e) = queue.heartbeat(&lease).await {
                         tracing::warn!(shard = %lease.shard, error = %e, "heartbeat refused: the lease was lost");
+                        let _ = lost_tx.send(());
                         return;
                     }
                 }
@@ -207,15 +212,26 @@ impl Worker {
         // Replay is CPU-bound: on a blocking thread it cannot starve the heartbeat task.
         let runtime = tokio::runtime::Handle::current();
         let shard = lease.shard.clone();
-        let result = tokio::task::spawn_blocking(move || runtime.block_on(replay_shard(&job)))
-            .await
-            .unwrap_or_else(|e| {
-                Err(replayfleet_replay::Error::Projection {
-                    shard,
-                    message: format!("the replay task failed: {e}"),
-                })
-            });
+        let result = tokio::task::spawn_blocking(move || {
+            runtime.block_on(async {
+                tokio::select! {
+                    result = replay_shard(&job) => Some(result),
+                    Ok(()) = lost_rx => None,
+                }
+            })
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Some(Err(replayfleet_replay::Error::Projection {
+                shard,
+                message: format!("the replay task failed: {e}"),
+            }))
+        });
         heartbeat.abort();
+        let Some(result) = result else {
+            tracing::warn!(worker = %self.id, run = %lease.run_id, shard = %lease.shard, "replay abandoned: the lease was lost");
+            return Ok(());
+        };
 
         match result {
             Ok(outcome) => {

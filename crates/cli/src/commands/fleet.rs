@@ -134,3 +134,167 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Opens the fleet's queue and store for an operator command, adopting the lease TTL
+/// the fleet's consumer was created with (an operator command must not change it).
+async fn open_existing(
+    nats: &crate::cli::NatsArgs,
+) -> anyhow::Result<(Arc<dyn LeaseQueue>, Arc<dyn RunStore>)> {
+    let connect = NatsConnect {
+        url: nats.nats.clone(),
+        creds: nats.nats_creds.clone(),
+        tls_ca: nats.nats_tls_ca.clone(),
+        ..NatsConnect::default()
+    };
+    let client = connect.connect().await?;
+    let defaults = NatsQueueOptions::default();
+    let js = replayfleet_queue::async_nats::jetstream::new(client);
+    let ttl = match js.get_stream(&defaults.stream).await {
+        Ok(stream) => match stream.consumer_info(&defaults.consumer).await {
+            Ok(info) => info.config.ack_wait,
+            Err(_) => defaults.ttl,
+        },
+        Err(_) => defaults.ttl,
+    };
+    open(&connect, ttl).await
+}
+
+pub async fn halt(args: crate::cli::HaltArgs) -> anyhow::Result<u8> {
+    let (queue, store) = open_existing(&args.control.nats).await?;
+    let removed =
+        replayfleet_coordinator::halt(&*queue, &*store, &args.control.run, &args.reason).await?;
+    println!(
+        "run {} halted: {removed} leases removed; workers holding one stop at their next heartbeat; it will never commit",
+        args.control.run
+    );
+    Ok(crate::exit::SUCCESS)
+}
+
+pub async fn pause(args: crate::cli::ControlArgs) -> anyhow::Result<u8> {
+    let (queue, store) = open_existing(&args.nats).await?;
+    replayfleet_coordinator::pause(&*queue, &*store, &args.run).await?;
+    println!(
+        "run {} paused: no lease of it is claimed until `replayfleet resume`",
+        args.run
+    );
+    Ok(crate::exit::SUCCESS)
+}
+
+pub async fn resume(args: crate::cli::ControlArgs) -> anyhow::Result<u8> {
+    let (queue, store) = open_existing(&args.nats).await?;
+    replayfleet_coordinator::resume(&*queue, &*store, &args.run).await?;
+    println!("run {} resumed", args.run);
+    Ok(crate::exit::SUCCESS)
+}
+
+pub async fn status(args: crate::cli::StatusArgs) -> anyhow::Result<u8> {
+    use replayfleet_archive::Location;
+    use replayfleet_replay::{Plan, Target};
+    let target = Target::new(Location::parse(
+        &args.target,
+        None,
+        &replayfleet_config::store_options_from_env("target"),
+    )?);
+    let run_id = match &args.run {
+        Some(id) => id.clone(),
+        None => {
+            // The newest run: run ids end in a ULID, which sorts by time.
+            let mut ids: Vec<String> = target
+                .list("runs")
+                .await?
+                .into_iter()
+                .filter_map(|(p, _)| {
+                    p.strip_suffix("/plan.json")
+                        .map(|r| r.trim_start_matches("runs/").to_owned())
+                })
+                .collect();
+            ids.sort_by(|a, b| a.rsplit('-').next().cmp(&b.rsplit('-').next()));
+            ids.pop()
+                .ok_or_else(|| Coded::input(format!("no run in {}", args.target)))?
+        }
+    };
+    let plan_path = Target::plan_path(&run_id);
+    let plan_bytes = target
+        .get(&plan_path)
+        .await?
+        .ok_or_else(|| Coded::input(format!("no run `{run_id}` in `{}`", args.target)))?;
+    let plan = Plan::from_json(&plan_path, &plan_bytes)?;
+    let nats = match &args.nats {
+        Some(url) => Some(
+            open_existing(&crate::cli::NatsArgs {
+                nats: url.clone(),
+                nats_creds: None,
+                nats_tls_ca: None,
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    loop {
+        let line = match &nats {
+            Some((queue, store)) => {
+                let s = replayfleet_coordinator::status(&**queue, &**store, &run_id).await?;
+                if args.json {
+                    serde_json::to_string(&s)?
+                } else {
+                    format!(
+                        "run {run_id}: {} · shards {}/{} done, {} running, {} failed · events {}/{} · anomalies {} · leases {} queued, {} claimed{}",
+                        s.run.phase.as_str(),
+                        s.shards.done,
+                        plan.shards.len(),
+                        s.shards.running,
+                        s.shards.failed,
+                        s.events_done,
+                        plan.shards.iter().map(|x| x.rows).sum::<u64>(),
+                        s.anomalies,
+                        s.leases_queued,
+                        s.leases_claimed,
+                        s.run
+                            .reason
+                            .as_deref()
+                            .map(|r| format!(" · {r}"))
+                            .unwrap_or_default()
+                    )
+                }
+            }
+            None => {
+                let mut done = 0;
+                for shard in &plan.shards {
+                    if target
+                        .get(&Target::lineage_path(&run_id, &shard.id))
+                        .await?
+                        .is_some()
+                    {
+                        done += 1;
+                    }
+                }
+                let report: Option<serde_json::Value> =
+                    target.get_json(&Target::report_path(&run_id)).await?;
+                let outcome = report
+                    .as_ref()
+                    .and_then(|r| r["outcome"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "not finalized".into());
+                if args.json {
+                    serde_json::json!({"run_id": run_id, "shards": plan.shards.len(), "shards_done": done, "outcome": outcome}).to_string()
+                } else {
+                    format!(
+                        "run {run_id}: shards {done}/{} with a lineage manifest · {outcome}",
+                        plan.shards.len()
+                    )
+                }
+            }
+        };
+        println!("{line}");
+        let finished = match &nats {
+            Some((_, store)) => store
+                .run(&run_id)
+                .await?
+                .is_none_or(|r| r.value.phase.is_finished()),
+            None => true,
+        };
+        if !args.watch || finished {
+            return Ok(crate::exit::SUCCESS);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}

@@ -29,5 +29,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Show(args) => history::show(args).await,
         Command::Coordinator(args) => fleet::coordinator(args).await,
         Command::Worker(args) => fleet::worker(args).await,
+        Command::Halt(args) => fleet::halt(args).await,
+        Command::Pause(args) => fleet::pause(args).await,
+        Command::Resume(args) => fleet::resume(args).await,
+        Command::Status(args) => fleet::status(args).await,
     }
 }
