@@ -233,3 +233,92 @@ fn halt_stops_the_run_for_good_and_a_committed_run_cannot_be_halted() {
         .expect_code(3)
         .stderr_names(&["committed", "rollback"]);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The Prometheus text a process serves, or an empty string while it is not up.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ =
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+/// The value of a metric line starting with `name` (summed over its label sets).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_worker_serves_metrics_that_move_with_the_run() {
+    let nats = NatsServer::start();
+    let f = Fixture::new(2_000, 4, 67, &["--all-edge-cases"]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(bin())
+        .args([
+            "worker",
+            "--nats",
+            &nats.url(),
+            "--lease-ttl",
+            "2s",
+            "--metrics-addr",
+            &addr,
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _worker = WorkerProcess(child);
+    let mut before = String::new();
+    for _ in 0..100 {
+        before = scrape(port);
+        if !before.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        before.contains("HTTP/1.1 200"),
+        "no metrics endpoint: {before}"
+    );
+    assert_eq!(metric(&before, "replayfleet_shards_completed_total"), 0.0);
+    let config = f.config("metrics", &fleet_settings(&nats, "metrics"));
+    replayfleet(&["coordinator", "--config", &config]).expect_code(0);
+    let after = scrape(port);
+    let shards = f.history("metrics")[0]["totals"]["shards"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(
+        metric(&after, "replayfleet_shards_completed_total"),
+        shards,
+        "{after}"
+    );
+    assert!(
+        metric(&after, "replayfleet_events_replayed_total") >= 2_000.0,
+        "{after}"
+    );
+    assert!(
+        after.contains("replayfleet_anomalies_total{kind="),
+        "{after}"
+    );
+    assert!(
+        after.contains("replayfleet_shard_duration_seconds"),
+        "{after}"
+    );
+}

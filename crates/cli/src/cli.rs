@@ -82,6 +82,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct CoordinatorArgs {
+    /// Serve Prometheus metrics on this address (`/metrics`), e.g. `0.0.0.0:9464`.
+    #[arg(long, env = "REPLAYFLEET_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// The run's backfill.toml (`fleet.nats_url` or --nats names the server).
     #[arg(long, env = "REPLAYFLEET_CONFIG")]
     pub config: PathBuf,
@@ -98,6 +101,9 @@ pub struct CoordinatorArgs {
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
+    /// Serve Prometheus metrics on this address (`/metrics`), e.g. `0.0.0.0:9464`.
+    #[arg(long, env = "REPLAYFLEET_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// NATS URL.
     #[arg(long, env = "REPLAYFLEET_NATS")]
     pub nats: String,
@@ -203,6 +209,9 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Serve Prometheus metrics on this address (`/metrics`), e.g. `0.0.0.0:9464`.
+    #[arg(long, env = "REPLAYFLEET_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// The run's backfill.toml.
     #[arg(long, env = "REPLAYFLEET_CONFIG")]
     pub config: PathBuf,

@@ -298,6 +298,15 @@ async fn watch(
             anomalies: done.iter().map(|(_, s)| s.anomalies).sum(),
         };
         if now != last {
+            let ratio = if total == 0 {
+                1.0
+            } else {
+                now.shards_done as f64 / total as f64
+            };
+            metrics::gauge!("replayfleet_run_progress_ratio", "run" => plan.run_id.clone())
+                .set(ratio);
+            metrics::gauge!("replayfleet_run_shards_done", "run" => plan.run_id.clone())
+                .set(now.shards_done as f64);
             progress(&now);
             last = now;
         }

@@ -72,6 +72,20 @@ impl Runs {
     }
 }
 
+/// The Prometheus figures of a finished shard.
+fn record_shard(lineage: &replayfleet_replay::Lineage, took: Duration) {
+    let a = &lineage.applied;
+    metrics::counter!("replayfleet_events_replayed_total").increment(a.events_read);
+    metrics::counter!("replayfleet_events_projected_total").increment(a.events_projected);
+    metrics::counter!("replayfleet_duplicates_dropped_total").increment(a.duplicates_dropped);
+    metrics::counter!("replayfleet_events_quarantined_total").increment(a.quarantined);
+    for (kind, n) in &a.anomalies {
+        metrics::counter!("replayfleet_anomalies_total", "kind" => kind.clone()).increment(*n);
+    }
+    metrics::counter!("replayfleet_shards_completed_total").increment(1);
+    metrics::histogram!("replayfleet_shard_duration_seconds").record(took.as_secs_f64());
+}
+
 /// A lease removed meanwhile (the run halted) needs no ack.
 fn ignore_gone(
     result: Result<(), replayfleet_queue::Error>,
@@ -200,6 +214,10 @@ impl Worker {
                 }
             })
         };
+        if lease.delivery > 1 {
+            metrics::counter!("replayfleet_lease_redeliveries_total").increment(1);
+        }
+        let started = std::time::Instant::now();
         let job = ShardJob {
             plan: Arc::clone(&run.plan),
             shard: lease.shard.clone(),
@@ -245,7 +263,8 @@ impl Worker {
                         s.worker = Some(worker.clone());
                     })
                     .await?;
-                tracing::info!(worker = %self.id, shard = %lease.shard, won = outcome.won, events = outcome.lineage.applied.events_read, "shard replayed");
+                tracing::info!(worker = %self.id, run = %lease.run_id, shard = %lease.shard, won = outcome.won, events = outcome.lineage.applied.events_read, "shard replayed");
+                record_shard(&outcome.lineage, started.elapsed());
                 ignore_gone(self.queue.ack(lease).await)
             }
             Err(error) => {
@@ -265,7 +284,8 @@ impl Worker {
                         };
                     })
                     .await?;
-                tracing::warn!(worker = %self.id, shard = %lease.shard, attempt = state.failures, error = %message, "shard failed");
+                tracing::warn!(worker = %self.id, run = %lease.run_id, shard = %lease.shard, attempt = state.failures, error = %message, "shard failed");
+                metrics::counter!("replayfleet_shard_failures_total").increment(1);
                 if error.is_halt() {
                     // Halting removes the run's leases, this one included.
                     return self.halt_run(&lease.run_id, &message).await;

@@ -33,6 +33,7 @@ async fn open(
 }
 
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
+    crate::output::serve_metrics(args.metrics_addr)?;
     let config = Config::load(&args.config)?;
     let url = args
         .nats
@@ -81,6 +82,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
+    crate::output::serve_metrics(args.metrics_addr)?;
     let connect = NatsConnect {
         url: args.nats.clone(),
         creds: args.nats_creds.clone(),

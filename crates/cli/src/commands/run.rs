@@ -15,6 +15,7 @@ use crate::{
 };
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    crate::output::serve_metrics(args.metrics_addr)?;
     let config = Config::load(&args.config)?;
     let terminal = std::io::stderr().is_terminal() && !args.json;
     let bar = terminal.then(|| {
