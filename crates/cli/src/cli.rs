@@ -104,15 +104,8 @@ pub struct WorkerArgs {
     /// Serve Prometheus metrics on this address (`/metrics`), e.g. `0.0.0.0:9464`.
     #[arg(long, env = "REPLAYFLEET_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
-    /// NATS URL.
-    #[arg(long, env = "REPLAYFLEET_NATS")]
-    pub nats: String,
-    /// A NATS credentials file.
-    #[arg(long, env = "REPLAYFLEET_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    /// CA bundle for the NATS server's certificate.
-    #[arg(long, env = "REPLAYFLEET_NATS_TLS_CA")]
-    pub nats_tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Client certificate for mutual TLS.
     #[arg(long, env = "REPLAYFLEET_NATS_TLS_CERT")]
     pub nats_tls_cert: Option<PathBuf>,

@@ -91,44 +91,40 @@ pub(crate) async fn start(
         shard: shard.id.clone(),
         message: e.to_string(),
     };
+    // Each stage is a table of the stream before it, read by one query.
+    let stage = async |table: &str, stream, sql: &str| {
+        register(&ctx, table, stream)?;
+        ctx.sql_with_options(sql, query_only())
+            .await?
+            .execute_stream()
+            .await
+    };
 
     let raw = raw_stream(plan, shard, source, &tally)?;
-    register(&ctx, "raw", raw).map_err(fail)?;
-    let by_id = ctx
-        .sql_with_options(
-            "SELECT * FROM raw ORDER BY event_id NULLS FIRST, \"partition\", seq NULLS LAST, __ord",
-            query_only(),
-        )
-        .await
-        .map_err(fail)?
-        .execute_stream()
-        .await
-        .map_err(fail)?;
+    let by_id = stage(
+        "raw",
+        raw,
+        "SELECT * FROM raw ORDER BY event_id NULLS FIRST, \"partition\", seq NULLS LAST, __ord",
+    )
+    .await
+    .map_err(fail)?;
     let policies = Policies::new(plan, shard, &tally);
     let kept = dedupe(by_id, policies.clone());
-    register(&ctx, "kept", kept).map_err(fail)?;
-    let by_seq = ctx
-        .sql_with_options(
-            "SELECT * FROM kept ORDER BY \"partition\", seq, __ord",
-            query_only(),
-        )
-        .await
-        .map_err(fail)?
-        .execute_stream()
-        .await
-        .map_err(fail)?;
+    let by_seq = stage(
+        "kept",
+        kept,
+        "SELECT * FROM kept ORDER BY \"partition\", seq, __ord",
+    )
+    .await
+    .map_err(fail)?;
     let events = upcast(by_seq, events_schema(catalog), catalog.clone(), policies);
-    register(&ctx, "events", events).map_err(fail)?;
-    let output = ctx
-        .sql_with_options(
-            &keyed_query(&plan.projection.sql, &plan.projection.key),
-            query_only(),
-        )
-        .await
-        .map_err(fail)?
-        .execute_stream()
-        .await
-        .map_err(fail)?;
+    let output = stage(
+        "events",
+        events,
+        &keyed_query(&plan.projection.sql, &plan.projection.key),
+    )
+    .await
+    .map_err(fail)?;
     Ok(Pipeline {
         output,
         tally,

@@ -84,11 +84,9 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
     crate::output::serve_metrics(args.metrics_addr)?;
     let connect = NatsConnect {
-        url: args.nats.clone(),
-        creds: args.nats_creds.clone(),
-        tls_ca: args.nats_tls_ca.clone(),
         tls_cert: args.nats_tls_cert.clone(),
         tls_key: args.nats_tls_key.clone(),
+        ..connect_of(&args.nats)
     };
     let (queue, store) = open(&connect, args.lease_ttl).await?;
     let runs = Runs::default();
@@ -105,7 +103,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
         let stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move { worker.run(stop).await }));
     }
-    tracing::info!(nats = %args.nats, workers = args.workers, "worker started");
+    tracing::info!(nats = %args.nats.nats, workers = args.workers, "worker started");
     shutdown_signal().await;
     tracing::info!("stopping: finishing the leases in hand, claiming no more");
     let _ = stop_tx.send(true);
@@ -137,17 +135,21 @@ async fn shutdown_signal() {
     }
 }
 
+fn connect_of(nats: &crate::cli::NatsArgs) -> NatsConnect {
+    NatsConnect {
+        url: nats.nats.clone(),
+        creds: nats.nats_creds.clone(),
+        tls_ca: nats.nats_tls_ca.clone(),
+        ..NatsConnect::default()
+    }
+}
+
 /// Opens the fleet's queue and store for an operator command, adopting the lease TTL
 /// the fleet's consumer was created with (an operator command must not change it).
 async fn open_existing(
     nats: &crate::cli::NatsArgs,
 ) -> anyhow::Result<(Arc<dyn LeaseQueue>, Arc<dyn RunStore>)> {
-    let connect = NatsConnect {
-        url: nats.nats.clone(),
-        creds: nats.nats_creds.clone(),
-        tls_ca: nats.nats_tls_ca.clone(),
-        ..NatsConnect::default()
-    };
+    let connect = connect_of(nats);
     let client = connect.connect().await?;
     let defaults = NatsQueueOptions::default();
     let js = replayfleet_queue::async_nats::jetstream::new(client);
