@@ -322,3 +322,91 @@ fn a_worker_serves_metrics_that_move_with_the_run() {
         "{after}"
     );
 }
+
+#[test]
+fn the_fleet_on_s3_commits_the_embedded_fingerprint_of_a_local_copy() {
+    let s3 = replayfleet_testkit::S3Server::start();
+    let bucket = s3.create_bucket();
+    let env = s3.env();
+    let nats = NatsServer::start();
+    // the same archive on a local folder (for the embedded run) and on S3 (for the fleet)
+    let f = Fixture::new(3_000, 4, 71, &["--all-edge-cases"]);
+    let embedded = f.run(
+        &f.config(
+            "local",
+            &Settings {
+                target: "local",
+                ..Settings::default()
+            },
+        ),
+        "2",
+    );
+    embedded.expect_code(0);
+    let expected = embedded.json()["report"]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let source = format!("s3://{bucket}/archive/events");
+    crate::support::replayfleet_env(
+        &[
+            "generate",
+            "--out",
+            &source,
+            "--events",
+            "3000",
+            "--partitions",
+            "4",
+            "--streams",
+            "60",
+            "--seed",
+            "71",
+            "--all-edge-cases",
+        ],
+        &env,
+    )
+    .expect_code(0);
+
+    let workers: Vec<WorkerProcess> = (0..2)
+        .map(|_| {
+            let mut cmd = Command::new(bin());
+            cmd.args(["worker", "--nats", &nats.url(), "--lease-ttl", "2s"])
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+            WorkerProcess(cmd.spawn().unwrap())
+        })
+        .collect();
+    let target = format!("s3://{bucket}/projections/balances");
+    let config = f.config(
+        "s3",
+        &Settings {
+            target: "unused",
+            target_events: 800,
+            extra: format!(
+                "[fleet]\nnats_url = \"{}\"\nlease_ttl = \"2s\"\n",
+                nats.url()
+            ),
+            ..Settings::default()
+        },
+    );
+    // point source and target at the bucket (relative paths in the fixture's template)
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("url = \"events\"", &format!("url = \"{source}\""))
+        .replace("url = \"unused\"", &format!("url = \"{target}\""));
+    std::fs::write(&config, text).unwrap();
+    let out =
+        crate::support::replayfleet_env(&["coordinator", "--config", &config, "--json"], &env);
+    out.expect_code(0);
+    let history =
+        crate::support::replayfleet_env(&["history", "--target", &target, "--json"], &env);
+    history.expect_code(0);
+    let history = history.json();
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history:#}");
+    assert_eq!(history[0]["fingerprint"], expected.as_str());
+    assert!(history[0]["totals"]["shards"].as_u64().unwrap() > 1);
+    drop(workers);
+}
