@@ -164,10 +164,9 @@ pub async fn coordinate(
     }
     let mut pending = 0;
     for shard in &plan.shards {
-        if target
-            .get(&Target::lineage_path(&run_id, &shard.id))
+        if !target
+            .exists(&Target::lineage_path(&run_id, &shard.id))
             .await?
-            .is_none()
         {
             fleet.queue.publish(&run_id, &shard.id).await?;
             pending += 1;

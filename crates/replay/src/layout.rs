@@ -104,6 +104,16 @@ impl Target {
         }
     }
 
+    /// Whether an object exists (a HEAD request: nothing is downloaded).
+    pub async fn exists(&self, relative: &str) -> Result<bool> {
+        let path = self.path(relative);
+        match self.location.store().head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(Error::storage(&path, source)),
+        }
+    }
+
     /// Reads and parses a JSON object; `None` when it does not exist.
     pub async fn get_json<T: DeserializeOwned>(&self, relative: &str) -> Result<Option<T>> {
         let Some(bytes) = self.get(relative).await? else {

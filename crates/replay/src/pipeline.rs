@@ -51,7 +51,7 @@ use crate::{
     canonical::identity,
     layout::sha256_hex,
     lineage::{Applied, LineageInput, VersionApplied},
-    order::SegmentFilter,
+    order::{SegmentFilter, arrow_error},
     plan::{Plan, ShardPlan},
     project::{events_schema, keyed_query, query_only, session},
 };
@@ -628,13 +628,6 @@ fn events_batch(
     RecordBatch::try_new(Arc::clone(schema), columns)
         .map(Some)
         .map_err(arrow_error)
-}
-
-fn arrow_error(e: arrow::error::ArrowError) -> Error {
-    Error::Write {
-        path: "-".into(),
-        message: e.to_string(),
-    }
 }
 
 impl Tally {

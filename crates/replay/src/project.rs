@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::execution::context::SQLOptions;
 use datafusion::{
     datasource::MemTable,
@@ -11,6 +11,7 @@ use datafusion::{
     prelude::{SessionConfig, SessionContext},
     sql::sqlparser::ast::Ident,
 };
+use replayfleet_archive::envelope_schema;
 use replayfleet_contracts::Catalog;
 
 use crate::{Error, Result, plan::Column};
@@ -23,22 +24,16 @@ const BATCH_SIZE: usize = 8192;
 /// `schema_version` is the version the event was upcast to (the target); `payload` is
 /// the upcast payload as JSON text.
 pub fn events_schema(catalog: &Catalog) -> SchemaRef {
-    let utc: Arc<str> = Arc::from("UTC");
-    let mut fields = vec![
-        Field::new("event_id", DataType::Utf8, false),
-        Field::new("stream_id", DataType::Utf8, false),
-        Field::new("partition", DataType::Int32, false),
-        Field::new("seq", DataType::Int64, false),
-        Field::new("event_type", DataType::Utf8, false),
-        Field::new("schema_version", DataType::Int32, false),
-        Field::new(
-            "occurred_at",
-            DataType::Timestamp(TimeUnit::Microsecond, Some(utc)),
-            true,
-        ),
-        Field::new("payload", DataType::Utf8, false),
-        Field::new("metadata", DataType::Utf8, true),
-    ];
+    // The envelope as the archive reads it; after replay only `occurred_at` and
+    // `metadata` can be null (null ids, types, versions and payloads are anomalies).
+    let mut fields: Vec<Field> = envelope_schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let nullable = matches!(f.name().as_str(), "occurred_at" | "metadata");
+            f.as_ref().clone().with_nullable(nullable)
+        })
+        .collect();
     fields.extend(
         catalog
             .typed_columns()

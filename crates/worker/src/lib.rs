@@ -176,7 +176,7 @@ impl Worker {
             _ => {}
         }
         let lineage_path = Target::lineage_path(&lease.run_id, &lease.shard);
-        if matches!(run.target.get(&lineage_path).await, Ok(Some(_))) {
+        if matches!(run.target.exists(&lineage_path).await, Ok(true)) {
             // Another attempt won this shard already.
             self.store
                 .update_shard(&lease.run_id, &lease.shard, &|s| {

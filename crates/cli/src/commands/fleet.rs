@@ -265,9 +265,8 @@ pub async fn status(args: crate::cli::StatusArgs) -> anyhow::Result<u8> {
                 let mut done = 0;
                 for shard in &plan.shards {
                     if target
-                        .get(&Target::lineage_path(&run_id, &shard.id))
+                        .exists(&Target::lineage_path(&run_id, &shard.id))
                         .await?
-                        .is_some()
                     {
                         done += 1;
                     }
