@@ -11,10 +11,10 @@ use crate::{
 };
 
 /// A `replayfleet worker` process, killed when dropped.
-struct WorkerProcess(Child);
+pub(crate) struct WorkerProcess(pub(crate) Child);
 
 impl WorkerProcess {
-    fn start(nats: &str) -> Self {
+    pub(crate) fn start(nats: &str) -> Self {
         let child = Command::new(bin())
             .args(["worker", "--nats", nats, "--lease-ttl", "2s"])
             .env_remove("RUST_LOG")
@@ -33,7 +33,7 @@ impl Drop for WorkerProcess {
     }
 }
 
-fn fleet_settings(nats: &NatsServer, target: &'static str) -> Settings {
+pub(crate) fn fleet_settings(nats: &NatsServer, target: &'static str) -> Settings {
     Settings {
         target,
         target_events: 800,
@@ -126,7 +126,7 @@ fn a_coordinator_without_nats_says_so_and_a_restarted_one_resumes_its_run() {
 
 /// Starts `replayfleet coordinator` in the background and waits for its plan; returns the
 /// process and the run id.
-fn start_coordinator(f: &Fixture, config: &str, target: &str) -> (Child, String) {
+pub(crate) fn start_coordinator(f: &Fixture, config: &str, target: &str) -> (Child, String) {
     let mut child = Command::new(bin())
         .args(["coordinator", "--config", config])
         .env_remove("RUST_LOG")
@@ -151,7 +151,7 @@ fn start_coordinator(f: &Fixture, config: &str, target: &str) -> (Child, String)
     panic!("the coordinator wrote no plan");
 }
 
-fn status(f: &Fixture, target: &str, nats: &NatsServer, run: &str) -> serde_json::Value {
+pub(crate) fn status(f: &Fixture, target: &str, nats: &NatsServer, run: &str) -> serde_json::Value {
     let out = replayfleet(&[
         "status",
         "--target",
@@ -234,7 +234,7 @@ fn halt_stops_the_run_for_good_and_a_committed_run_cannot_be_halted() {
         .stderr_names(&["committed", "rollback"]);
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -243,7 +243,7 @@ fn free_port() -> u16 {
 }
 
 /// The Prometheus text a process serves, or an empty string while it is not up.
-fn scrape(port: u16) -> String {
+pub(crate) fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
@@ -256,7 +256,7 @@ fn scrape(port: u16) -> String {
 }
 
 /// The value of a metric line starting with `name` (summed over its label sets).
-fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

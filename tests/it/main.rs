@@ -2,6 +2,7 @@
 
 mod archive;
 mod cli;
+mod faults;
 mod fleet;
 mod queue;
 mod replay;

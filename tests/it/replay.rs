@@ -734,6 +734,7 @@ fn a_zombie_attempt_after_the_lineage_changes_no_committed_file_and_matches_byte
         target,
         attempt: "zombie-attempt".into(),
         worker: "test".into(),
+        pacer: None,
     };
     let outcome = rt.block_on(replayfleet_replay::replay_shard(&job)).unwrap();
     assert!(

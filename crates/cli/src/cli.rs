@@ -118,6 +118,11 @@ pub struct WorkerArgs {
     /// Lease time-to-live of the fleet's consumer (the coordinator's `fleet.lease_ttl`).
     #[arg(long, env = "REPLAYFLEET_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease_ttl: std::time::Duration,
+    /// On SIGTERM or Ctrl-C: how long to finish the shards in hand (claiming no more)
+    /// before abandoning them and releasing their leases for other workers. Keep it
+    /// below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "REPLAYFLEET_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: std::time::Duration,
 }
 
 /// How to reach the fleet's NATS server.
@@ -129,6 +134,9 @@ pub struct NatsArgs {
     /// A NATS credentials file.
     #[arg(long, env = "REPLAYFLEET_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
+    /// A file holding a NATS user nkey seed (`SU...`), for nkey authentication.
+    #[arg(long, env = "REPLAYFLEET_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
     /// CA bundle for the NATS server's certificate.
     #[arg(long, env = "REPLAYFLEET_NATS_TLS_CA")]
     pub nats_tls_ca: Option<PathBuf>,
@@ -163,6 +171,15 @@ pub struct StatusArgs {
     /// NATS URL, for a fleet run's live progress.
     #[arg(long, env = "REPLAYFLEET_NATS")]
     pub nats: Option<String>,
+    /// A NATS credentials file.
+    #[arg(long, env = "REPLAYFLEET_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding a NATS user nkey seed.
+    #[arg(long, env = "REPLAYFLEET_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// CA bundle for the NATS server's certificate.
+    #[arg(long, env = "REPLAYFLEET_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
     /// Refresh every second until the run ends.
     #[arg(long)]
     pub watch: bool,
@@ -364,6 +381,35 @@ pub enum BenchCommand {
     /// same segments (the floor) and DuckDB doing the same job (when `python3 -c
     /// "import duckdb"` works), on one generated archive.
     Run(BenchRunArgs),
+    /// The fleet's lease path over a real NATS server: publishing leases, the
+    /// claim-to-ack overhead of one lease, and worker processes 2 versus 1 on a
+    /// local-folder archive. Use a NATS server of its own (scripts/bench-fleet.sh).
+    Fleet(BenchFleetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFleetArgs {
+    /// The NATS server (JetStream on), used by nothing else meanwhile.
+    #[arg(long, env = "REPLAYFLEET_NATS")]
+    pub nats: String,
+    /// Leases to publish in the publishing measurement.
+    #[arg(long, default_value_t = 10_000)]
+    pub leases: usize,
+    /// Leases claimed and acked one after the other in the overhead measurement.
+    #[arg(long, default_value_t = 500)]
+    pub overhead_leases: usize,
+    /// Events of the archive the worker processes replay (0 skips the measurement).
+    #[arg(long, default_value_t = 800_000)]
+    pub events: u64,
+    /// Its partitions (shards are groups of partitions).
+    #[arg(long, default_value_t = 16)]
+    pub partitions: u32,
+    /// `shards.target_events` of the scaling runs.
+    #[arg(long, default_value_t = 50_000)]
+    pub shard_events: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -58,6 +58,14 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
                 _ => FAILURE,
             };
         }
+        if let Some(e) = cause.downcast_ref::<replayfleet_queue::Error>() {
+            // A bad credentials or seed file, a server refusing the fleet's setup.
+            return if matches!(e, replayfleet_queue::Error::Invalid { .. }) {
+                USAGE
+            } else {
+                FAILURE
+            };
+        }
         if let Some(e) = cause.downcast_ref::<replayfleet_finalizer::Error>() {
             return if e.is_refusal() {
                 REFUSED

@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod exit;
 mod output;
+mod serve;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

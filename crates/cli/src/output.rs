@@ -121,17 +121,6 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Serves Prometheus text on `addr` (every path answers with the metrics), when given.
-pub fn serve_metrics(addr: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
-    if let Some(addr) = addr {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .map_err(|e| anyhow::anyhow!("serving metrics on {addr}: {e}"))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

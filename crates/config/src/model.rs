@@ -145,6 +145,8 @@ pub struct FleetConfig {
     pub nats_url: Option<String>,
     /// A NATS credentials file.
     pub nats_creds: Option<PathBuf>,
+    /// A file holding a NATS user nkey seed.
+    pub nats_nkey: Option<PathBuf>,
     /// CA bundle for the NATS server's certificate.
     pub nats_tls_ca: Option<PathBuf>,
     /// Client certificate for mutual TLS.
@@ -638,6 +640,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
         fleet: FleetConfig {
             nats_url: raw.fleet.nats_url,
             nats_creds: opt_path(&raw.fleet.nats_creds),
+            nats_nkey: opt_path(&raw.fleet.nats_nkey),
             nats_tls_ca: opt_path(&raw.fleet.nats_tls_ca),
             nats_tls_cert: opt_path(&raw.fleet.nats_tls_cert),
             nats_tls_key: opt_path(&raw.fleet.nats_tls_key),

@@ -177,6 +177,8 @@ pub(crate) struct RawFleet {
     pub nats_url: Option<String>,
     /// A NATS credentials file (JWT + nkey seed).
     pub nats_creds: Option<String>,
+    /// A file holding a NATS user nkey seed (`SU...`), for nkey authentication.
+    pub nats_nkey: Option<String>,
     /// A CA bundle to verify the NATS server's TLS certificate.
     pub nats_tls_ca: Option<String>,
     /// A client certificate for NATS mutual TLS.

@@ -162,16 +162,8 @@ pub async fn coordinate(
             })
             .await?;
     }
-    let mut pending = 0;
-    for shard in &plan.shards {
-        if !target
-            .exists(&Target::lineage_path(&run_id, &shard.id))
-            .await?
-        {
-            fleet.queue.publish(&run_id, &shard.id).await?;
-            pending += 1;
-        }
-    }
+    let shard_ids: Vec<&str> = plan.shards.iter().map(|s| s.id.as_str()).collect();
+    let pending = publish_leases(&*fleet.queue, &target, &run_id, &shard_ids).await?;
     tracing::info!(run = %run_id, shards = plan.shards.len(), published = pending, "leases published");
     loop {
         let current = store
@@ -235,12 +227,81 @@ pub async fn coordinate(
         Some(&**store),
     )
     .await?;
+    if let Ok(Some(state)) = store.run(&run_id).await {
+        record_phase(&run_id, state.value.phase);
+    }
     Ok(RunResult {
         plan,
         estimate,
         finalized,
         elapsed: started.elapsed(),
     })
+}
+
+/// `replayfleet_run_phase{run, phase}`: 1 for the run's phase, 0 for the others, so
+/// alerts can fire on `phase="halted"` or `phase="refused"`.
+fn record_phase(run_id: &str, phase: RunPhase) {
+    for p in RunPhase::ALL {
+        metrics::gauge!("replayfleet_run_phase", "run" => run_id.to_owned(), "phase" => p.as_str())
+            .set(if p == phase { 1.0 } else { 0.0 });
+    }
+}
+
+/// How many lineage checks and publishes are in flight at once.
+const PUBLISH_CONCURRENCY: usize = 64;
+
+/// Publishes a lease for every shard of the run that has no lineage manifest yet, many
+/// at a time; returns how many it published. Publishing is idempotent (a queued or
+/// claimed lease is not doubled), so a restarted or second coordinator may call it again.
+///
+/// # Errors
+///
+/// The first storage or queue error.
+pub async fn publish_leases(
+    queue: &dyn replayfleet_queue::LeaseQueue,
+    target: &Target,
+    run_id: &str,
+    shards: &[&str],
+) -> Result<usize> {
+    use futures::{StreamExt, TryStreamExt};
+    let published = futures::stream::iter(shards.iter().copied())
+        .map(|shard| async move {
+            if target.exists(&Target::lineage_path(run_id, shard)).await? {
+                return Ok::<_, Error>(0);
+            }
+            queue.publish(run_id, shard).await?;
+            Ok(1)
+        })
+        .buffer_unordered(PUBLISH_CONCURRENCY)
+        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+        .await?;
+    Ok(published)
+}
+
+/// How long the coordinator keeps trying while the run-state store is unreachable (a
+/// NATS restart or failover) before it gives up with exit 1; the run itself is not
+/// harmed, and a restarted coordinator resumes it.
+const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `op`, tried again with backoff while it fails with a retryable error (the store is
+/// unreachable), for up to [`STORE_PATIENCE`].
+pub(crate) async fn patiently<T, F, Fut>(what: &str, op: F) -> replayfleet_queue::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = replayfleet_queue::Result<T>>,
+{
+    use backon::Retryable;
+    op.retry(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(100))
+            .with_max_delay(std::time::Duration::from_secs(5))
+            .with_total_delay(Some(STORE_PATIENCE))
+            .without_max_times()
+            .with_jitter(),
+    )
+    .when(replayfleet_queue::Error::is_retryable)
+    .notify(|e, after| tracing::warn!(error = %e, ?after, "cannot {what}; trying again"))
+    .await
 }
 
 /// Waits until every shard is done; a halted run or a shard out of attempts ends the
@@ -253,10 +314,10 @@ async fn watch(
     let total = plan.shards.len() as u64;
     let mut last = Progress::default();
     loop {
-        let run = store
-            .run(&plan.run_id)
+        let run = patiently("read the run state", || store.run(&plan.run_id))
             .await?
             .ok_or_else(|| Error::Plan(format!("run {} vanished", plan.run_id)))?;
+        record_phase(&plan.run_id, run.value.phase);
         if run.value.phase == RunPhase::Halted {
             return Err(Error::Halted {
                 run_id: plan.run_id.clone(),
@@ -264,7 +325,7 @@ async fn watch(
                 by_policy: true,
             });
         }
-        let shards = store.shards(&plan.run_id).await?;
+        let shards = patiently("read the shard states", || store.shards(&plan.run_id)).await?;
         if let Some((shard, state)) = shards.iter().find(|(_, s)| s.status == ShardStatus::Failed) {
             let reason = format!(
                 "shard {shard} failed after {} attempts: {}",
@@ -277,6 +338,7 @@ async fn watch(
             next.updated_at = Utc::now();
             // A lost compare-and-set means the state moved (a worker halted it): look again.
             if store.update_run(&next, run.revision).await.is_ok() {
+                record_phase(&plan.run_id, RunPhase::Halted);
                 return Err(Error::Halted {
                     run_id: plan.run_id.clone(),
                     reason,
@@ -306,6 +368,12 @@ async fn watch(
                 .set(ratio);
             metrics::gauge!("replayfleet_run_shards_done", "run" => plan.run_id.clone())
                 .set(now.shards_done as f64);
+            metrics::gauge!("replayfleet_run_shards_total", "run" => plan.run_id.clone())
+                .set(total as f64);
+            metrics::gauge!("replayfleet_run_events_done", "run" => plan.run_id.clone())
+                .set(now.events_done as f64);
+            metrics::gauge!("replayfleet_run_anomalies", "run" => plan.run_id.clone())
+                .set(now.anomalies as f64);
             progress(&now);
             last = now;
         }

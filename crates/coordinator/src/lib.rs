@@ -14,7 +14,7 @@ mod planning;
 pub use controls::{ShardCounts, Status, halt, pause, resume, status};
 pub use embedded::{
     CoordinateOptions, EmbeddedOptions, Fleet, Progress, RunResult, coordinate, hostname,
-    run_embedded,
+    publish_leases, run_embedded,
 };
 pub use error::{Error, Result};
 pub use planning::{Estimate, Planned, new_run_id, plan_run};

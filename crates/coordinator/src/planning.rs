@@ -177,6 +177,7 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
         memory_limit_bytes: config.memory_limit_bytes,
         max_attempts: config.fleet.max_attempts,
         lease_ttl_ms: config.fleet.lease_ttl.as_millis() as u64,
+        pacing_events_per_second: config.pacing_events_per_second,
         lineage_url: config.lineage_url.clone(),
         segments,
         shards,

@@ -207,7 +207,13 @@ pub async fn finalize(
         });
     }
 
-    claim(store, run_id).await?;
+    if let Err(e) = claim(store, run_id).await {
+        // Committed meanwhile by another finalizer of this run: nothing to add.
+        if let Some(version) = committed_version(target, run_id).await? {
+            return Ok(Finalized::AlreadyCommitted { version });
+        }
+        return Err(e);
+    }
     let commit = Commit {
         format_version: COMMIT_FORMAT_VERSION,
         version,
@@ -233,6 +239,13 @@ pub async fn finalize(
         accepted,
     };
     if let Err(e) = commits::create(target, &commit, base_version.unwrap_or(0)).await {
+        // Another finalizer of this very run (a second coordinator) got there first:
+        // its commit and report stand, and this one has nothing to add.
+        if matches!(e, Error::LostRace { .. })
+            && let Some(version) = committed_version(target, run_id).await?
+        {
+            return Ok(Finalized::AlreadyCommitted { version });
+        }
         // The report said "committed": correct it before reporting the loss.
         let mut lost = report.clone();
         lost.outcome = "refused".into();
@@ -266,24 +279,43 @@ pub fn summary(report: &Report) -> String {
     failed.join("; ")
 }
 
+/// The version that committed this run, if one did.
+async fn committed_version(target: &Target, run_id: &str) -> Result<Option<u64>> {
+    Ok(commits::history(target)
+        .await?
+        .into_iter()
+        .find(|c| c.run_id == run_id && c.kind == "replay")
+        .map(|c| c.version))
+}
+
 /// running (or paused) → finalizing by compare-and-set; anything else refuses.
 async fn claim(store: Option<&dyn RunStore>, run_id: &str) -> Result<()> {
     let Some(store) = store else { return Ok(()) };
-    let Some(current) = store.run(run_id).await? else {
-        return Ok(());
-    };
-    match current.value.phase {
-        RunPhase::Running | RunPhase::Paused | RunPhase::Planned | RunPhase::Finalizing => {
-            let mut next = current.value.clone();
-            next.phase = RunPhase::Finalizing;
-            next.updated_at = Utc::now();
-            store.update_run(&next, current.revision).await?;
-            Ok(())
+    loop {
+        let Some(current) = store.run(run_id).await? else {
+            return Ok(());
+        };
+        match current.value.phase {
+            RunPhase::Running | RunPhase::Paused | RunPhase::Planned | RunPhase::Finalizing => {
+                let mut next = current.value.clone();
+                next.phase = RunPhase::Finalizing;
+                next.updated_at = Utc::now();
+                match store.update_run(&next, current.revision).await {
+                    // Moved meanwhile (a halt, or another finalizer): look again.
+                    Err(replayfleet_queue::Error::Conflict { .. }) => continue,
+                    other => {
+                        other?;
+                        return Ok(());
+                    }
+                }
+            }
+            other => {
+                return Err(Error::NotFinalizable {
+                    run_id: run_id.to_owned(),
+                    phase: other.as_str().to_owned(),
+                });
+            }
         }
-        other => Err(Error::NotFinalizable {
-            run_id: run_id.to_owned(),
-            phase: other.as_str().to_owned(),
-        }),
     }
 }
 

@@ -52,6 +52,7 @@ pub async fn run_store_suite(store: &dyn RunStore) {
     finished_phase_clears_unfinished_run(store, &prefix).await;
     update_shard_applies_and_counts_concurrently(store, &prefix).await;
     shards_are_sorted(store, &prefix).await;
+    pace_is_shared_per_run(store, &prefix).await;
 }
 
 /// Ids no other call (here, in another process, or in an earlier run against
@@ -697,4 +698,39 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
         .into_iter()
         .map(|output| output.expect("polled to completion"))
         .collect()
+}
+
+/// Reservations of one run queue behind each other at the pace; another run's
+/// schedule is its own; a pace of 0 never waits.
+async fn pace_is_shared_per_run(store: &dyn RunStore, prefix: &str) {
+    let check = "pace";
+    let run = format!("{prefix}-pace");
+    let other = format!("{prefix}-pace-other");
+    // 1,000 events a second: 500 events last 0.5 s.
+    let first = store.pace(&run, 500, 1_000).await.unwrap();
+    assert_eq!(
+        first,
+        Duration::ZERO,
+        "{check}: the first reservation waits for nothing"
+    );
+    let second = store.pace(&run, 500, 1_000).await.unwrap();
+    assert!(
+        second > Duration::from_millis(250) && second <= Duration::from_millis(500),
+        "{check}: the second reservation starts where the first ends, about 0.5 s from now; waits {second:?}"
+    );
+    let third = store.pace(&run, 1_000, 1_000).await.unwrap();
+    assert!(
+        third > Duration::from_millis(750) && third <= Duration::from_secs(1),
+        "{check}: reservations queue up: the third starts about 1 s from now; waits {third:?}"
+    );
+    assert_eq!(
+        store.pace(&other, 500, 1_000).await.unwrap(),
+        Duration::ZERO,
+        "{check}: another run's pace is its own"
+    );
+    assert_eq!(
+        store.pace(&run, 1_000_000, 0).await.unwrap(),
+        Duration::ZERO,
+        "{check}: a pace of 0 is unlimited"
+    );
 }

@@ -1,6 +1,7 @@
 //! The run-state store: each run's phase, and each shard's attempts and progress.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,17 @@ pub enum RunPhase {
 }
 
 impl RunPhase {
+    /// Every phase, in life order.
+    pub const ALL: [RunPhase; 7] = [
+        RunPhase::Planned,
+        RunPhase::Running,
+        RunPhase::Paused,
+        RunPhase::Halted,
+        RunPhase::Finalizing,
+        RunPhase::Committed,
+        RunPhase::Refused,
+    ];
+
     /// Whether the run is over for good: halted, committed or refused.
     pub fn is_finished(self) -> bool {
         matches!(
@@ -158,4 +170,36 @@ pub trait RunStore: Send + Sync + std::fmt::Debug {
 
     /// Every shard of the run with a state, sorted by shard name.
     async fn shards(&self, run_id: &str) -> Result<Vec<(String, ShardState)>>;
+
+    /// Reserves `events` of the run's fleet-wide pace of `per_second` events a
+    /// second (`pacing.events_per_second`) and returns how long the caller must
+    /// wait before handling them: zero while the fleet is behind the pace.
+    ///
+    /// Reservations queue behind one another (a virtual schedule shared by every
+    /// worker of the run: each one starts where the previous one ends), so the
+    /// whole fleet never runs ahead of the pace by more than one reservation.
+    /// `per_second` of 0 means unlimited.
+    async fn pace(&self, run_id: &str, events: u64, per_second: u64) -> Result<Duration>;
+}
+
+/// The pace schedule both stores keep, in Unix microseconds: a reservation of
+/// `events` starts when the previous one ends (or now, if that is past) and
+/// lasts `events / per_second`. Returns (start, end).
+pub(crate) fn pace_slot(
+    previous_end_us: u64,
+    now_us: u64,
+    events: u64,
+    per_second: u64,
+) -> (u64, u64) {
+    let start = previous_end_us.max(now_us);
+    let length = u64::try_from(u128::from(events) * 1_000_000 / u128::from(per_second.max(1)))
+        .unwrap_or(u64::MAX);
+    (start, start.saturating_add(length))
+}
+
+/// Now, in Unix microseconds.
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }

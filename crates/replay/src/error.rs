@@ -72,6 +72,13 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The fleet's pace (`pacing.events_per_second`) could not be read: the
+    /// run-state store is unreachable. Worth another attempt.
+    #[error("pacing: {message}")]
+    Paced {
+        /// What went wrong.
+        message: String,
+    },
     /// Writing Parquet failed.
     #[error("writing `{path}`: {message}")]
     Write {
@@ -89,6 +96,7 @@ impl Error {
         match self {
             Error::Archive(e) => e.is_retryable(),
             Error::Storage { source, .. } => replayfleet_archive::is_transient(source),
+            Error::Paced { .. } => true,
             _ => false,
         }
     }

@@ -40,5 +40,5 @@ pub use project::{
     check_invariants, check_projection, columns, events_schema, keyed_query, query_only, quote,
     session,
 };
-pub use shard::{ShardJob, ShardOutcome, replay_shard};
+pub use shard::{Pacer, ShardJob, ShardOutcome, replay_shard};
 pub use write::{PARQUET_FORMAT_VERSION, SEGMENT_ROWS, json_value, key_of, parquet_bytes};

@@ -84,6 +84,7 @@ pub(crate) async fn start(
     shard: &ShardPlan,
     source: &Location,
     catalog: &Catalog,
+    pacer: Option<Arc<dyn crate::Pacer>>,
 ) -> Result<Pipeline> {
     let tally: Shared = Arc::default();
     let ctx = session(plan.memory_limit_bytes)?;
@@ -100,7 +101,7 @@ pub(crate) async fn start(
             .await
     };
 
-    let raw = raw_stream(plan, shard, source, &tally)?;
+    let raw = raw_stream(plan, shard, source, &tally, pacer)?;
     let by_id = stage(
         "raw",
         raw,
@@ -226,6 +227,7 @@ fn raw_stream(
     shard: &ShardPlan,
     source: &Location,
     tally: &Shared,
+    pacer: Option<Arc<dyn crate::Pacer>>,
 ) -> Result<SendableRecordBatchStream> {
     let mut fetches = Vec::with_capacity(shard.segments.len());
     for path in &shard.segments {
@@ -275,7 +277,19 @@ fn raw_stream(
                 schema: Arc::clone(&out_schema),
             }))
         })
-        .try_flatten();
+        .try_flatten()
+        .and_then(move |batch| {
+            let pacer = pacer.clone();
+            async move {
+                if let Some(pacer) = pacer {
+                    pacer
+                        .pace(batch.num_rows() as u64)
+                        .await
+                        .map_err(|message| external(Error::Paced { message }))?;
+                }
+                Ok(batch)
+            }
+        });
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
 }
 

@@ -68,6 +68,9 @@ pub struct Plan {
     pub max_attempts: u32,
     /// Lease time-to-live, milliseconds.
     pub lease_ttl_ms: u64,
+    /// The fleet-wide pace, events read a second (`pacing.events_per_second`); 0: unlimited.
+    #[serde(default)]
+    pub pacing_events_per_second: u64,
     /// OpenLineage endpoint, if any.
     pub lineage_url: Option<String>,
     /// Every input segment the shards read.

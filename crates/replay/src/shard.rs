@@ -41,6 +41,17 @@ pub struct ShardJob {
     pub attempt: String,
     /// Who runs it (host and task), for the manifest.
     pub worker: String,
+    /// Holds the read back to the fleet's `pacing.events_per_second`; `None`: unpaced.
+    pub pacer: Option<Arc<dyn Pacer>>,
+}
+
+/// The fleet-wide pace (`pacing.events_per_second`): the replay asks before each
+/// batch of events it reads, and goes on when the returned future resolves.
+#[async_trait::async_trait]
+pub trait Pacer: Send + Sync + std::fmt::Debug {
+    /// Waits until `events` more events may be read. An error stops the shard
+    /// (a retryable one: the pace's store could not be reached).
+    async fn pace(&self, events: u64) -> std::result::Result<(), String>;
 }
 
 /// How an attempt ended.
@@ -67,7 +78,7 @@ pub async fn replay_shard(job: &ShardJob) -> Result<ShardOutcome> {
         mut output,
         tally,
         session: _session,
-    } = pipeline::start(plan, shard, &job.source, &job.catalog).await?;
+    } = pipeline::start(plan, shard, &job.source, &job.catalog, job.pacer.clone()).await?;
 
     // Segments of exactly SEGMENT_ROWS rows (the last one shorter), each written from one
     // batch so its bytes do not depend on how DataFusion sized its batches.

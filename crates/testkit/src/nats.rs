@@ -33,6 +33,8 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     log: tempfile::NamedTempFile,
+    config: Option<tempfile::NamedTempFile>,
+    tls: bool,
 }
 
 impl std::fmt::Debug for NatsServer {
@@ -54,6 +56,28 @@ impl NatsServer {
     /// When no `nats-server` 2.10 or newer is found, or it does not start
     /// within 30 s; the message holds the tail of its log.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Like [`NatsServer::start`], with more server configuration (nats-server's
+    /// config file syntax: `tls { ... }`, `authorization { ... }`). A config with
+    /// a `tls` block makes [`NatsServer::url`] a `tls://` URL.
+    ///
+    /// # Panics
+    ///
+    /// As [`NatsServer::start`], and when the config file cannot be written.
+    pub fn start_with(config: &str) -> Self {
+        let tls = config_has_tls(config);
+        let config = (!config.trim().is_empty()).then(|| {
+            let mut file = tempfile::Builder::new()
+                .prefix("nats-server-")
+                .suffix(".conf")
+                .tempfile()
+                .expect("create a config file for nats-server");
+            std::io::Write::write_all(&mut file, config.as_bytes())
+                .expect("write nats-server's config file");
+            file
+        });
         let store = tempfile::Builder::new()
             .prefix("nats-store-")
             .tempdir()
@@ -68,6 +92,8 @@ impl NatsServer {
             port: 0,
             store,
             log,
+            config,
+            tls,
         };
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -84,7 +110,8 @@ impl NatsServer {
 
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("nats://{}", self.addr())
+        let scheme = if self.tls { "tls" } else { "nats" };
+        format!("{scheme}://{}", self.addr())
     }
 
     /// The loopback port; it stays the same across [`NatsServer::restart`].
@@ -163,7 +190,11 @@ impl NatsServer {
                 .expect("open nats-server's log file for writing")
         };
         let binary = binary();
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config.path());
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -339,6 +370,14 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
     Some((major, minor))
+}
+
+/// Whether a nats-server config turns TLS on for clients (a top-level `tls` block).
+fn config_has_tls(config: &str) -> bool {
+    config.lines().any(|line| {
+        let line = line.trim_start();
+        line.starts_with("tls {") || line.starts_with("tls:") || line.starts_with("tls{")
+    })
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use replayfleet_archive::Location;
 use replayfleet_config::store_options_from_env;
 use replayfleet_contracts::Catalog;
 use replayfleet_queue::{Lease, LeaseQueue, RunPhase, RunStore, ShardStatus};
-use replayfleet_replay::{Build, Plan, ShardJob, Target, replay_shard};
+use replayfleet_replay::{Build, Pacer, Plan, ShardJob, Target, replay_shard};
 
 /// Everything a worker needs to replay shards of one run.
 #[derive(Debug, Clone)]
@@ -86,6 +86,61 @@ fn record_shard(lineage: &replayfleet_replay::Lineage, took: Duration) {
     metrics::histogram!("replayfleet_shard_duration_seconds").record(took.as_secs_f64());
 }
 
+/// How a replay in progress ended.
+enum Ended {
+    Replayed(replayfleet_replay::Result<replayfleet_replay::ShardOutcome>),
+    /// The heartbeat was refused: another worker or nobody owns the shard now.
+    Lost,
+    /// The process is shutting down.
+    Abandoned,
+}
+
+/// How long a shard that failed `failures` times (a transient error) waits before its
+/// next attempt: exponential from 250 ms, at most 30 s, with jitter so that shards
+/// failing together (a storage outage) do not retry together.
+fn retry_delay(failures: u32) -> Duration {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(failures.saturating_sub(1) as usize)
+        .unwrap_or(Duration::from_secs(30))
+}
+
+/// The run's pace, shared through the run-state store by every worker of the fleet; it
+/// also counts the events read as they are read (`replayfleet_events_read_total`), so
+/// progress shows within a long shard.
+#[derive(Debug)]
+struct StorePacer {
+    store: Arc<dyn RunStore>,
+    run_id: String,
+    per_second: u64,
+}
+
+#[async_trait::async_trait]
+impl Pacer for StorePacer {
+    async fn pace(&self, events: u64) -> Result<(), String> {
+        metrics::counter!("replayfleet_events_read_total").increment(events);
+        if self.per_second == 0 {
+            return Ok(());
+        }
+        let wait = self
+            .store
+            .pace(&self.run_id, events, self.per_second)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !wait.is_zero() {
+            metrics::histogram!("replayfleet_pacing_wait_seconds").record(wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
+    }
+}
+
 /// A lease removed meanwhile (the run halted) needs no ack.
 fn ignore_gone(
     result: Result<(), replayfleet_queue::Error>,
@@ -104,6 +159,9 @@ pub struct Worker {
     store: Arc<dyn RunStore>,
     runs: Runs,
     ttl: Duration,
+    /// Turns true when the process must go now: a replay in progress is abandoned
+    /// and its lease released for another worker, not counted as an attempt.
+    abandon: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How long a worker waits for a lease before checking whether it should stop.
@@ -125,20 +183,27 @@ impl Worker {
             store,
             runs,
             ttl,
+            abandon: tokio::sync::watch::channel(false).1,
         }
     }
 
+    /// When `abandon` turns true (a shutdown's grace period is running out), the
+    /// replay in hand stops and its lease is released at once for another worker;
+    /// that delivery is not an attempt.
+    pub fn abandon_on(mut self, abandon: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.abandon = abandon;
+        self
+    }
+
     /// Claims and replays leases until `stop` turns true; a lease in hand is finished first.
-    pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(&self, stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             if *stop.borrow() {
                 return;
             }
-            let lease = tokio::select! {
-                lease = self.queue.claim(CLAIM_WAIT) => lease,
-                _ = stop.changed() => continue,
-            };
-            match lease {
+            // Not raced against `stop`: a claim cancelled midway could leave a
+            // fetched lease unheld until its TTL. It returns within CLAIM_WAIT anyway.
+            match self.queue.claim(CLAIM_WAIT).await {
                 Ok(Some(lease)) => self.handle(lease).await,
                 Ok(None) => {}
                 Err(e) => {
@@ -204,12 +269,21 @@ impl Worker {
                 .min(self.ttl.max(Duration::from_millis(100)));
             let every = (ttl / 3).max(Duration::from_millis(50));
             tokio::spawn(async move {
+                let mut last_ok = std::time::Instant::now();
                 loop {
                     tokio::time::sleep(every).await;
-                    if let Err(e) = queue.heartbeat(&lease).await {
-                        tracing::warn!(shard = %lease.shard, error = %e, "heartbeat refused: the lease was lost");
-                        let _ = lost_tx.send(());
-                        return;
+                    match queue.heartbeat(&lease).await {
+                        Ok(()) => last_ok = std::time::Instant::now(),
+                        // The server is unreachable (a restart, a failover): the lease
+                        // may still be ours, so keep trying until its TTL has run out.
+                        Err(e) if e.is_retryable() && last_ok.elapsed() < ttl => {
+                            tracing::warn!(shard = %lease.shard, error = %e, "heartbeat failed; trying again");
+                        }
+                        Err(e) => {
+                            tracing::warn!(shard = %lease.shard, error = %e, "heartbeat refused: the lease was lost");
+                            let _ = lost_tx.send(());
+                            return;
+                        }
                     }
                 }
             })
@@ -226,29 +300,49 @@ impl Worker {
             catalog: run.catalog.clone(),
             attempt: ulid::Ulid::new().to_string(),
             worker: self.id.clone(),
+            pacer: Some(Arc::new(StorePacer {
+                store: Arc::clone(&self.store),
+                run_id: lease.run_id.clone(),
+                per_second: run.plan.pacing_events_per_second,
+            })),
         };
         // Replay is CPU-bound: on a blocking thread it cannot starve the heartbeat task.
         let runtime = tokio::runtime::Handle::current();
         let shard = lease.shard.clone();
+        let mut abandon = self.abandon.clone();
         let result = tokio::task::spawn_blocking(move || {
             runtime.block_on(async {
                 tokio::select! {
-                    result = replay_shard(&job) => Some(result),
-                    Ok(()) = lost_rx => None,
+                    result = replay_shard(&job) => Ended::Replayed(result),
+                    Ok(()) = lost_rx => Ended::Lost,
+                    Ok(_) = abandon.wait_for(|go| *go) => Ended::Abandoned,
                 }
             })
         })
         .await
         .unwrap_or_else(|e| {
-            Some(Err(replayfleet_replay::Error::Projection {
+            Ended::Replayed(Err(replayfleet_replay::Error::Projection {
                 shard,
                 message: format!("the replay task failed: {e}"),
             }))
         });
         heartbeat.abort();
-        let Some(result) = result else {
-            tracing::warn!(worker = %self.id, run = %lease.run_id, shard = %lease.shard, "replay abandoned: the lease was lost");
-            return Ok(());
+        let result = match result {
+            Ended::Replayed(result) => result,
+            Ended::Lost => {
+                tracing::warn!(worker = %self.id, run = %lease.run_id, shard = %lease.shard, "replay abandoned: the lease was lost");
+                return Ok(());
+            }
+            Ended::Abandoned => {
+                tracing::warn!(worker = %self.id, run = %lease.run_id, shard = %lease.shard, "shutting down: replay abandoned, lease released for another worker");
+                self.store
+                    .update_shard(&lease.run_id, &lease.shard, &|s| {
+                        s.status = ShardStatus::Pending;
+                        s.worker = None;
+                    })
+                    .await?;
+                return ignore_gone(self.queue.release(lease, Duration::ZERO).await);
+            }
         };
 
         match result {
@@ -293,8 +387,7 @@ impl Worker {
                 if state.status == ShardStatus::Failed {
                     ignore_gone(self.queue.ack(lease).await)
                 } else {
-                    let backoff = Duration::from_millis(200 * 2u64.pow(state.failures.min(6)));
-                    self.queue.release(lease, backoff).await
+                    self.queue.release(lease, retry_delay(state.failures)).await
                 }
             }
         }

@@ -38,10 +38,10 @@ pub async fn upcast(args: BenchUpcastArgs) -> anyhow::Result<u8> {
 
 /// The example backfill (its SQL, key, checks and anomaly policies), run as it is with
 /// only `source.url`, `target.url` and (when asked) `shards.target_events` overridden.
-const BACKFILL: &str = include_str!("../../../../examples/accounts/backfill.toml");
+pub(crate) const BACKFILL: &str = include_str!("../../../../examples/accounts/backfill.toml");
 
 /// The example catalog, written into the bench's folder.
-const CATALOG: [(&str, &str); 4] = [
+pub(crate) const CATALOG: [(&str, &str); 4] = [
     (
         "account_closed.yaml",
         include_str!("../../../../examples/accounts/contracts/account_closed.yaml"),
@@ -260,9 +260,28 @@ struct BenchRunReport {
 }
 
 /// A temporary folder, removed on drop unless kept.
-struct Scratch {
-    path: PathBuf,
-    keep: bool,
+pub(crate) struct Scratch {
+    pub(crate) path: PathBuf,
+    pub(crate) keep: bool,
+}
+
+impl Scratch {
+    /// A fresh folder `replayfleet-<kind>-<pid>-<nanos>` in the OS temp folder.
+    pub(crate) fn new(kind: &str, keep: bool) -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let scratch = Scratch {
+            path: std::env::temp_dir().join(format!(
+                "replayfleet-{kind}-{}-{nanos:09}",
+                std::process::id()
+            )),
+            keep,
+        };
+        std::fs::create_dir_all(&scratch.path)
+            .with_context(|| format!("cannot create {}", scratch.path.display()))?;
+        Ok(scratch)
+    }
 }
 
 impl Drop for Scratch {
@@ -277,18 +296,7 @@ impl Drop for Scratch {
 /// archive, side by side.
 pub async fn run(args: BenchRunArgs) -> anyhow::Result<u8> {
     let workers = args.workers.max(1);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let scratch = Scratch {
-        path: std::env::temp_dir().join(format!(
-            "replayfleet-bench-{}-{nanos:09}",
-            std::process::id()
-        )),
-        keep: args.keep,
-    };
-    std::fs::create_dir_all(&scratch.path)
-        .with_context(|| format!("cannot create {}", scratch.path.display()))?;
+    let scratch = Scratch::new("bench", args.keep)?;
     let dir = scratch.path.canonicalize()?;
 
     // The archive: reused, or generated with every default edge case.
@@ -505,7 +513,7 @@ pub async fn run(args: BenchRunArgs) -> anyhow::Result<u8> {
     Ok(exit::SUCCESS)
 }
 
-fn local(path: &Path) -> anyhow::Result<Location> {
+pub(crate) fn local(path: &Path) -> anyhow::Result<Location> {
     let text = path
         .to_str()
         .with_context(|| format!("{} is not UTF-8", path.display()))?;

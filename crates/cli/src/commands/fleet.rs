@@ -1,5 +1,6 @@
 //! `replayfleet coordinator` and `replayfleet worker`: the fleet roles over NATS.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use replayfleet_config::Config;
@@ -19,7 +20,14 @@ async fn open(
     connect: &NatsConnect,
     ttl: std::time::Duration,
 ) -> anyhow::Result<(Arc<dyn LeaseQueue>, Arc<dyn RunStore>)> {
-    let client = connect.connect().await?;
+    open_client(connect.connect().await?, ttl).await
+}
+
+/// The fleet's queue (leases living `ttl` without a heartbeat) and store on `client`.
+pub(crate) async fn open_client(
+    client: replayfleet_queue::async_nats::Client,
+    ttl: std::time::Duration,
+) -> anyhow::Result<(Arc<dyn LeaseQueue>, Arc<dyn RunStore>)> {
     let queue = NatsQueue::connect(
         client.clone(),
         NatsQueueOptions {
@@ -33,7 +41,7 @@ async fn open(
 }
 
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
-    crate::output::serve_metrics(args.metrics_addr)?;
+    let health = crate::serve::serve(args.metrics_addr)?;
     let config = Config::load(&args.config)?;
     let url = args
         .nats
@@ -48,12 +56,14 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
     let connect = NatsConnect {
         url,
         creds: config.fleet.nats_creds.clone(),
+        nkey: config.fleet.nats_nkey.clone(),
         tls_ca: config.fleet.nats_tls_ca.clone(),
         tls_cert: config.fleet.nats_tls_cert.clone(),
         tls_key: config.fleet.nats_tls_key.clone(),
     };
     let ttl = config.fleet.lease_ttl;
     let (queue, store) = open(&connect, ttl).await?;
+    health.ready();
     let fleet = Fleet {
         queue,
         store,
@@ -82,7 +92,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
-    crate::output::serve_metrics(args.metrics_addr)?;
+    let health = crate::serve::serve(args.metrics_addr)?;
     let connect = NatsConnect {
         tls_cert: args.nats_tls_cert.clone(),
         tls_key: args.nats_tls_key.clone(),
@@ -91,7 +101,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
     let (queue, store) = open(&connect, args.lease_ttl).await?;
     let runs = Runs::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::new();
+    let (abandon_tx, abandon_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.workers.max(1) {
         let worker = Worker::new(
             format!("{}/{}-{i}", hostname(), std::process::id()),
@@ -99,16 +110,25 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
             Arc::clone(&store),
             runs.clone(),
             args.lease_ttl,
-        );
+        )
+        .abandon_on(abandon_rx.clone());
         let stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move { worker.run(stop).await }));
+        tasks.spawn(async move { worker.run(stop).await });
     }
     tracing::info!(nats = %args.nats.nats, workers = args.workers, "worker started");
+    health.ready();
     shutdown_signal().await;
-    tracing::info!("stopping: finishing the leases in hand, claiming no more");
+    health.draining();
+    tracing::info!(drain_timeout = ?args.drain_timeout, "stopping: finishing the leases in hand, claiming no more");
     let _ = stop_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
+    let drained = tokio::time::timeout(args.drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("drain timeout: abandoning the shards in hand and releasing their leases");
+        let _ = abandon_tx.send(true);
+        while tasks.join_next().await.is_some() {}
     }
     Ok(crate::exit::SUCCESS)
 }
@@ -139,6 +159,7 @@ fn connect_of(nats: &crate::cli::NatsArgs) -> NatsConnect {
     NatsConnect {
         url: nats.nats.clone(),
         creds: nats.nats_creds.clone(),
+        nkey: nats.nats_nkey.clone(),
         tls_ca: nats.nats_tls_ca.clone(),
         ..NatsConnect::default()
     }
@@ -227,13 +248,29 @@ pub async fn status(args: crate::cli::StatusArgs) -> anyhow::Result<u8> {
         Some(url) => Some(
             open_existing(&crate::cli::NatsArgs {
                 nats: url.clone(),
-                nats_creds: None,
-                nats_tls_ca: None,
+                nats_creds: args.nats_creds.clone(),
+                nats_nkey: args.nats_nkey.clone(),
+                nats_tls_ca: args.nats_tls_ca.clone(),
             })
             .await?,
         ),
         None => None,
     };
+    let events_total = plan.shards.iter().map(|x| x.rows).sum::<u64>();
+    if let Some((queue, store)) = &nats
+        && args.watch
+        && !args.json
+        && std::io::stderr().is_terminal()
+    {
+        return watch_bars(
+            &**queue,
+            &**store,
+            &run_id,
+            plan.shards.len() as u64,
+            events_total,
+        )
+        .await;
+    }
     loop {
         let line = match &nats {
             Some((queue, store)) => {
@@ -241,24 +278,7 @@ pub async fn status(args: crate::cli::StatusArgs) -> anyhow::Result<u8> {
                 if args.json {
                     serde_json::to_string(&s)?
                 } else {
-                    format!(
-                        "run {run_id}: {} · shards {}/{} done, {} running, {} failed · events {}/{} · anomalies {} · leases {} queued, {} claimed{}",
-                        s.run.phase.as_str(),
-                        s.shards.done,
-                        plan.shards.len(),
-                        s.shards.running,
-                        s.shards.failed,
-                        s.events_done,
-                        plan.shards.iter().map(|x| x.rows).sum::<u64>(),
-                        s.anomalies,
-                        s.leases_queued,
-                        s.leases_claimed,
-                        s.run
-                            .reason
-                            .as_deref()
-                            .map(|r| format!(" · {r}"))
-                            .unwrap_or_default()
-                    )
+                    status_line(&run_id, &s, plan.shards.len() as u64, events_total)
                 }
             }
             None => {
@@ -296,6 +316,76 @@ pub async fn status(args: crate::cli::StatusArgs) -> anyhow::Result<u8> {
             None => true,
         };
         if !args.watch || finished {
+            return Ok(crate::exit::SUCCESS);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+fn status_line(
+    run_id: &str,
+    s: &replayfleet_coordinator::Status,
+    shards_total: u64,
+    events_total: u64,
+) -> String {
+    format!(
+        "run {run_id}: {} · shards {}/{shards_total} done, {} running, {} failed · events {}/{events_total} · anomalies {} · leases {} queued, {} claimed{}",
+        s.run.phase.as_str(),
+        s.shards.done,
+        s.shards.running,
+        s.shards.failed,
+        s.events_done,
+        s.anomalies,
+        s.leases_queued,
+        s.leases_claimed,
+        s.run
+            .reason
+            .as_deref()
+            .map(|r| format!(" · {r}"))
+            .unwrap_or_default()
+    )
+}
+
+/// `status --watch` on a terminal: a bar of shards and a bar of events (rate, ETA),
+/// refreshed every second until the run ends; then the final status line.
+async fn watch_bars(
+    queue: &dyn LeaseQueue,
+    store: &dyn RunStore,
+    run_id: &str,
+    shards_total: u64,
+    events_total: u64,
+) -> anyhow::Result<u8> {
+    use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+    let bars = MultiProgress::new();
+    let shards = bars.add(ProgressBar::new(shards_total));
+    shards.set_style(
+        ProgressStyle::with_template("shards {bar:30.cyan/blue} {pos}/{len} {msg}")?
+            .progress_chars("=> "),
+    );
+    let events = bars.add(ProgressBar::new(events_total));
+    events.set_style(
+        ProgressStyle::with_template(
+            "events {bar:30.green/blue} {human_pos}/{human_len} {per_sec} ETA {eta} {msg}",
+        )?
+        .progress_chars("=> "),
+    );
+    loop {
+        let s = replayfleet_coordinator::status(queue, store, run_id).await?;
+        shards.set_position(s.shards.done);
+        shards.set_message(format!(
+            "{} · {} running, {} failed · leases {} queued, {} claimed",
+            s.run.phase.as_str(),
+            s.shards.running,
+            s.shards.failed,
+            s.leases_queued,
+            s.leases_claimed
+        ));
+        events.set_position(s.events_done);
+        events.set_message(format!("· anomalies {}", s.anomalies));
+        if s.run.phase.is_finished() {
+            shards.finish();
+            events.finish();
+            println!("{}", status_line(run_id, &s, shards_total, events_total));
             return Ok(crate::exit::SUCCESS);
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

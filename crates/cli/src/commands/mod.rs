@@ -3,6 +3,7 @@
 use crate::cli::{BenchCommand, Command, ContractsCommand};
 
 mod bench;
+mod bench_fleet;
 mod contracts;
 mod finalize;
 mod fleet;
@@ -21,6 +22,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Contracts(ContractsCommand::Test(args)) => contracts::test(args),
         Command::Bench(BenchCommand::Upcast(args)) => bench::upcast(args).await,
         Command::Bench(BenchCommand::Run(args)) => bench::run(args).await,
+        Command::Bench(BenchCommand::Fleet(args)) => bench_fleet::fleet(args).await,
         Command::Plan(args) => plan::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Finalize(args) => finalize::run(args).await,

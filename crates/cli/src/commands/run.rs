@@ -15,7 +15,8 @@ use crate::{
 };
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
-    crate::output::serve_metrics(args.metrics_addr)?;
+    let health = crate::serve::serve(args.metrics_addr)?;
+    health.ready();
     let config = Config::load(&args.config)?;
     let terminal = std::io::stderr().is_terminal() && !args.json;
     let bar = terminal.then(|| {

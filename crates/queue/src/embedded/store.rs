@@ -2,8 +2,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::lock;
+
+use crate::store::{now_us, pace_slot};
 use crate::{Error, Result, RunState, RunStore, ShardState, Versioned};
 
 /// Run state and shard attempts in memory. One lock over everything makes each
@@ -22,6 +25,8 @@ struct StoreState {
     names: HashMap<String, String>,
     /// Run id -> shard name -> state; ordered so `shards` comes out sorted.
     shards: HashMap<String, BTreeMap<String, Versioned<ShardState>>>,
+    /// Run id -> end of the last pace reservation, Unix microseconds.
+    pace: HashMap<String, u64>,
 }
 
 impl EmbeddedStore {
@@ -129,5 +134,17 @@ impl RunStore for EmbeddedStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn pace(&self, run_id: &str, events: u64, per_second: u64) -> Result<Duration> {
+        if per_second == 0 {
+            return Ok(Duration::ZERO);
+        }
+        let now = now_us();
+        let mut store = lock(&self.state);
+        let end = store.pace.entry(run_id.to_owned()).or_insert(0);
+        let (start, next) = pace_slot(*end, now, events, per_second);
+        *end = next;
+        Ok(Duration::from_micros(start - now))
     }
 }

@@ -226,6 +226,8 @@ pub struct NatsConnect {
     pub url: String,
     /// A `.creds` file (JWT and nkey seed).
     pub creds: Option<std::path::PathBuf>,
+    /// A file holding a user nkey seed (`SU...`): nkey authentication.
+    pub nkey: Option<std::path::PathBuf>,
     /// CA bundle for the server's certificate (turns TLS on).
     pub tls_ca: Option<std::path::PathBuf>,
     /// Client certificate for mutual TLS.
@@ -248,6 +250,20 @@ impl NatsConnect {
                 .credentials_file(creds)
                 .await
                 .map_err(|e| unavailable(format!("credentials file {}: {e}", creds.display())))?;
+        }
+        if let Some(path) = &self.nkey {
+            let seed = std::fs::read_to_string(path).map_err(|e| Error::Invalid {
+                key: format!("nkey seed file {}", path.display()),
+                message: e.to_string(),
+            })?;
+            let seed = seed.trim();
+            if !seed.starts_with("SU") {
+                return Err(Error::Invalid {
+                    key: format!("nkey seed file {}", path.display()),
+                    message: "not a user nkey seed (it starts with `SU`)".to_owned(),
+                });
+            }
+            options = options.nkey(seed.to_owned());
         }
         if let Some(ca) = &self.tls_ca {
             options = options.add_root_certificates(ca.clone()).require_tls(true);

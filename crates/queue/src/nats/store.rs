@@ -1,10 +1,13 @@
 //! The run-state store on a JetStream KV bucket.
 
+use std::time::Duration;
+
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::{self, stream};
 use serde::{Deserialize, Serialize};
 
 use super::{decode_json, decode_token, encode_json, encode_token, list_under, unavailable};
+use crate::store::{now_us, pace_slot};
 use crate::{Error, Result, RunState, RunStore, ShardState, Versioned};
 
 /// Where [`NatsStore`] keeps run state.
@@ -139,6 +142,10 @@ fn name_key(name: &str) -> String {
 
 fn shard_prefix(run_id: &str) -> String {
     format!("shard.{}.", encode_token(run_id))
+}
+
+fn pace_key(run_id: &str) -> String {
+    format!("pace.{}", encode_token(run_id))
 }
 
 fn shard_key(run_id: &str, shard: &str) -> String {
@@ -287,6 +294,48 @@ impl RunStore for NatsStore {
         }
         shards.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(shards)
+    }
+
+    async fn pace(&self, run_id: &str, events: u64, per_second: u64) -> Result<Duration> {
+        if per_second == 0 {
+            return Ok(Duration::ZERO);
+        }
+        // The schedule's end is one key per run, moved by compare-and-set: two
+        // workers reserving at once get consecutive slots. Clocks of the workers'
+        // hosts should agree to well under a second (NTP), as for any lease.
+        let key = pace_key(run_id);
+        loop {
+            let entry = self
+                .kv
+                .entry(&key)
+                .await
+                .map_err(|e| unavailable(self.what("read", &key), e))?;
+            let (end, revision) = match entry {
+                Some(entry) if entry.operation == Operation::Put => {
+                    let end = std::str::from_utf8(&entry.value)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or_else(|| Error::Invalid {
+                            key: format!("key {key} in bucket {}", self.kv.name),
+                            message: "not a pace schedule (microseconds)".to_owned(),
+                        })?;
+                    (end, entry.revision)
+                }
+                Some(entry) => (0, entry.revision),
+                None => (0, 0),
+            };
+            let now = now_us();
+            let (start, next) = pace_slot(end, now, events, per_second);
+            match self
+                .kv
+                .update(&key, next.to_string().into(), revision)
+                .await
+            {
+                Ok(_) => return Ok(Duration::from_micros(start - now)),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(unavailable(self.what("write", &key), e)),
+            }
+        }
     }
 }
 
