@@ -407,6 +407,9 @@ pub struct BenchFleetArgs {
     /// `shards.target_events` of the scaling runs.
     #[arg(long, default_value_t = 50_000)]
     pub shard_events: u64,
+    /// Rounds of each worker count (alternating); the best of each is kept.
+    #[arg(long, default_value_t = 2)]
+    pub repeat: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
