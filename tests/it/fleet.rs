@@ -318,7 +318,7 @@ fn a_worker_serves_metrics_that_move_with_the_run() {
         "{after}"
     );
     assert!(
-        after.contains("replayfleet_shard_duration_seconds"),
+        after.contains("replayfleet_shard_duration_seconds_bucket{le="),
         "{after}"
     );
 }

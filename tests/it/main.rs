@@ -2,6 +2,7 @@
 
 mod archive;
 mod cli;
+mod deploy;
 mod faults;
 mod fleet;
 mod queue;
