@@ -223,6 +223,8 @@ def common_checks(docs: list[tuple[str, dict]], values: dict) -> None:
     check(cenv["REPLAYFLEET_FLEET__NATS_URL"].get("value") == "$(NATS_URL)"
           and list(cenv).index("NATS_URL") < list(cenv).index("REPLAYFLEET_FLEET__NATS_URL"),
           "coordinator: REPLAYFLEET_FLEET__NATS_URL must expand NATS_URL, defined before it")
+    check(cenv["REPLAYFLEET_METRICS_LINGER"].get("value") == f"{merged['coordinator']['metricsLingerSeconds']}s",
+          "coordinator: REPLAYFLEET_METRICS_LINGER must be coordinator.metricsLingerSeconds")
     check(cenv["REPLAYFLEET_FLEET__LEASE_TTL"].get("value") == f"{ttl}s", "coordinator: the lease TTL override")
     rules = jspec.get("podFailurePolicy", {}).get("rules", [])
     check(any(r["action"] == "FailJob" and set(r["onExitCodes"]["values"]) == {2, 3} for r in rules),

@@ -535,3 +535,60 @@ authorization {{
         .expect_code(2)
         .stderr_names(&["bad.nk", "SU"]);
 }
+
+#[test]
+fn a_halted_coordinator_keeps_its_final_phase_scrapable_while_it_lingers() {
+    let nats = NatsServer::start();
+    let f = Fixture::new(1_000, 2, 107, &[]);
+    let config = f.config("linger", &fleet_settings(&nats, "linger"));
+    let port = free_port();
+    let mut coordinator = Command::new(bin())
+        .args([
+            "coordinator",
+            "--config",
+            &config,
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-linger",
+            "20s",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = wait_for(Duration::from_secs(30), "the run's plan", || {
+        let mut entries = std::fs::read_dir(f.path("linger/runs")).ok()?;
+        let entry = entries.next()?.ok()?;
+        entry
+            .path()
+            .join("plan.json")
+            .is_file()
+            .then(|| entry.file_name().to_str().unwrap().to_owned())
+    });
+    wait_for(Duration::from_secs(10), "the run state", || {
+        (status(&f, "linger", &nats, &run)["run"]["phase"] == "running").then_some(())
+    });
+    replayfleet(&["halt", "--nats", &nats.url(), "--run", &run]).expect_code(0);
+    let halted = format!("replayfleet_run_phase{{run=\"{run}\",phase=\"halted\"}} 1");
+    let text = wait_for(
+        Duration::from_secs(15),
+        "the halted phase on /metrics",
+        || {
+            let text = crate::fleet::scrape(port);
+            text.contains(&halted).then_some(text)
+        },
+    );
+    assert!(
+        text.contains(&format!(
+            "replayfleet_run_phase{{run=\"{run}\",phase=\"running\"}} 0"
+        )),
+        "{text}"
+    );
+    assert!(
+        coordinator.try_wait().unwrap().is_none(),
+        "the coordinator should still be serving its final metrics"
+    );
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
+}

@@ -88,6 +88,10 @@ pub struct CoordinatorArgs {
     /// The run's backfill.toml (`fleet.nats_url` or --nats names the server).
     #[arg(long, env = "REPLAYFLEET_CONFIG")]
     pub config: PathBuf,
+    /// With --metrics-addr: after the outcome, keep serving `/metrics` this long so a
+    /// scraper sees the run's final phase (`replayfleet_run_phase`) before the exit.
+    #[arg(long, env = "REPLAYFLEET_METRICS_LINGER", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub metrics_linger: std::time::Duration,
     /// Resume this run id instead of the config's unfinished run or a new one.
     #[arg(long)]
     pub run: Option<String>,

@@ -82,7 +82,14 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
             );
         }
     };
-    let result = coordinate(&config, &fleet, &options, &progress).await?;
+    let result = coordinate(&config, &fleet, &options, &progress).await;
+    if args.metrics_addr.is_some() && !args.metrics_linger.is_zero() {
+        // Halted or refused runs are exactly the ones an alert must see.
+        tracing::info!(linger = ?args.metrics_linger, "serving the final metrics before exiting");
+        health.draining();
+        tokio::time::sleep(args.metrics_linger).await;
+    }
+    let result = result?;
     if args.json {
         crate::output::print_json(&serde_json::json!({ "run_id": result.plan.run_id }))?;
     } else {
