@@ -5,4 +5,5 @@ mod cli;
 mod fleet;
 mod queue;
 mod replay;
+mod schemas;
 mod support;
