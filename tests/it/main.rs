@@ -1,6 +1,7 @@
 //! The one integration-test binary: real processes, real servers.
 
 mod archive;
+mod audit;
 mod cli;
 mod fleet;
 mod queue;

@@ -1,0 +1,39 @@
+//! Errors of the audit commands. A mismatch found by `verify` is not an error: it is a
+//! finding in the [`crate::Verification`].
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can stop an audit command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Target I/O, or a file replayfleet wrote that does not parse.
+    #[error(transparent)]
+    Replay(#[from] replayfleet_replay::Error),
+    /// The commit log could not be read.
+    #[error(transparent)]
+    Finalizer(#[from] replayfleet_finalizer::Error),
+    /// The archive could not be reached.
+    #[error(transparent)]
+    Archive(#[from] replayfleet_archive::Error),
+    /// The user asked for something the target does not hold, or gave a bad value
+    /// (exit code 2).
+    #[error("{0}")]
+    Input(String),
+    /// The scratch folder for re-running shards could not be made.
+    #[error("a scratch folder for re-running shards: {0}")]
+    Scratch(#[source] std::io::Error),
+}
+
+impl Error {
+    /// The user's to fix (exit code 2).
+    pub fn is_input(&self) -> bool {
+        match self {
+            Error::Input(_) => true,
+            Error::Finalizer(e) => e.is_input(),
+            Error::Archive(e) => e.is_input(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The audit trail (SPEC sections 5–8): what lets an auditor trust a projection without
+//! trusting the run that made it.
+//!
+//! - [`verify`]: re-hash every segment of a commit, re-check every input segment against
+//!   its lineage manifest, and replay a deterministic sample of the shards from the
+//!   plan's snapshot into a scratch folder, comparing output digests.
+//!
+//! The crate reads the target and the archive; it never commits and never changes a file
+//! that a commit or a lineage manifest names.
+
+mod error;
+mod load;
+mod verify;
+
+pub use error::{Error, Result};
+pub use verify::{Mismatch, Verification, VerifyOptions, sample, verify};

@@ -1,0 +1,94 @@
+//! The audit commands: `verify`.
+
+use replayfleet_audit::{Verification, VerifyOptions, verify as verify_commit};
+use replayfleet_config::store_options_from_env;
+
+use crate::{
+    cli::VerifyArgs,
+    commands::{finalize::who, history::target},
+    exit,
+    output::{Table, print_json},
+};
+
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
+    let target = target(&args.target)?;
+    let options = VerifyOptions {
+        version: args.version,
+        sample: args.sample,
+        seed: args.seed,
+        by: who(),
+    };
+    let v = verify_commit(&target, &store_options_from_env("source"), &options).await?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "holds": v.holds(),
+            "verification": &v,
+        }))?;
+    } else {
+        print!("{}", render(&v));
+    }
+    for note in &v.notes {
+        eprintln!("note: {note}");
+    }
+    if v.holds() {
+        Ok(exit::SUCCESS)
+    } else {
+        for m in &v.mismatches {
+            eprintln!("mismatch: {m}");
+        }
+        eprintln!(
+            "version {} does not hold: {} mismatches",
+            v.version,
+            v.mismatches.len()
+        );
+        Ok(exit::REFUSED)
+    }
+}
+
+fn render(v: &Verification) -> String {
+    let failed = |check: &[&str]| {
+        v.mismatches
+            .iter()
+            .filter(|m| check.contains(&m.check.as_str()))
+            .count()
+    };
+    let result = |n: usize| if n == 0 { "ok" } else { "MISMATCH" }.to_owned();
+    let mut table = Table::new(&["check", "result", "detail"]);
+    let segments = failed(&["segment", "fingerprint"]);
+    table.row(vec![
+        "segments".into(),
+        result(segments),
+        format!("{} segments re-hashed, fingerprint recomputed", v.segments),
+    ]);
+    let lineage = failed(&["plan", "lineage", "anomalies"]);
+    table.row(vec![
+        "lineage".into(),
+        result(lineage),
+        format!("{} manifests name the committed segments", v.manifests),
+    ]);
+    table.row(vec![
+        "inputs".into(),
+        result(failed(&["input"])),
+        format!("{} input segments re-hashed", v.inputs),
+    ]);
+    table.row(vec![
+        "rerun".into(),
+        result(failed(&["rerun"])),
+        if v.rerun.is_empty() {
+            "no shard replayed (--sample 0)".to_owned()
+        } else {
+            format!(
+                "replayed {} (sample {}, seed {})",
+                v.rerun.join(", "),
+                v.sample,
+                v.seed
+            )
+        },
+    ]);
+    let mut out = format!("version {} ({}, run {}):\n", v.version, v.kind, v.run_id);
+    out.push_str(&table.render());
+    if v.holds() {
+        out.push_str(&format!("version {} holds\n", v.version));
+    }
+    out
+}

@@ -1,0 +1,139 @@
+//! The audit commands end to end (issue: the audit trail): `verify` re-checks a commit
+//! from the target and the archive alone.
+
+use crate::{
+    replay::{Fixture, Settings},
+    schemas::files_under,
+    support::replayfleet,
+};
+
+/// A fixture with one committed version in `target`; returns the fixture and the target
+/// path as a string.
+fn committed(events: u64, partitions: u32, seed: u64) -> (Fixture, String) {
+    let f = Fixture::new(events, partitions, seed, &["--all-edge-cases"]);
+    f.run(
+        &f.config(
+            "audited",
+            &Settings {
+                target_events: 700,
+                ..Settings::default()
+            },
+        ),
+        "2",
+    )
+    .expect_code(0);
+    let target = f.path("target").to_str().unwrap().to_owned();
+    (f, target)
+}
+
+fn verify(target: &str, extra: &[&str]) -> crate::support::Run {
+    let mut args = vec!["verify", "--target", target];
+    args.extend_from_slice(extra);
+    replayfleet(&args)
+}
+
+#[test]
+fn verify_holds_for_a_clean_commit_replaying_every_shard() {
+    let (f, target) = committed(2_000, 3, 51);
+    let out = verify(&target, &["--sample", "1", "--json"]);
+    out.expect_code(0);
+    let json = out.json();
+    assert_eq!(json["holds"], true, "{json:#}");
+    let v = &json["verification"];
+    let commit = &f.history("target")[0];
+    let shards = commit["totals"]["shards"].as_u64().unwrap();
+    assert!(shards > 1, "{commit:#}");
+    assert_eq!(v["rerun"].as_array().unwrap().len() as u64, shards, "{v:#}");
+    assert_eq!(v["segments"], commit["totals"]["segments"]);
+    assert_eq!(v["manifests"].as_u64(), Some(shards));
+    assert!(v["inputs"].as_u64().unwrap() > 0);
+    // the re-runs wrote nothing into the target
+    let stray: Vec<_> = files_under(&f.path("target"))
+        .into_iter()
+        .filter(|p| p.to_str().unwrap().contains("verify-"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+    // the table for people
+    let text = verify(&target, &["--sample", "0"]);
+    text.expect_code(0);
+    assert!(text.stdout.contains("version 1 holds"), "{}", text.stdout);
+}
+
+#[test]
+fn verify_samples_shards_deterministically_and_at_least_one() {
+    let (_f, target) = committed(2_000, 4, 53);
+    let rerun = |extra: &[&str]| {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let out = verify(&target, &args);
+        out.expect_code(0);
+        out.json()["verification"]["rerun"].clone()
+    };
+    let tiny = rerun(&["--sample", "0.01"]);
+    assert_eq!(tiny.as_array().unwrap().len(), 1, "{tiny}");
+    assert_eq!(
+        rerun(&["--sample", "0.01"]),
+        tiny,
+        "the default seed is fixed"
+    );
+    let half = rerun(&["--sample", "0.5", "--seed", "7"]);
+    assert_eq!(rerun(&["--sample", "0.5", "--seed", "7"]), half);
+    assert!(rerun(&["--sample", "0"]).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn verify_names_a_committed_segment_with_one_byte_changed() {
+    let (f, target) = committed(1_500, 2, 57);
+    let commit = &f.history("target")[0];
+    let path = commit["segments"][0]["path"].as_str().unwrap().to_owned();
+    let file = f.path("target").join(&path);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let out = verify(&target, &["--sample", "0"]);
+    out.expect_code(3).stderr_names(&[
+        "mismatch: segment",
+        &path,
+        commit["segments"][0]["sha256"].as_str().unwrap(),
+    ]);
+    let json = verify(&target, &["--sample", "0", "--json"]);
+    json.expect_code(3);
+    let mismatches = json.json()["verification"]["mismatches"].clone();
+    assert_eq!(mismatches.as_array().unwrap().len(), 1, "{mismatches:#}");
+    assert_eq!(mismatches[0]["check"], "segment");
+    assert_eq!(mismatches[0]["path"], path.as_str());
+}
+
+#[test]
+fn verify_names_an_input_segment_replaced_after_the_commit() {
+    let (f, target) = committed(1_500, 2, 59);
+    let segments = files_under(&f.path("events"));
+    assert!(segments.len() > 1);
+    // the first segment replaced by the bytes of another one
+    std::fs::copy(&segments[1], &segments[0]).unwrap();
+    let name = segments[0]
+        .strip_prefix(f.path("events"))
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let out = verify(&target, &["--sample", "1"]);
+    out.expect_code(3)
+        .stderr_names(&["mismatch: input", &name, "expected sha256"]);
+}
+
+#[test]
+fn verify_refuses_bad_requests_with_exit_2() {
+    let (_f, target) = committed(1_000, 2, 61);
+    verify(&target, &["--sample", "1.5"])
+        .expect_code(2)
+        .stderr_names(&["1.5", "fraction"]);
+    verify(&target, &["--version", "9"])
+        .expect_code(2)
+        .stderr_names(&["version 9"]);
+    let empty = tempfile::tempdir().unwrap();
+    verify(empty.path().to_str().unwrap(), &[])
+        .expect_code(2)
+        .stderr_names(&["no version committed"]);
+}
