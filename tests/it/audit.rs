@@ -137,3 +137,113 @@ fn verify_refuses_bad_requests_with_exit_2() {
         .expect_code(2)
         .stderr_names(&["no version committed"]);
 }
+
+fn gc(target: &str, extra: &[&str]) -> crate::support::Run {
+    let mut args = vec!["gc", "--target", target];
+    args.extend_from_slice(extra);
+    replayfleet(&args)
+}
+
+/// Every file under `dir`, relative to it.
+fn relative_files(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    files_under(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap().to_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn gc_deletes_only_what_no_commit_references_and_the_commits_still_verify() {
+    let (f, target) = committed(1_500, 2, 63);
+    let root = f.path("target");
+    // a refused run (unreferenced), then a rollback commit of version 1
+    let refused_run = crate::schemas::refused_run(&f, "refused");
+    replayfleet(&["rollback", "--target", &target, "--to", "1"]).expect_code(0);
+    // a losing attempt inside the committed run: a copy of the winner's folder
+    let history = f.history("target");
+    let segment = history[0]["segments"][0]["path"].as_str().unwrap();
+    let winner_dir = root.join(segment).parent().unwrap().to_path_buf();
+    let loser_dir = winner_dir.with_file_name("01ZOMBIEATTEMPT0000000000");
+    std::fs::create_dir_all(&loser_dir).unwrap();
+    for file in files_under(&winner_dir) {
+        std::fs::copy(&file, loser_dir.join(file.file_name().unwrap())).unwrap();
+    }
+    let loser = format!(
+        "{}/",
+        loser_dir.strip_prefix(&root).unwrap().to_str().unwrap()
+    );
+    let before = relative_files(&root);
+
+    // too recent: nothing goes
+    let recent = gc(&target, &["--older-than", "1h", "--json"]);
+    recent.expect_code(0);
+    assert!(recent.json()["removed"].as_array().unwrap().is_empty());
+    assert_eq!(relative_files(&root), before);
+
+    // a dry run lists the refused run and the losing attempt, and deletes nothing
+    let dry = gc(&target, &["--older-than", "0s", "--dry-run", "--json"]);
+    dry.expect_code(0);
+    let listed: Vec<String> = dry.json()["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        listed,
+        [loser.clone(), format!("runs/{refused_run}/")],
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(relative_files(&root), before);
+    let table = gc(&target, &["--older-than", "0s", "--dry-run"]);
+    table.expect_code(0);
+    assert!(
+        table.stdout.contains("would delete 2 folders"),
+        "{}",
+        table.stdout
+    );
+
+    // the real thing
+    gc(&target, &["--older-than", "0s"]).expect_code(0);
+    let after = relative_files(&root);
+    let gone: Vec<&String> = before.difference(&after).collect();
+    assert!(!gone.is_empty());
+    assert!(
+        gone.iter()
+            .all(|p| p.starts_with(&loser) || p.starts_with(&format!("runs/{refused_run}/"))),
+        "{gone:#?}"
+    );
+    // every file a commit names is still there, and so is the committed run's record
+    for commit in f.history("target") {
+        for s in commit["segments"].as_array().unwrap() {
+            assert!(after.contains(s["path"].as_str().unwrap()), "{s}");
+        }
+        assert!(after.contains(commit["report"].as_str().unwrap()));
+        let run = commit["run_id"].as_str().unwrap();
+        assert!(after.contains(&format!("runs/{run}/plan.json")));
+    }
+    assert_eq!(f.history("target").len(), 2);
+    replayfleet(&["show", "--target", &target, "--limit", "3"]).expect_code(0);
+    verify(&target, &["--sample", "1"]).expect_code(0);
+    verify(&target, &["--version", "1", "--sample", "1"]).expect_code(0);
+    crate::schemas::validate_target(&root);
+    // and a second gc has nothing left to do
+    let again = gc(&target, &["--older-than", "0s"]);
+    again.expect_code(0);
+    assert!(
+        again.stdout.contains("nothing to delete"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn gc_refuses_a_bad_duration_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    gc(dir.path().to_str().unwrap(), &["--older-than", "soon"])
+        .expect_code(2)
+        .stderr_names(&["soon"]);
+    // an empty target has nothing to collect
+    gc(dir.path().to_str().unwrap(), &["--older-than", "0s"]).expect_code(0);
+}

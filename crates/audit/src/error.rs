@@ -21,9 +21,22 @@ pub enum Error {
     /// (exit code 2).
     #[error("{0}")]
     Input(String),
+    /// The target store failed.
+    #[error("storage error at `{path}`: {source}")]
+    Storage {
+        /// The object or prefix.
+        path: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
     /// The scratch folder for re-running shards could not be made.
     #[error("a scratch folder for re-running shards: {0}")]
     Scratch(#[source] std::io::Error),
+    /// Something changed under a running command (a commit appeared naming a run `gc`
+    /// was deleting).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Error {
@@ -34,6 +47,13 @@ impl Error {
             Error::Finalizer(e) => e.is_input(),
             Error::Archive(e) => e.is_input(),
             _ => false,
+        }
+    }
+
+    pub(crate) fn storage(path: &object_store::path::Path, source: object_store::Error) -> Self {
+        Error::Storage {
+            path: path.to_string(),
+            source,
         }
     }
 }

@@ -4,13 +4,17 @@
 //! - [`verify`]: re-hash every segment of a commit, re-check every input segment against
 //!   its lineage manifest, and replay a deterministic sample of the shards from the
 //!   plan's snapshot into a scratch folder, comparing output digests.
+//! - [`gc`]: delete run folders and losing attempts that no commit references, once older
+//!   than a cutoff; never a file a commit names.
 //!
 //! The crate reads the target and the archive; it never commits and never changes a file
-//! that a commit or a lineage manifest names.
+//! that a commit or a lineage manifest names; `gc` deletes only what no commit references.
 
 mod error;
+mod gc;
 mod load;
 mod verify;
 
 pub use error::{Error, Result};
+pub use gc::{Collected, GcOptions, Removal, gc};
 pub use verify::{Mismatch, Verification, VerifyOptions, sample, verify};

@@ -83,6 +83,9 @@ pub enum Command {
     /// snapshot into a scratch folder. Exit 3 names every mismatch.
     #[command(disable_version_flag = true)]
     Verify(VerifyArgs),
+    /// Delete run folders (and losing attempts of committed runs) that no commit
+    /// references and that are older than --older-than; never a file a commit names.
+    Gc(GcArgs),
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +209,22 @@ pub struct VerifyArgs {
     /// Seed of the sample (default: the version): the same seed re-runs the same shards.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The projection's home: a URL or a path.
+    #[arg(long, env = "REPLAYFLEET_TARGET")]
+    pub target: String,
+    /// Only folders whose newest file is older than this (`7d`, `12h`, `0s`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub older_than: std::time::Duration,
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

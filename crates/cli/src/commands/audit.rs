@@ -1,13 +1,15 @@
-//! The audit commands: `verify`.
+//! The audit commands: `verify` and `gc`.
 
-use replayfleet_audit::{Verification, VerifyOptions, verify as verify_commit};
+use replayfleet_audit::{
+    Collected, GcOptions, Verification, VerifyOptions, verify as verify_commit,
+};
 use replayfleet_config::store_options_from_env;
 
 use crate::{
-    cli::VerifyArgs,
+    cli::{GcArgs, VerifyArgs},
     commands::{finalize::who, history::target},
     exit,
-    output::{Table, print_json},
+    output::{Table, human_bytes, print_json},
 };
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
@@ -91,4 +93,50 @@ fn render(v: &Verification) -> String {
         out.push_str(&format!("version {} holds\n", v.version));
     }
     out
+}
+
+pub async fn gc(args: GcArgs) -> anyhow::Result<u8> {
+    let target = target(&args.target)?;
+    let options = GcOptions {
+        older_than: args.older_than,
+        dry_run: args.dry_run,
+        now: chrono::Utc::now(),
+    };
+    let collected = replayfleet_audit::gc(&target, &options).await?;
+    if args.json {
+        print_json(&collected)?;
+    } else {
+        print!("{}", render_gc(&collected));
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn render_gc(c: &Collected) -> String {
+    let verb = if c.dry_run { "would delete" } else { "deleted" };
+    if c.removed.is_empty() {
+        return format!(
+            "nothing to delete: {} runs referenced by commits, {} newer than {}\n",
+            c.referenced_runs.len(),
+            c.recent_runs.len(),
+            c.cutoff.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+    let mut table = Table::new(&["folder", "files", "size", "last modified", "why"]);
+    for r in &c.removed {
+        table.row(vec![
+            r.path.clone(),
+            r.files.to_string(),
+            human_bytes(r.bytes),
+            r.last_modified.format("%Y-%m-%d %H:%M:%S").to_string(),
+            r.reason.clone(),
+        ]);
+    }
+    let files: u64 = c.removed.iter().map(|r| r.files).sum();
+    let bytes: u64 = c.removed.iter().map(|r| r.bytes).sum();
+    format!(
+        "{}{verb} {} folders, {files} files, {}\n",
+        table.render(),
+        c.removed.len(),
+        human_bytes(bytes)
+    )
 }

@@ -35,5 +35,6 @@ pub async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Resume(args) => fleet::resume(args).await,
         Command::Status(args) => fleet::status(args).await,
         Command::Verify(args) => audit::verify(args).await,
+        Command::Gc(args) => audit::gc(args).await,
     }
 }
