@@ -247,3 +247,138 @@ fn gc_refuses_a_bad_duration_with_exit_2() {
     // an empty target has nothing to collect
     gc(dir.path().to_str().unwrap(), &["--older-than", "0s"]).expect_code(0);
 }
+
+/// The shell blocks of docs/AUDITING.md, in order, as one script.
+fn auditing_steps() -> String {
+    let doc = std::fs::read_to_string(crate::support::repo().join("docs/AUDITING.md")).unwrap();
+    let mut script = String::new();
+    let mut inside = false;
+    for line in doc.lines() {
+        match (inside, line.trim_end()) {
+            (false, "```sh") => inside = true,
+            (true, "```") => inside = false,
+            (true, _) => {
+                script.push_str(line);
+                script.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(script.lines().count() > 40, "{script}");
+    script
+}
+
+/// A folder for PATH holding a `jq` command when the machine has no jq executable: a
+/// few lines over PyPI's `jq` package, covering the flags AUDITING.md uses.
+fn jq_on_path(dir: &std::path::Path) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    if std::process::Command::new("jq")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return path;
+    }
+    let shim = dir.join("jq");
+    std::fs::write(
+        &shim,
+        r#"#!/usr/bin/env python3
+import json, sys, jq
+args, named, raw, join, exit_status, compact, files, program = sys.argv[1:], {}, False, False, False, False, [], None
+while args:
+    a = args.pop(0)
+    if a in ("-r", "--raw-output"): raw = True
+    elif a in ("-j", "--join-output"): raw = join = True
+    elif a in ("-e", "--exit-status"): exit_status = True
+    elif a in ("-c", "--compact-output"): compact = True
+    elif a == "--arg": k = args.pop(0); named[k] = args.pop(0)
+    elif a == "--argjson": k = args.pop(0); named[k] = json.loads(args.pop(0))
+    elif program is None: program = a
+    else: files.append(a)
+texts = [open(f).read() for f in files] or [sys.stdin.read()]
+outputs = []
+for text in texts:
+    outputs += jq.compile(program, args=named).input_text(text).all()
+for v in outputs:
+    s = v if raw and isinstance(v, str) else json.dumps(v, separators=(",", ":") if compact else None)
+    sys.stdout.write(s if join else s + "\n")
+if exit_status:
+    sys.exit(4 if not outputs else (1 if outputs[-1] in (None, False) else 0))
+"#,
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:{path}", dir.display())
+}
+
+fn run_steps(
+    script: &std::path::Path,
+    target: &std::path::Path,
+    path: &str,
+) -> crate::support::Run {
+    let out = std::process::Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg(script)
+        .env("TARGET", target)
+        .env("PATH", path)
+        .env_remove("VERSION")
+        .output()
+        .expect("bash");
+    crate::support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn auditing_md_steps_verify_a_committed_example() {
+    assert!(
+        std::process::Command::new("python3")
+            .args(["-c", "import duckdb"])
+            .status()
+            .is_ok_and(|s| s.success()),
+        "DuckDB's Python package is missing: run scripts/setup.sh"
+    );
+    let (f, _) = committed(2_000, 3, 71);
+    let script = f.path("auditing.sh");
+    std::fs::write(&script, auditing_steps()).unwrap();
+    let bin = f.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = jq_on_path(&bin);
+    let history = f.history("target");
+    assert!(history[0]["totals"]["quarantined"].as_u64().unwrap() > 0);
+
+    let ok = run_steps(&script, &f.path("target"), &path);
+    ok.expect_code(0);
+    assert!(
+        ok.stdout.contains(&format!(
+            "version 1 of account_balances verified: {} segments, {} rows",
+            history[0]["segments"].as_array().unwrap().len(),
+            history[0]["totals"]["rows"]
+        )),
+        "{}",
+        ok.stdout
+    );
+
+    // the same steps reject a copy with one byte changed in a segment
+    let copy = f.path("tampered");
+    for file in files_under(&f.path("target")) {
+        let to = copy.join(file.strip_prefix(f.path("target")).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &to).unwrap();
+    }
+    let segment = history[0]["segments"][0]["path"].as_str().unwrap();
+    let mut bytes = std::fs::read(copy.join(segment)).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(copy.join(segment), bytes).unwrap();
+    let bad = run_steps(&script, &copy, &path);
+    assert_ne!(bad.code, 0, "{}", bad.stdout);
+    assert!(
+        bad.stdout.contains(segment) || bad.stderr.contains(segment),
+        "{bad:?}"
+    );
+}
