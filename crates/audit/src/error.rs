@@ -33,8 +33,8 @@ pub enum Error {
     /// The scratch folder for re-running shards could not be made.
     #[error("a scratch folder for re-running shards: {0}")]
     Scratch(#[source] std::io::Error),
-    /// Something changed under a running command (a commit appeared naming a run `gc`
-    /// was deleting).
+    /// The target does not hold what a commit says (a file it names is gone), or changed
+    /// under a running command (a commit appeared naming a run `gc` was deleting).
     #[error("{0}")]
     Conflict(String),
 }

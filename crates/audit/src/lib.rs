@@ -4,6 +4,9 @@
 //! - [`verify`]: re-hash every segment of a commit, re-check every input segment against
 //!   its lineage manifest, and replay a deterministic sample of the shards from the
 //!   plan's snapshot into a scratch folder, comparing output digests.
+//! - [`explain`]: one projection row and every event behind it, found through the lineage
+//!   manifest and the input segments (row groups skipped by their statistics), each with
+//!   the upcasters applied and its payload before and after.
 //! - [`gc`]: delete run folders and losing attempts that no commit references, once older
 //!   than a cutoff; never a file a commit names.
 //!
@@ -11,10 +14,14 @@
 //! that a commit or a lineage manifest names; `gc` deletes only what no commit references.
 
 mod error;
+mod explain;
 mod gc;
 mod load;
 mod verify;
 
 pub use error::{Error, Result};
+pub use explain::{
+    ExplainOptions, ExplainedAnomaly, ExplainedEvent, Explanation, UpcastStep, explain,
+};
 pub use gc::{Collected, GcOptions, Removal, gc};
 pub use verify::{Mismatch, Verification, VerifyOptions, sample, verify};

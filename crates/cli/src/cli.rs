@@ -86,6 +86,10 @@ pub enum Command {
     /// Delete run folders (and losing attempts of committed runs) that no commit
     /// references and that are older than --older-than; never a file a commit names.
     Gc(GcArgs),
+    /// One row of a projection version and every event behind it: event id, seq,
+    /// segment, type, input version, each upcaster applied, payload before and after.
+    #[command(disable_version_flag = true)]
+    Explain(ExplainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +230,22 @@ pub struct GcArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The projection's home: a URL or a path.
+    #[arg(long, env = "REPLAYFLEET_TARGET")]
+    pub target: String,
+    /// A key column and its value, `COL=VALUE`; repeat for a composite key.
+    #[arg(long = "key", value_name = "COL=VALUE", required = true, value_parser = parse_key_value)]
+    pub key: Vec<(String, String)>,
+    /// The version (default: the current one).
+    #[arg(long)]
+    pub version: Option<u64>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

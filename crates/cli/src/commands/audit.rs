@@ -1,12 +1,13 @@
-//! The audit commands: `verify` and `gc`.
+//! The audit commands: `verify`, `gc` and `explain`.
 
 use replayfleet_audit::{
-    Collected, GcOptions, Verification, VerifyOptions, verify as verify_commit,
+    Collected, ExplainOptions, Explanation, GcOptions, Verification, VerifyOptions,
+    verify as verify_commit,
 };
 use replayfleet_config::store_options_from_env;
 
 use crate::{
-    cli::{GcArgs, VerifyArgs},
+    cli::{ExplainArgs, GcArgs, VerifyArgs},
     commands::{finalize::who, history::target},
     exit,
     output::{Table, human_bytes, print_json},
@@ -139,4 +140,93 @@ fn render_gc(c: &Collected) -> String {
         c.removed.len(),
         human_bytes(bytes)
     )
+}
+
+pub async fn explain(args: ExplainArgs) -> anyhow::Result<u8> {
+    let target = target(&args.target)?;
+    let options = ExplainOptions {
+        version: args.version,
+        key: args.key.clone(),
+    };
+    let e =
+        replayfleet_audit::explain(&target, &store_options_from_env("source"), &options).await?;
+    if args.json {
+        print_json(&e)?;
+    } else {
+        print!("{}", render_explanation(&e));
+    }
+    for note in &e.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn render_explanation(e: &Explanation) -> String {
+    let mut out = format!(
+        "version {} (run {}), {} in {}:\n",
+        e.version, e.run_id, e.shard, e.segment
+    );
+    let mut row = Table::new(&["column", "value"]);
+    for (column, value) in &e.row {
+        row.row(vec![column.clone(), compact(value)]);
+    }
+    out.push_str(&row.render());
+    out.push_str(&format!(
+        "\n{} events behind it (lineage {}; {} row groups read, {} skipped by statistics):\n",
+        e.events.len(),
+        e.lineage,
+        e.row_groups_read,
+        e.row_groups_skipped
+    ));
+    for ev in &e.events {
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "\n{} seq {} partition {} · {} version {} · {}\n  segment {} row {}, occurred {}\n",
+            or_dash(ev.event_id.clone()),
+            or_dash(ev.seq.map(|s| s.to_string())),
+            or_dash(ev.partition.map(|p| p.to_string())),
+            or_dash(ev.event_type.clone()),
+            or_dash(ev.schema_version.map(|v| v.to_string())),
+            ev.status,
+            ev.segment,
+            ev.row,
+            or_dash(ev.occurred_at.clone()),
+        ));
+        if let Some(a) = &ev.anomaly {
+            out.push_str(&format!(
+                "  anomaly {} (policy {}){}: {}\n",
+                a.kind,
+                a.policy,
+                a.step
+                    .as_ref()
+                    .map(|s| format!(" at {s}"))
+                    .unwrap_or_default(),
+                a.message
+            ));
+        }
+        out.push_str(&format!("  before: {}\n", compact(&ev.payload_before)));
+        for step in &ev.upcast {
+            out.push_str(&format!(
+                "  upcast to version {} ({}): {}\n",
+                step.version,
+                step.steps.join(", "),
+                match (&step.payload, &step.error) {
+                    (Some(p), _) => compact(p),
+                    (None, Some(e)) => format!("failed: {e}"),
+                    (None, None) => "-".into(),
+                }
+            ));
+        }
+        if let Some(after) = &ev.payload_after {
+            out.push_str(&format!("  after:  {}\n", compact(after)));
+        }
+    }
+    out
+}
+
+fn compact(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }

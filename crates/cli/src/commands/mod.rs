@@ -36,5 +36,6 @@ pub async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Status(args) => fleet::status(args).await,
         Command::Verify(args) => audit::verify(args).await,
         Command::Gc(args) => audit::gc(args).await,
+        Command::Explain(args) => audit::explain(args).await,
     }
 }
