@@ -4,6 +4,7 @@ mod archive;
 mod audit;
 mod cli;
 mod fleet;
+mod openlineage;
 mod queue;
 mod replay;
 mod schemas;

@@ -57,6 +57,62 @@ pub(crate) fn errors(validator: &jsonschema::Validator, instance: &Value) -> Vec
         .collect()
 }
 
+/// Every `replayfleet_*` facet of an OpenLineage event checked against its definition in
+/// docs/schemas/openlineage-facets.schema.json (named by the facet's `_schemaURL`).
+pub(crate) fn custom_facet_errors(event: &Value) -> Vec<String> {
+    const FACETS: &str =
+        "https://example.invalid/replayfleet/schemas/openlineage-facets.schema.json#/$defs/";
+    let path = repo().join("docs/schemas/openlineage-facets.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut facets = Vec::new();
+    collect_facets(event, &mut facets);
+    let mut out = Vec::new();
+    for (key, facet) in facets {
+        let Some(def) = facet["_schemaURL"]
+            .as_str()
+            .and_then(|u| u.strip_prefix(FACETS))
+        else {
+            if key.starts_with("replayfleet_") {
+                out.push(format!(
+                    "facet {key} does not point to openlineage-facets.schema.json"
+                ));
+            }
+            continue;
+        };
+        let mut one = schema.clone();
+        one["$ref"] = Value::from(format!("#/$defs/{def}"));
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&one)
+            .unwrap_or_else(|e| panic!("{def}: {e}"));
+        out.extend(
+            errors(&validator, facet)
+                .into_iter()
+                .map(|e| format!("facet {key} ({def}): {e}")),
+        );
+    }
+    out
+}
+
+/// Every (key, facet) under a `facets`, `inputFacets` or `outputFacets` object.
+fn collect_facets<'a>(value: &'a Value, out: &mut Vec<(&'a str, &'a Value)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if matches!(k.as_str(), "facets" | "inputFacets" | "outputFacets")
+                    && let Value::Object(facets) = v
+                {
+                    out.extend(facets.iter().map(|(k, f)| (k.as_str(), f)));
+                }
+                collect_facets(v, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_facets(v, out)),
+        _ => {}
+    }
+}
+
 pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -103,6 +159,11 @@ pub(crate) fn validate_target(target: &Path) -> std::collections::BTreeMap<&'sta
         for e in errors(validator, &instance) {
             problems.push(format!("{relative} ({name}): {e}"));
         }
+        if name == "openlineage-2-0-2.schema.json" {
+            for e in custom_facet_errors(&instance) {
+                problems.push(format!("{relative}: {e}"));
+            }
+        }
         *counts.entry(name).or_default() += 1;
     }
     assert!(problems.is_empty(), "{problems:#?}");
@@ -111,9 +172,14 @@ pub(crate) fn validate_target(target: &Path) -> std::collections::BTreeMap<&'sta
 
 /// Runs `name` with an invariant every row violates (refused, exit 3); returns its run id.
 pub(crate) fn refused_run(f: &Fixture, name: &str) -> String {
+    refused_run_with(f, name, Settings::default())
+}
+
+/// [`refused_run`] with other settings besides.
+pub(crate) fn refused_run_with(f: &Fixture, name: &str, base: Settings) -> String {
     let settings = Settings {
         invariants: r#"["SELECT * FROM projection WHERE events > 0"]"#,
-        ..Settings::default()
+        ..base
     };
     let run = f.run(&f.config(name, &settings), "2");
     run.expect_code(3);
