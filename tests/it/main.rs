@@ -1,10 +1,13 @@
 //! The one integration-test binary: real processes, real servers.
 
 mod archive;
+mod audit;
 mod cli;
 mod deploy;
 mod faults;
 mod fleet;
+mod openlineage;
 mod queue;
 mod replay;
+mod schemas;
 mod support;

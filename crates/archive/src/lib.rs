@@ -32,7 +32,7 @@ pub use inventory::{
 };
 pub use location::Location;
 pub use read::{
-    SegmentBatches, decode_segment, decode_segment_batches, fetch_segment, read_segment,
-    read_segment_stream,
+    SegmentBatches, decode_row_group, decode_segment, decode_segment_batches, fetch_segment,
+    read_segment, read_segment_stream,
 };
 pub use segment::{SegmentRef, list_segments};

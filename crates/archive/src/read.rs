@@ -204,10 +204,42 @@ pub fn decode_segment_batches(
     bytes: Bytes,
     mapping: &ColumnMapping,
 ) -> Result<SegmentBatches> {
+    decode_batches(segment, bytes, mapping, None)
+}
+
+/// Like [`decode_segment_batches`], only the rows of row group `row_group` (numbered from
+/// 0, as in the footer); their row numbers in errors are still their rows in the file.
+pub fn decode_row_group(
+    segment: &str,
+    bytes: Bytes,
+    mapping: &ColumnMapping,
+    row_group: usize,
+) -> Result<SegmentBatches> {
+    decode_batches(segment, bytes, mapping, Some(row_group))
+}
+
+fn decode_batches(
+    segment: &str,
+    bytes: Bytes,
+    mapping: &ColumnMapping,
+    row_group: Option<usize>,
+) -> Result<SegmentBatches> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let bad = |e: ParquetError| Error::from_parquet(segment, segment, e);
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(bad)?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(bad)?;
     let plan = Plan::new(segment, builder.schema(), mapping, &ENVELOPE_COLUMNS)?;
+    let mut next_row = 0;
+    if let Some(group) = row_group {
+        let groups = builder.metadata().row_groups();
+        if group >= groups.len() {
+            return Err(bad(ParquetError::General(format!(
+                "row group {group} does not exist ({} row groups)",
+                groups.len()
+            ))));
+        }
+        next_row = groups[..group].iter().map(|g| g.num_rows() as u64).sum();
+        builder = builder.with_row_groups(vec![group]);
+    }
     let mask = ProjectionMask::roots(builder.parquet_schema(), plan.roots().iter().copied());
     let reader = builder
         .with_projection(mask)
@@ -218,7 +250,7 @@ pub fn decode_segment_batches(
         segment: segment.to_owned(),
         reader,
         plan,
-        next_row: 0,
+        next_row,
     })
 }
 

@@ -78,6 +78,18 @@ pub enum Command {
     // `--version N` names a projection version here, as in `explain` and `verify`.
     #[command(disable_version_flag = true)]
     Show(ShowArgs),
+    /// Re-check a committed version from the target and the archive alone: re-hash its
+    /// segments and input segments, and replay a sample of its shards from the plan's
+    /// snapshot into a scratch folder. Exit 3 names every mismatch.
+    #[command(disable_version_flag = true)]
+    Verify(VerifyArgs),
+    /// Delete run folders (and losing attempts of committed runs) that no commit
+    /// references and that are older than --older-than; never a file a commit names.
+    Gc(GcArgs),
+    /// One row of a projection version and every event behind it: event id, seq,
+    /// segment, type, input version, each upcaster applied, payload before and after.
+    #[command(disable_version_flag = true)]
+    Explain(ExplainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +218,64 @@ pub struct ShowArgs {
     /// Print JSON rows instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The projection's home: a URL or a path.
+    #[arg(long, env = "REPLAYFLEET_TARGET")]
+    pub target: String,
+    /// The version (default: the current one).
+    #[arg(long)]
+    pub version: Option<u64>,
+    /// Share of the shards to replay again, 0 to 1 (at least one shard when above 0).
+    #[arg(long, default_value_t = 0.1, value_parser = parse_fraction)]
+    pub sample: f64,
+    /// Seed of the sample (default: the version): the same seed re-runs the same shards.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The projection's home: a URL or a path.
+    #[arg(long, env = "REPLAYFLEET_TARGET")]
+    pub target: String,
+    /// Only folders whose newest file is older than this (`7d`, `12h`, `0s`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub older_than: std::time::Duration,
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The projection's home: a URL or a path.
+    #[arg(long, env = "REPLAYFLEET_TARGET")]
+    pub target: String,
+    /// A key column and its value, `COL=VALUE`; repeat for a composite key.
+    #[arg(long = "key", value_name = "COL=VALUE", required = true, value_parser = parse_key_value)]
+    pub key: Vec<(String, String)>,
+    /// The version (default: the current one).
+    #[arg(long)]
+    pub version: Option<u64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=1.0).contains(f))
+        .ok_or_else(|| format!("`{s}` is not a fraction between 0 and 1"))
 }
 
 #[derive(Debug, Args)]

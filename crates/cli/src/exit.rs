@@ -66,6 +66,9 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
                 FAILURE
             };
         }
+        if let Some(e) = cause.downcast_ref::<replayfleet_audit::Error>() {
+            return if e.is_input() { USAGE } else { FAILURE };
+        }
         if let Some(e) = cause.downcast_ref::<replayfleet_finalizer::Error>() {
             return if e.is_refusal() {
                 REFUSED

@@ -59,6 +59,8 @@ pub struct Config {
     pub fleet: FleetConfig,
     /// OpenLineage HTTP endpoint.
     pub lineage_url: Option<String>,
+    /// OpenLineage namespace of the run's jobs (`lineage.namespace`, default `replayfleet`).
+    pub lineage_namespace: String,
     /// Memory per worker in bytes.
     pub memory_limit_bytes: u64,
     /// The folder relative paths were resolved against (the config file's).
@@ -605,6 +607,14 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
         return Err(invalid("limits.memory", "must be at least 64MiB".into()));
     }
 
+    let lineage_namespace = raw
+        .lineage
+        .namespace
+        .unwrap_or_else(|| "replayfleet".to_owned());
+    if lineage_namespace.trim().is_empty() {
+        return Err(invalid("lineage.namespace", "must not be empty".into()));
+    }
+
     let opt_path = |p: &Option<String>| p.as_deref().map(|p| resolve(&base_dir, p));
     Ok(Config {
         name,
@@ -648,6 +658,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
             max_attempts,
         },
         lineage_url: raw.lineage.url,
+        lineage_namespace,
         memory_limit_bytes,
         base_dir,
     })

@@ -196,6 +196,8 @@ pub(crate) struct RawFleet {
 pub(crate) struct RawLineage {
     /// An OpenLineage HTTP endpoint.
     pub url: Option<String>,
+    /// The OpenLineage namespace of the run's jobs (default `replayfleet`).
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -38,6 +38,7 @@ fn minimal_file_gets_the_spec_defaults() {
     assert_eq!(c.shard_target_events, 5_000_000);
     assert_eq!(c.fleet.lease_ttl.as_secs(), 30);
     assert_eq!(c.fleet.max_attempts, 3);
+    assert_eq!(c.lineage_namespace, "replayfleet");
     assert_eq!(c.memory_limit_bytes, 2 << 30);
     assert_eq!(c.checks.max_quarantined_ratio, 0.0);
     assert_eq!(c.checks.max_changed_ratio, 1.0);
@@ -151,6 +152,7 @@ fn values_out_of_range_name_their_key() {
             "[pacing]\nevents_per_second = -1",
             "pacing.events_per_second",
         ),
+        ("[lineage]\nnamespace = \" \"", "lineage.namespace"),
     ] {
         let err = parse(&format!("{MINIMAL}\n{extra}\n"))
             .unwrap_err()

@@ -242,9 +242,10 @@ impl Upcaster {
         }
     }
 
-    /// Upcasts JSON values from one version to another (validated against `to`'s schema).
-    /// Used by the test matrix to check examples at their own version.
-    pub(crate) fn upcast_values(
+    /// Upcasts JSON values from one version to another (validated against `to`'s schema);
+    /// `None` when either version is not declared. Used by the test matrix to check
+    /// examples at their own version, and by `explain` to show each step of a chain.
+    pub fn upcast_values(
         &self,
         event_type: &str,
         from: i32,

@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Instant};
 
 use chrono::Utc;
 use replayfleet_archive::Location;
+use replayfleet_audit::Emitter;
 use replayfleet_config::Config;
 use replayfleet_finalizer::{FinalizeOptions, Finalized, finalize};
 use replayfleet_queue::{
@@ -14,7 +15,7 @@ use replayfleet_queue::{
 use replayfleet_replay::{Created, Plan, Target, to_json_bytes};
 use replayfleet_worker::{RunContext, Runs, Worker};
 
-use crate::{Error, Estimate, Result, new_run_id, plan_run};
+use crate::{Error, Estimate, Result, new_run_id, openlineage, plan_run};
 
 /// Progress of a run, as the watcher sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -185,6 +186,9 @@ pub async fn coordinate(
         }
     }
 
+    let lineage = Emitter::new(Arc::clone(&plan), target.clone(), &config.lineage_namespace);
+    lineage.run_started().await;
+
     let runs = Runs::default();
     runs.register(RunContext::new(
         Arc::clone(&plan),
@@ -210,9 +214,10 @@ pub async fn coordinate(
     for task in tasks {
         let _ = task.await;
     }
-    if watched.is_err() {
+    if let Err(e) = &watched {
         // Halted: no lease of the run may be claimed again.
         let _ = fleet.queue.remove_run(&run_id).await;
+        openlineage::ended(&lineage, &**store, &run_id, Err(e)).await;
     }
     watched?;
 
@@ -226,7 +231,10 @@ pub async fn coordinate(
         },
         Some(&**store),
     )
-    .await?;
+    .await
+    .map_err(Error::from);
+    openlineage::ended(&lineage, &**store, &run_id, finalized.as_ref()).await;
+    let finalized = finalized?;
     if let Ok(Some(state)) = store.run(&run_id).await {
         record_phase(&run_id, state.value.phase);
     }

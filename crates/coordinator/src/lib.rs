@@ -9,6 +9,7 @@
 mod controls;
 mod embedded;
 mod error;
+mod openlineage;
 mod planning;
 
 pub use controls::{ShardCounts, Status, halt, pause, resume, status};

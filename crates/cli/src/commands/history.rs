@@ -14,7 +14,7 @@ use crate::{
     output::{Table, print_json, thousands},
 };
 
-fn target(url: &str) -> anyhow::Result<Target> {
+pub(crate) fn target(url: &str) -> anyhow::Result<Target> {
     Ok(Target::new(Location::parse(
         url,
         None,

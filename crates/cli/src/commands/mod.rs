@@ -2,6 +2,7 @@
 
 use crate::cli::{BenchCommand, Command, ContractsCommand};
 
+mod audit;
 mod bench;
 mod bench_fleet;
 mod contracts;
@@ -35,5 +36,8 @@ pub async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Pause(args) => fleet::pause(args).await,
         Command::Resume(args) => fleet::resume(args).await,
         Command::Status(args) => fleet::status(args).await,
+        Command::Verify(args) => audit::verify(args).await,
+        Command::Gc(args) => audit::gc(args).await,
+        Command::Explain(args) => audit::explain(args).await,
     }
 }
