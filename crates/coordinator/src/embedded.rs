@@ -286,6 +286,11 @@ pub async fn publish_leases(
     Ok(published)
 }
 
+/// How often the coordinator looks at the shards' states: each look lists every shard
+/// key of the run in the store, work for the server and the coordinator that would
+/// otherwise compete with the replay for the same cores.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// How long the coordinator keeps trying while the run-state store is unreachable (a
 /// NATS restart or failover) before it gives up with exit 1; the run itself is not
 /// harmed, and a restarted coordinator resumes it.
@@ -388,7 +393,7 @@ async fn watch(
         if last.shards_done == total {
             return Ok(());
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(WATCH_EVERY).await;
     }
 }
 
