@@ -13,7 +13,10 @@ use std::{
 use replayfleet_testkit::NatsServer;
 
 use crate::{
-    fleet::{WorkerProcess, fleet_settings, free_port, metric, start_coordinator, status},
+    fleet::{
+        WorkerProcess, embedded_fingerprint, fleet_settings, free_port, metric, start_coordinator,
+        status,
+    },
     replay::{Fixture, Settings},
     support::{bin, replayfleet},
 };
@@ -83,22 +86,7 @@ fn wait_running(f: &Fixture, target: &str, nats: &NatsServer, run: &str) {
 
 /// The embedded run's fingerprint and, per shard, its output files' SHA-256.
 fn embedded_reference(f: &Fixture) -> (String, BTreeMap<String, Vec<String>>) {
-    let out = f.run(
-        &f.config(
-            "embedded",
-            &Settings {
-                target: "embedded",
-                target_events: 800,
-                ..Settings::default()
-            },
-        ),
-        "2",
-    );
-    out.expect_code(0);
-    let fingerprint = out.json()["report"]["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let fingerprint = embedded_fingerprint(f, "embedded", 800);
     let run = f.history("embedded")[0]["run_id"]
         .as_str()
         .unwrap()

@@ -33,6 +33,30 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// The fingerprint an embedded run (2 workers) of the fixture commits into `target`.
+pub(crate) fn embedded_fingerprint(
+    f: &Fixture,
+    target: &'static str,
+    target_events: u64,
+) -> String {
+    let embedded = f.run(
+        &f.config(
+            target,
+            &Settings {
+                target,
+                target_events,
+                ..Settings::default()
+            },
+        ),
+        "2",
+    );
+    embedded.expect_code(0);
+    embedded.json()["report"]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 pub(crate) fn fleet_settings(nats: &NatsServer, target: &'static str) -> Settings {
     Settings {
         target,
@@ -49,21 +73,7 @@ pub(crate) fn fleet_settings(nats: &NatsServer, target: &'static str) -> Setting
 fn a_coordinator_and_two_workers_commit_the_embedded_fingerprint() {
     let nats = NatsServer::start();
     let f = Fixture::new(4_000, 6, 47, &["--all-edge-cases"]);
-    let embedded = f.run(
-        &f.config(
-            "embedded",
-            &Settings {
-                target: "embedded",
-                ..Settings::default()
-            },
-        ),
-        "2",
-    );
-    embedded.expect_code(0);
-    let expected = embedded.json()["report"]["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let expected = embedded_fingerprint(&f, "embedded", Settings::default().target_events);
 
     let _workers = [
         WorkerProcess::start(&nats.url()),
@@ -331,21 +341,7 @@ fn the_fleet_on_s3_commits_the_embedded_fingerprint_of_a_local_copy() {
     let nats = NatsServer::start();
     // the same archive on a local folder (for the embedded run) and on S3 (for the fleet)
     let f = Fixture::new(3_000, 4, 71, &["--all-edge-cases"]);
-    let embedded = f.run(
-        &f.config(
-            "local",
-            &Settings {
-                target: "local",
-                ..Settings::default()
-            },
-        ),
-        "2",
-    );
-    embedded.expect_code(0);
-    let expected = embedded.json()["report"]["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let expected = embedded_fingerprint(&f, "local", Settings::default().target_events);
     let source = format!("s3://{bucket}/archive/events");
     crate::support::replayfleet_env(
         &[
