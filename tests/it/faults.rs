@@ -32,18 +32,6 @@ fn paced(nats: &NatsServer, target: &'static str, per_second: u64) -> Settings {
     settings
 }
 
-fn worker(nats: &str, extra: &[&str]) -> WorkerProcess {
-    let child = Command::new(bin())
-        .args(["worker", "--nats", nats, "--lease-ttl", "2s"])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn a worker");
-    WorkerProcess(child)
-}
-
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -156,13 +144,13 @@ fn a_worker_killed_mid_shard_loses_nothing_and_the_run_commits_once() {
 
     let config = f.config("kill", &paced(&nats, "kill", 500));
     let (coordinator, run) = start_coordinator(&f, &config, "kill");
-    let mut doomed = worker(&nats.url(), &[]);
+    let mut doomed = WorkerProcess::start(&nats.url());
     wait_running(&f, "kill", &nats, &run);
     doomed.0.kill().unwrap(); // SIGKILL: no chance to give the lease back
     doomed.0.wait().unwrap();
 
     let port = free_port();
-    let _survivor = worker(
+    let _survivor = WorkerProcess::start_with(
         &nats.url(),
         &["--metrics-addr", &format!("127.0.0.1:{port}")],
     );
@@ -190,12 +178,12 @@ fn a_frozen_worker_that_wakes_after_its_ttl_changes_no_committed_file() {
     let f = Fixture::new(3_000, 4, 79, &[]);
     let config = f.config("zombie", &paced(&nats, "zombie", 500));
     let (coordinator, run) = start_coordinator(&f, &config, "zombie");
-    let mut zombie = worker(&nats.url(), &[]);
+    let mut zombie = WorkerProcess::start(&nats.url());
     wait_running(&f, "zombie", &nats, &run);
     let pid = zombie.0.id();
     signal(pid, "-STOP");
 
-    let _survivor = worker(&nats.url(), &[]);
+    let _survivor = WorkerProcess::start(&nats.url());
     succeeds(coordinator);
     let target = f.path("zombie");
     let committed = files(&target);
@@ -231,7 +219,7 @@ fn a_nats_restart_mid_run_does_not_stop_the_run() {
     let config = f.config("restart", &paced(&nats, "restart", 800));
     let (coordinator, run) = start_coordinator(&f, &config, "restart");
     let url = nats.url();
-    let _workers = [worker(&url, &[]), worker(&url, &[])];
+    let _workers = [WorkerProcess::start(&url), WorkerProcess::start(&url)];
     wait_for(Duration::from_secs(30), "a first shard done", || {
         (status(&f, "restart", &nats, &run)["shards"]["done"].as_u64() >= Some(1)).then_some(())
     });
@@ -291,7 +279,7 @@ fn sigterm_drains_a_worker_that_releases_its_lease_when_the_drain_runs_out() {
     let f = Fixture::new(3_000, 4, 97, &[]);
     let config = f.config("term", &paced(&nats, "term", 300));
     let port = free_port();
-    let mut draining = worker(
+    let mut draining = WorkerProcess::start_with(
         &nats.url(),
         &[
             "--drain-timeout",
@@ -321,7 +309,7 @@ fn sigterm_drains_a_worker_that_releases_its_lease_when_the_drain_runs_out() {
     let took = started.elapsed();
 
     // its shard was released (not counted as an attempt) and another worker finishes
-    let _next = worker(&nats.url(), &[]);
+    let _next = WorkerProcess::start(&nats.url());
     succeeds(coordinator);
     assert_eq!(f.history("term").len(), 1);
     assert_eq!(status(&f, "term", &nats, &run)["failures"], 0);
@@ -487,7 +475,7 @@ authorization {{
         p("client.pem"),
         p("client-key.pem"),
     );
-    let _worker = worker(
+    let _worker = WorkerProcess::start_with(
         &nats.url(),
         &[
             "--nats-nkey",

@@ -15,8 +15,14 @@ pub(crate) struct WorkerProcess(pub(crate) Child);
 
 impl WorkerProcess {
     pub(crate) fn start(nats: &str) -> Self {
+        Self::start_with(nats, &[])
+    }
+
+    /// A worker with more flags after `--nats URL --lease-ttl 2s`.
+    pub(crate) fn start_with(nats: &str, extra: &[&str]) -> Self {
         let child = Command::new(bin())
             .args(["worker", "--nats", nats, "--lease-ttl", "2s"])
+            .args(extra)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

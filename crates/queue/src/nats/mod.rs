@@ -92,6 +92,36 @@ pub(crate) fn unavailable(what: impl Display, err: impl Display) -> Error {
 }
 
 /// Milliseconds since the Unix epoch, for lease expiry kept in a bucket.
+/// Creates the KV bucket `name` (or updates it to these settings): file storage, one
+/// value per key.
+pub(crate) async fn open_bucket(
+    jetstream: &async_nats::jetstream::Context,
+    name: &str,
+    description: &str,
+    replicas: usize,
+) -> Result<kv::Store> {
+    use async_nats::jetstream::context::CreateKeyValueErrorKind;
+    jetstream
+        .create_or_update_key_value(kv::Config {
+            bucket: name.to_owned(),
+            description: description.to_owned(),
+            history: 1,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| match e.kind() {
+            CreateKeyValueErrorKind::TimedOut | CreateKeyValueErrorKind::JetStream => {
+                unavailable(format!("set up bucket {name}"), e)
+            }
+            _ => Error::Invalid {
+                key: format!("bucket {name}"),
+                message: e.to_string(),
+            },
+        })
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -13,7 +13,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    decode_json, decode_token, encode_json, encode_token, list_under, now_ms, unavailable,
+    decode_json, decode_token, encode_json, encode_token, list_under, now_ms, open_bucket,
+    unavailable,
 };
 use crate::{Error, Lease, LeaseQueue, Result};
 
@@ -223,26 +224,13 @@ impl NatsQueue {
                     message: e.to_string(),
                 },
             })?;
-        let state = jetstream
-            .create_or_update_key_value(kv::Config {
-                bucket: options.state_bucket.clone(),
-                description: "replayfleet lease holders and paused runs".to_owned(),
-                history: 1,
-                storage: stream::StorageType::File,
-                num_replicas: options.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| match e.kind() {
-                jetstream::context::CreateKeyValueErrorKind::TimedOut
-                | jetstream::context::CreateKeyValueErrorKind::JetStream => {
-                    unavailable(format!("set up bucket {}", options.state_bucket), e)
-                }
-                _ => Error::Invalid {
-                    key: format!("bucket {}", options.state_bucket),
-                    message: e.to_string(),
-                },
-            })?;
+        let state = open_bucket(
+            &jetstream,
+            &options.state_bucket,
+            "replayfleet lease holders and paused runs",
+            options.replicas,
+        )
+        .await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,

@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
-use async_nats::jetstream::{self, stream};
 use serde::{Deserialize, Serialize};
 
-use super::{decode_json, decode_token, encode_json, encode_token, list_under, unavailable};
+use super::{
+    decode_json, decode_token, encode_json, encode_token, list_under, open_bucket, unavailable,
+};
 use crate::store::{now_us, pace_slot};
 use crate::{Error, Result, RunState, RunStore, ShardState, Versioned};
 
@@ -66,27 +68,13 @@ impl NatsStore {
     /// [`Error::Unavailable`] if the server cannot be reached, [`Error::Invalid`]
     /// if it refuses the bucket.
     pub async fn connect(client: async_nats::Client, options: NatsStoreOptions) -> Result<Self> {
-        let kv = jetstream::new(client)
-            .create_or_update_key_value(kv::Config {
-                bucket: options.bucket.clone(),
-                description: "replayfleet run states, unfinished runs by name, shard states"
-                    .to_owned(),
-                history: 1,
-                storage: stream::StorageType::File,
-                num_replicas: options.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| match e.kind() {
-                jetstream::context::CreateKeyValueErrorKind::TimedOut
-                | jetstream::context::CreateKeyValueErrorKind::JetStream => {
-                    unavailable(format!("set up bucket {}", options.bucket), e)
-                }
-                _ => Error::Invalid {
-                    key: format!("bucket {}", options.bucket),
-                    message: e.to_string(),
-                },
-            })?;
+        let kv = open_bucket(
+            &jetstream::new(client),
+            &options.bucket,
+            "replayfleet run states, unfinished runs by name, shard states",
+            options.replicas,
+        )
+        .await?;
         Ok(Self { kv })
     }
 
