@@ -54,7 +54,7 @@ CRD_SCHEMAS = {
 # Every key backfill.toml takes (crates/config/src/raw.rs), as dotted paths of tables.
 CONFIG_KEYS = {
     "run": {"name"},
-    "source": {"url", "columns", "options", "contiguous_seq"},
+    "source": {"url", "columns", "options", "contiguous_seq", "key_pattern", "segments"},
     "contracts": {"dir"},
     "projection": {"name", "key", "sql", "sql_file"},
     "target": {"url", "options"},
@@ -314,8 +314,13 @@ def parse_config(text: str) -> dict:
         check(known is not None, f"backfill.toml has an unknown table [{prefix}]")
         for k, v in table.items():
             path = f"{prefix}.{k}"
-            if prefix in ("source", "target") and k in ("options", "columns"):
+            if prefix in ("source", "target") and k == "options":
                 check(isinstance(v, dict) and all(isinstance(x, str) for x in v.values()), f"{path} must be a table of strings")
+                continue
+            if prefix == "source" and k == "columns":
+                # An entry is a column name or an inline table naming its origin (docs/SOURCES.md).
+                check(isinstance(v, dict) and all(isinstance(x, (str, dict)) for x in v.values()),
+                      f"{path} must be a table of column names and entry tables")
                 continue
             check(k in known, f"backfill.toml has an unknown key {path}")
             if isinstance(v, dict):
@@ -697,7 +702,15 @@ FULL_CONFIG = {
         "run": {"name": "full.config-1"},
         "source": {"url": "s3://archive/events", "contiguous_seq": True,
                    "options": {"region": "eu-west-1", "endpoint": "http://minio.minio.svc:9000", "allow_http": True},
-                   "columns": {"event_id": "id", "seq": "offset"}},
+                   "key_pattern": "{topic}/partition={partition:int}/*+*+{start_offset:int}.{codec}.parquet",
+                   "segments": "*.parquet",
+                   "columns": {"event_id": {"template": "{topic}-{partition}-{seq}"}, "seq": "offset",
+                               "partition": {"key": "partition"},
+                               "event_type": {"footer": "parquet.avro.schema", "pointer": "/name",
+                                              "map": {"com.acme.Deposited": "Deposited"}},
+                               "schema_version": {"footer": "parquet.avro.schema", "pointer": "/connect.version"},
+                               "occurred_at": {"column": "ts", "unit": "ms"},
+                               "payload": {"remaining": True, "exclude": ["kafka_partition"]}}},
         "target": {"url": "gs://projections/balances", "options": {}},
         "projection": {"name": "balances", "key": ["account_id", "currency"],
                        "sql": "SELECT stream_id AS account_id, 'EUR' AS currency, count(*) AS n\nFROM events\nGROUP BY stream_id\n"},

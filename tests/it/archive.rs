@@ -18,7 +18,7 @@ use parquet::{arrow::ArrowWriter, file::properties::WriterProperties};
 use replayfleet_archive::{
     Error, Location, StatsSource, envelope_schema, inventory, list_segments, read_segment,
 };
-use replayfleet_config::ColumnMapping;
+use replayfleet_config::{ColumnMapping, SourceMapping};
 use replayfleet_testkit::S3Server;
 
 /// Runs every case, each on a fresh, empty location from `fresh`.
@@ -119,7 +119,7 @@ async fn inventories_from_footers(location: Location) -> Result<()> {
     put(&location, "partition=0/a.parquet", segment_bytes(0, 0, 5)).await?;
     put(&location, "partition=0/b.parquet", segment_bytes(0, 5, 5)).await?;
     let segments = list_segments(&location).await?;
-    let inv = inventory(&location, &ColumnMapping::default()).await?;
+    let inv = inventory(&location, &SourceMapping::canonical()).await?;
 
     let rows: Vec<_> = inv
         .segments
@@ -179,7 +179,7 @@ async fn inventories_from_footers(location: Location) -> Result<()> {
 async fn reads_segments_as_the_envelope(location: Location) -> Result<()> {
     put(&location, "partition=3/a.parquet", segment_bytes(3, 40, 4)).await?;
     let segments = list_segments(&location).await?;
-    let batches = read_segment(&location, &segments[0], &ColumnMapping::default()).await?;
+    let batches = read_segment(&location, &segments[0], &SourceMapping::canonical()).await?;
     let batch = concat_batches(&envelope_schema(), &batches)?;
     ensure!(batch.num_rows() == 4, "rows {}", batch.num_rows());
     let seq = batch
@@ -216,10 +216,10 @@ async fn reads_segments_as_the_envelope(location: Location) -> Result<()> {
 
 async fn names_a_missing_column(location: Location) -> Result<()> {
     put(&location, "a.parquet", segment_bytes(0, 0, 2)).await?;
-    let mapping = ColumnMapping {
+    let mapping = SourceMapping::with_columns(ColumnMapping {
         seq: "offset".into(),
         ..ColumnMapping::default()
-    };
+    });
     let err = inventory(&location, &mapping)
         .await
         .expect_err("inventory must fail");
@@ -244,7 +244,7 @@ async fn refuses_a_non_parquet_segment(location: Location) -> Result<()> {
         Bytes::from_static(b"definitely not a parquet file"),
     )
     .await?;
-    let err = inventory(&location, &ColumnMapping::default())
+    let err = inventory(&location, &SourceMapping::canonical())
         .await
         .expect_err("inventory must fail");
     ensure!(

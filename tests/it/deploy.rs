@@ -154,6 +154,29 @@ fn deploy_chart_renders_every_config_key_the_loader_accepts() {
         config.source.options.get("allow_http").map(String::as_str),
         Some("true")
     );
+    // Mapping tables (docs/SOURCES.md) survive the chart's TOML rendering.
+    let mapping = &config.source.mapping;
+    assert_eq!(mapping.key_pattern.iter().count(), 1);
+    assert_eq!(mapping.segments.as_str(), "*.parquet");
+    assert_eq!(
+        mapping.columns.event_id.describe(),
+        "{ template = \"{topic}-{partition}-{seq}\" }"
+    );
+    assert_eq!(
+        mapping
+            .columns
+            .event_type
+            .map
+            .get("com.acme.Deposited")
+            .map(String::as_str),
+        Some("Deposited")
+    );
+    assert_eq!(
+        mapping.columns.occurred_at.unit,
+        Some(replayfleet_config::EpochUnit::Ms)
+    );
+    assert_eq!(mapping.columns.payload.exclude, ["kafka_partition"]);
+    assert_eq!(mapping.columns.seq.plain_column(), Some("offset"));
     assert_eq!(config.target.url, "gs://projections/balances");
     assert_eq!(config.projection.key, ["account_id", "currency"]);
     assert_eq!(config.shard_target_events, 1_000_000);

@@ -10,4 +10,5 @@ mod openlineage;
 mod queue;
 mod replay;
 mod schemas;
+mod sources;
 mod support;

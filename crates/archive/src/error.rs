@@ -81,6 +81,37 @@ pub enum Error {
         /// The target type.
         target: &'static str,
     },
+    /// A `[source.columns]` entry (or `source.key_pattern`) does not apply to a segment: its
+    /// path does not match the key pattern, a footer key is absent, a captured value is
+    /// not in the entry's map or not an integer...
+    #[error("segment `{segment}`: {entry}: {reason}")]
+    Mapping {
+        /// The segment path, relative to the archive location.
+        segment: String,
+        /// The entry as written, `source.columns.partition = { key = "partition" }`.
+        entry: String,
+        /// What does not apply.
+        reason: String,
+    },
+    /// A value cannot become its envelope column's type (text that is not an integer or a
+    /// timestamp, bytes that are not UTF-8).
+    #[error(
+        "segment `{segment}`: column `{column}` row {row}: value `{value}` {reason}, mapped to envelope `{envelope_column}`"
+    )]
+    BadValue {
+        /// The segment path, relative to the archive location.
+        segment: String,
+        /// The archive column or path.
+        column: String,
+        /// The envelope column it feeds.
+        envelope_column: &'static str,
+        /// Zero-based row number inside the segment.
+        row: u64,
+        /// The offending value, as text (truncated).
+        value: String,
+        /// Why it does not convert.
+        reason: String,
+    },
     /// A segment is not the object that was planned: its size or entity tag changed,
     /// or it is gone.
     #[error("segment `{segment}` changed since it was planned: {reason}")]
@@ -102,6 +133,8 @@ impl Error {
                 | Error::MissingColumn { .. }
                 | Error::WrongType { .. }
                 | Error::ValueOutOfRange { .. }
+                | Error::Mapping { .. }
+                | Error::BadValue { .. }
         )
     }
 
@@ -117,6 +150,8 @@ impl Error {
             | Error::MissingColumn { segment, .. }
             | Error::WrongType { segment, .. }
             | Error::ValueOutOfRange { segment, .. }
+            | Error::Mapping { segment, .. }
+            | Error::BadValue { segment, .. }
             | Error::Changed { segment, .. } => Some(segment),
             Error::InvalidLocation { .. } | Error::Storage { .. } => None,
         }

@@ -16,10 +16,12 @@ use arrow::{
 };
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use replayfleet_config::ColumnMapping;
+use replayfleet_config::SourceMapping;
 use serde::{Deserialize, Serialize};
 
-use crate::{Location, Result, SegmentRef, list_segments, read::OpenSegment};
+use crate::{
+    Location, Result, SegmentRef, envelope::Plan, list_segments_matching, read::OpenSegment,
+};
 
 /// How to take an inventory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +30,9 @@ pub struct InventoryOptions {
     pub event_types: bool,
     /// Segments whose footers are read at once.
     pub concurrency: usize,
+    /// Rows of a sample segment (the first holding that many) to show as the mapped
+    /// envelope (0: none).
+    pub sample_rows: usize,
 }
 
 impl Default for InventoryOptions {
@@ -35,12 +40,13 @@ impl Default for InventoryOptions {
         Self {
             event_types: true,
             concurrency: 16,
+            sample_rows: 0,
         }
     }
 }
 
 /// An archive's inventory: its segments, totals, partitions and event types.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inventory {
     /// The archive's URL.
     pub location: String,
@@ -54,6 +60,20 @@ pub struct Inventory {
     /// when not requested ([`InventoryOptions::event_types`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_types: Option<Vec<EventTypeCount>>,
+    /// The first rows of a sample segment as the mapping makes them, to check a mapping
+    /// before a run; `None` when not requested ([`InventoryOptions::sample_rows`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<Sample>,
+}
+
+/// The first rows of one segment, mapped onto the envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The segment, relative to the archive location.
+    pub segment: String,
+    /// One object per row: every envelope column with its value (`payload` and
+    /// `metadata` as the JSON they hold, text where they are not JSON).
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Sums over all segments of an archive.
@@ -159,7 +179,7 @@ impl Inventory {
 
 /// The inventory of the archive at `location` with the default options: footers of
 /// every segment, validated against `mapping`, plus the event-type counts.
-pub async fn inventory(location: &Location, mapping: &ColumnMapping) -> Result<Inventory> {
+pub async fn inventory(location: &Location, mapping: &SourceMapping) -> Result<Inventory> {
     inventory_with(location, mapping, InventoryOptions::default()).await
 }
 
@@ -170,10 +190,10 @@ pub async fn inventory(location: &Location, mapping: &ColumnMapping) -> Result<I
 /// a time; results are in path order.
 pub async fn inventory_with(
     location: &Location,
-    mapping: &ColumnMapping,
+    mapping: &SourceMapping,
     options: InventoryOptions,
 ) -> Result<Inventory> {
-    let listed = list_segments(location).await?;
+    let listed = list_segments_matching(location, &mapping.segments).await?;
     inventory_of(location, listed, mapping, options).await
 }
 
@@ -181,9 +201,10 @@ pub async fn inventory_with(
 pub async fn inventory_of(
     location: &Location,
     segments: Vec<SegmentRef>,
-    mapping: &ColumnMapping,
+    mapping: &SourceMapping,
     options: InventoryOptions,
 ) -> Result<Inventory> {
+    let sample_from = segments.clone();
     let per_segment: Vec<(SegmentInventory, BTreeMap<TypeKey, u64>)> =
         futures::stream::iter(segments)
             .map(|segment| inventory_segment(location, segment, mapping, options.event_types))
@@ -222,8 +243,19 @@ pub async fn inventory_of(
         }
         segments.push(segment);
     }
+    // The first segment that holds as many rows as asked for (else the fullest one).
+    let sample_segment = segments
+        .iter()
+        .position(|s| s.rows >= options.sample_rows as u64)
+        .or_else(|| (0..segments.len()).max_by_key(|&i| (segments[i].rows, std::cmp::Reverse(i))))
+        .filter(|&i| segments[i].rows > 0);
+    let sample = match (options.sample_rows, sample_segment) {
+        (0, _) | (_, None) => None,
+        (rows, Some(index)) => Some(sample(location, &sample_from[index], mapping, rows).await?),
+    };
     Ok(Inventory {
         location: location.url().to_string(),
+        sample,
         segments,
         totals,
         partitions: partitions.into_values().collect(),
@@ -245,18 +277,22 @@ type TypeKey = (Option<String>, Option<i32>);
 async fn inventory_segment(
     location: &Location,
     segment: SegmentRef,
-    mapping: &ColumnMapping,
+    mapping: &SourceMapping,
     event_types: bool,
 ) -> Result<(SegmentInventory, BTreeMap<TypeKey, u64>)> {
     let open = OpenSegment::open(location, &segment).await?;
-    // Validates every mapped column, whatever this inventory goes on to read.
-    open.plan(mapping, &[])?;
+    // Validates every entry of the mapping, whatever this inventory goes on to read, and
+    // tells which figures the segment's path or footer already gives.
+    let given = open.plan(
+        mapping,
+        &["partition", "seq", "event_type", "schema_version"],
+    )?;
     let metadata = std::sync::Arc::clone(open.builder.metadata());
     let rows = u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0);
     let mut figures = if rows == 0 {
         Some(Figures::default())
     } else {
-        footer_figures(&open, mapping, rows)
+        footer_figures(&open, &given, rows)
     };
     let stats = if figures.is_some() {
         StatsSource::Footer
@@ -268,10 +304,20 @@ async fn inventory_segment(
     if figures.is_none() {
         wanted.extend(["partition", "seq"]);
     }
-    if event_types && rows > 0 {
-        wanted.extend(["event_type", "schema_version"]);
-    }
     let mut types = BTreeMap::new();
+    if event_types && rows > 0 {
+        // A type and version fixed for the segment (a folder, a file name, the footer's
+        // record name) count without reading a row.
+        match (
+            given.constant_text("event_type"),
+            given.constant_int("schema_version"),
+        ) {
+            (Some(t), Some(v)) => {
+                types.insert((Some(t.to_owned()), i32::try_from(v).ok()), rows);
+            }
+            _ => wanted.extend(["event_type", "schema_version"]),
+        }
+    }
     if !wanted.is_empty() {
         let plan = open.plan(mapping, &wanted)?;
         let mut batches = open.stream(plan)?;
@@ -341,6 +387,69 @@ async fn inventory_segment(
     ))
 }
 
+/// The first `rows` rows of `segment`, mapped onto the envelope.
+pub async fn sample(
+    location: &Location,
+    segment: &SegmentRef,
+    mapping: &SourceMapping,
+    rows: usize,
+) -> Result<Sample> {
+    use arrow::{array::TimestampMicrosecondArray, datatypes::TimeUnit};
+    use serde_json::Value;
+
+    let open = OpenSegment::open(location, segment).await?;
+    let plan = open.plan(mapping, &replayfleet_config::ENVELOPE_COLUMNS)?;
+    let mut batches = open.stream_first(plan, rows)?;
+    let mut out = Vec::new();
+    while let Some(batch) = batches.try_next().await? {
+        for row in 0..batch.num_rows() {
+            let mut object = serde_json::Map::new();
+            for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+                let value = if column.is_null(row) {
+                    Value::Null
+                } else {
+                    match column.data_type() {
+                        DataType::Int32 => {
+                            Value::from(column.as_primitive::<Int32Type>().value(row))
+                        }
+                        DataType::Int64 => {
+                            Value::from(column.as_primitive::<Int64Type>().value(row))
+                        }
+                        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                            let micros = column
+                                .as_any()
+                                .downcast_ref::<TimestampMicrosecondArray>()
+                                .map(|a| a.value(row))
+                                .unwrap_or_default();
+                            chrono::DateTime::from_timestamp_micros(micros)
+                                .map(|t| {
+                                    Value::from(
+                                        t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                                    )
+                                })
+                                .unwrap_or(Value::from(micros))
+                        }
+                        _ => {
+                            let text = column.as_string::<i32>().value(row);
+                            if matches!(field.name().as_str(), "payload" | "metadata") {
+                                serde_json::from_str(text).unwrap_or_else(|_| Value::from(text))
+                            } else {
+                                Value::from(text)
+                            }
+                        }
+                    }
+                };
+                object.insert(field.name().clone(), value);
+            }
+            out.push(object);
+        }
+    }
+    Ok(Sample {
+        segment: segment.path.clone(),
+        rows: out,
+    })
+}
+
 #[derive(Debug, Default)]
 struct Figures {
     seq_min: Option<i64>,
@@ -349,11 +458,20 @@ struct Figures {
     null_partition_rows: u64,
 }
 
-/// The segment's figures from column statistics alone, when they answer exactly:
-/// statistics present in every non-empty row group, no nulls, one partition.
-fn footer_figures(open: &OpenSegment, mapping: &ColumnMapping, rows: u64) -> Option<Figures> {
-    let (seq_min, seq_max) = column_range(open, &mapping.seq)?;
-    let (p_min, p_max) = column_range(open, &mapping.partition)?;
+/// The segment's figures without reading data pages, when they are exact: a partition and
+/// seq fixed by the segment's path or footer (seq numbered by row from a start offset),
+/// or column statistics present in every non-empty row group, without nulls, of one
+/// partition.
+fn footer_figures(open: &OpenSegment, given: &Plan, rows: u64) -> Option<Figures> {
+    let (seq_min, seq_max) = match (given.row_number_base("seq"), given.constant_int("seq")) {
+        (Some(base), _) => (base, base.checked_add(i64::try_from(rows).ok()? - 1)?),
+        (None, Some(seq)) => (seq, seq),
+        (None, None) => column_range(open, given.plain_column("seq")?)?,
+    };
+    let (p_min, p_max) = match given.constant_int("partition") {
+        Some(p) => (p, p),
+        None => column_range(open, given.plain_column("partition")?)?,
+    };
     if p_min != p_max {
         return None;
     }
@@ -436,6 +554,7 @@ mod tests {
 
     use super::*;
     use crate::{Error, testing::*};
+    use replayfleet_config::ColumnMapping;
 
     fn partitions(inventory: &Inventory) -> Vec<(i32, u64, Option<i64>, Option<i64>)> {
         inventory
@@ -462,7 +581,7 @@ mod tests {
         )
         .await;
         put(&location, "_SUCCESS", Bytes::from_static(b"")).await;
-        let inventory = inventory(&location, &ColumnMapping::default())
+        let inventory = inventory(&location, &SourceMapping::default())
             .await
             .unwrap();
 
@@ -531,7 +650,7 @@ mod tests {
             event_types: false,
             ..InventoryOptions::default()
         };
-        let inventory = inventory_with(&location, &ColumnMapping::default(), options)
+        let inventory = inventory_with(&location, &SourceMapping::default(), options)
             .await
             .unwrap();
         let segment = &inventory.segments[0];
@@ -559,7 +678,7 @@ mod tests {
             Arc::new(Int64Array::from(vec![1, 1, 2])),
         );
         put(&location, "x.parquet", parquet(columns, 1024)).await;
-        let inventory = inventory(&location, &ColumnMapping::default())
+        let inventory = inventory(&location, &SourceMapping::default())
             .await
             .unwrap();
         let counts: Vec<_> = inventory
@@ -587,10 +706,10 @@ mod tests {
             parquet(envelope_columns(2, 0, 0), 1024),
         )
         .await;
-        let mapping = ColumnMapping {
+        let mapping = SourceMapping::with_columns(ColumnMapping {
             seq: "offset".into(),
             ..ColumnMapping::default()
-        };
+        });
         let err = inventory(&location, &mapping).await.unwrap_err();
         assert!(
             matches!(&err, Error::MissingColumn { segment, column, .. } if segment == "a.parquet" && column == "offset"),
@@ -603,7 +722,7 @@ mod tests {
             Bytes::from_static(b"PAR1 but not really"),
         )
         .await;
-        let err = inventory(&location, &ColumnMapping::default())
+        let err = inventory(&location, &SourceMapping::default())
             .await
             .unwrap_err();
         assert!(
@@ -614,7 +733,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_archive_has_an_empty_inventory() {
-        let inventory = inventory(&memory(), &ColumnMapping::default())
+        let inventory = inventory(&memory(), &SourceMapping::default())
             .await
             .unwrap();
         assert_eq!(inventory.totals, Totals::default());

@@ -14,6 +14,7 @@
 //! Errors say whether they are the user's ([`Error::is_input`], exit code 2) or worth
 //! retrying ([`Error::is_retryable`]).
 
+mod convert;
 mod envelope;
 mod error;
 mod inventory;
@@ -27,12 +28,12 @@ mod testing;
 pub use envelope::envelope_schema;
 pub use error::{Error, Result, is_transient};
 pub use inventory::{
-    EventTypeCount, Inventory, InventoryOptions, PartitionRange, PartitionSummary,
-    SegmentInventory, StatsSource, Totals, inventory, inventory_of, inventory_with,
+    EventTypeCount, Inventory, InventoryOptions, PartitionRange, PartitionSummary, Sample,
+    SegmentInventory, StatsSource, Totals, inventory, inventory_of, inventory_with, sample,
 };
 pub use location::Location;
 pub use read::{
     SegmentBatches, decode_row_group, decode_segment, decode_segment_batches, fetch_segment,
     read_segment, read_segment_stream,
 };
-pub use segment::{SegmentRef, list_segments};
+pub use segment::{SegmentRef, list_segments, list_segments_matching};

@@ -17,7 +17,7 @@ use parquet::{
     errors::ParquetError,
     file::metadata::{ParquetMetaData, ParquetMetaDataReader},
 };
-use replayfleet_config::{ColumnMapping, ENVELOPE_COLUMNS};
+use replayfleet_config::{ENVELOPE_COLUMNS, SourceMapping};
 
 use crate::{Error, Location, Result, SegmentRef, envelope::Plan};
 
@@ -99,9 +99,26 @@ impl OpenSegment {
         })
     }
 
-    /// Validates `mapping` against the footer and plans reading `wanted` envelope columns.
-    pub(crate) fn plan(&self, mapping: &ColumnMapping, wanted: &[&'static str]) -> Result<Plan> {
-        Plan::new(&self.segment, self.builder.schema(), mapping, wanted)
+    /// Validates `mapping` against the path and footer and plans reading `wanted`
+    /// envelope columns.
+    pub(crate) fn plan(&self, mapping: &SourceMapping, wanted: &[&'static str]) -> Result<Plan> {
+        Plan::new(
+            &self.segment,
+            self.builder.schema(),
+            footer_metadata(self.builder.metadata()),
+            mapping,
+            wanted,
+        )
+    }
+
+    /// Streams the planned columns of the first `rows` rows, converted onto the envelope.
+    pub(crate) fn stream_first(
+        mut self,
+        plan: Plan,
+        rows: usize,
+    ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        self.builder = self.builder.with_limit(rows);
+        self.stream(plan)
     }
 
     /// Streams the planned columns, converted onto the envelope.
@@ -130,13 +147,21 @@ impl OpenSegment {
     }
 }
 
+/// The footer's key-value metadata.
+fn footer_metadata(metadata: &ParquetMetaData) -> Option<&[parquet::file::metadata::KeyValue]> {
+    metadata
+        .file_metadata()
+        .key_value_metadata()
+        .map(Vec::as_slice)
+}
+
 /// Streams `segment` as batches of [`envelope_schema()`](crate::envelope_schema), reading
 /// only the columns `mapping` names. The footer is read and validated before this returns,
 /// so a missing column or a wrong type fails here, not mid-stream.
 pub async fn read_segment_stream(
     location: &Location,
     segment: &SegmentRef,
-    mapping: &ColumnMapping,
+    mapping: &SourceMapping,
 ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
     let open = OpenSegment::open(location, segment).await?;
     let plan = open.plan(mapping, &ENVELOPE_COLUMNS)?;
@@ -191,7 +216,7 @@ pub async fn fetch_segment(location: &Location, segment: &SegmentRef) -> Result<
 pub fn decode_segment(
     segment: &str,
     bytes: Bytes,
-    mapping: &ColumnMapping,
+    mapping: &SourceMapping,
 ) -> Result<Vec<RecordBatch>> {
     decode_segment_batches(segment, bytes, mapping)?.collect()
 }
@@ -202,7 +227,7 @@ pub fn decode_segment(
 pub fn decode_segment_batches(
     segment: &str,
     bytes: Bytes,
-    mapping: &ColumnMapping,
+    mapping: &SourceMapping,
 ) -> Result<SegmentBatches> {
     decode_batches(segment, bytes, mapping, None)
 }
@@ -212,7 +237,7 @@ pub fn decode_segment_batches(
 pub fn decode_row_group(
     segment: &str,
     bytes: Bytes,
-    mapping: &ColumnMapping,
+    mapping: &SourceMapping,
     row_group: usize,
 ) -> Result<SegmentBatches> {
     decode_batches(segment, bytes, mapping, Some(row_group))
@@ -221,13 +246,19 @@ pub fn decode_row_group(
 fn decode_batches(
     segment: &str,
     bytes: Bytes,
-    mapping: &ColumnMapping,
+    mapping: &SourceMapping,
     row_group: Option<usize>,
 ) -> Result<SegmentBatches> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let bad = |e: ParquetError| Error::from_parquet(segment, segment, e);
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(bad)?;
-    let plan = Plan::new(segment, builder.schema(), mapping, &ENVELOPE_COLUMNS)?;
+    let plan = Plan::new(
+        segment,
+        builder.schema(),
+        footer_metadata(builder.metadata()),
+        mapping,
+        &ENVELOPE_COLUMNS,
+    )?;
     let mut next_row = 0;
     if let Some(group) = row_group {
         let groups = builder.metadata().row_groups();
@@ -296,7 +327,7 @@ impl Iterator for SegmentBatches {
 pub async fn read_segment(
     location: &Location,
     segment: &SegmentRef,
-    mapping: &ColumnMapping,
+    mapping: &SourceMapping,
 ) -> Result<Vec<RecordBatch>> {
     read_segment_stream(location, segment, mapping)
         .await?
@@ -322,11 +353,13 @@ mod tests {
 
     use super::*;
     use crate::{envelope_schema, testing::*};
+    use replayfleet_config::ColumnMapping;
 
     async fn read_one(
         columns: Vec<(&str, ArrayRef)>,
         mapping: &ColumnMapping,
     ) -> Result<RecordBatch> {
+        let mapping = &SourceMapping::with_columns(mapping.clone());
         let location = memory();
         put(&location, "seg.parquet", parquet(columns, 1024)).await;
         let segment = segment(&location, "seg.parquet").await;
@@ -648,7 +681,7 @@ mod tests {
         let location = memory();
         put(&location, "spark.parquet", Bytes::from(out)).await;
         let segment = segment(&location, "spark.parquet").await;
-        let batches = read_segment(&location, &segment, &ColumnMapping::default())
+        let batches = read_segment(&location, &segment, &SourceMapping::default())
             .await
             .unwrap();
         let batch = concat_batches(&envelope_schema(), &batches).unwrap();
@@ -741,7 +774,7 @@ mod tests {
         )
         .await;
         let segment = segment(&location, "notes.parquet").await;
-        let err = read_segment(&location, &segment, &ColumnMapping::default())
+        let err = read_segment(&location, &segment, &SourceMapping::default())
             .await
             .unwrap_err();
         assert!(

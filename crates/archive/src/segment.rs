@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
+use replayfleet_config::SegmentGlob;
+
 use crate::{Error, Location, Result};
 
 /// One Parquet object of an archive, as listed.
@@ -27,6 +29,15 @@ pub struct SegmentRef {
 /// Hive folders (`partition=N/`) are listed like any other folder: the inventory reads
 /// partitions from the `partition` column, which is authoritative.
 pub async fn list_segments(location: &Location) -> Result<Vec<SegmentRef>> {
+    list_segments_matching(location, &SegmentGlob::default()).await
+}
+
+/// Every object below `location` that `segments` selects (`source.segments`), recursively,
+/// sorted by path; hidden components are skipped as in [`list_segments`].
+pub async fn list_segments_matching(
+    location: &Location,
+    segments: &SegmentGlob,
+) -> Result<Vec<SegmentRef>> {
     let prefix = location.prefix();
     let listing = location.store().list(if prefix.as_ref().is_empty() {
         None
@@ -44,7 +55,7 @@ pub async fn list_segments(location: &Location) -> Result<Vec<SegmentRef>> {
         .into_iter()
         .filter_map(|meta| {
             let path = location.relative(&meta.location)?;
-            is_segment(&path).then_some(SegmentRef {
+            is_segment(&path, segments).then_some(SegmentRef {
                 path,
                 size: meta.size,
                 etag: meta.e_tag,
@@ -56,8 +67,8 @@ pub async fn list_segments(location: &Location) -> Result<Vec<SegmentRef>> {
     Ok(segments)
 }
 
-fn is_segment(relative: &str) -> bool {
-    relative.ends_with(".parquet")
+fn is_segment(relative: &str, segments: &SegmentGlob) -> bool {
+    segments.is_match(relative)
         && relative
             .split('/')
             .all(|part| !part.is_empty() && !part.starts_with(['_', '.']))
@@ -86,12 +97,26 @@ mod tests {
 
     #[test]
     fn only_visible_parquet_objects_are_segments() {
-        assert!(is_segment("a.parquet"));
-        assert!(is_segment("partition=3/part-0.parquet"));
-        assert!(!is_segment("a.parquet.crc"));
-        assert!(!is_segment("_SUCCESS"));
-        assert!(!is_segment("_temporary/0/a.parquet"));
-        assert!(!is_segment(".a.parquet"));
-        assert!(!is_segment("notes.txt"));
+        let parquet = SegmentGlob::default();
+        let is = |p: &str| is_segment(p, &parquet);
+        assert!(is("a.parquet"));
+        assert!(is("partition=3/part-0.parquet"));
+        assert!(!is("a.parquet.crc"));
+        assert!(!is("_SUCCESS"));
+        assert!(!is("_temporary/0/a.parquet"));
+        assert!(!is(".a.parquet"));
+        assert!(!is("notes.txt"));
+    }
+
+    #[test]
+    fn a_segment_pattern_selects_objects_without_the_extension() {
+        // Firehose names its objects `<stream>-<version>-<date>-<uuid>`, no extension.
+        let firehose = SegmentGlob::parse("*/*/*/*/events-*").unwrap();
+        assert!(is_segment(
+            "2024/01/05/13/events-1-2024-01-05-13-00-00-abc",
+            &firehose
+        ));
+        assert!(!is_segment("2024/01/05/events-1", &firehose));
+        assert!(!is_segment("2024/01/05/13/_events-1", &firehose));
     }
 }

@@ -45,9 +45,23 @@ pub(crate) async fn segment(location: &Location, path: &str) -> SegmentRef {
 
 /// Parquet bytes of `columns`, `row_group_rows` rows per row group.
 pub(crate) fn parquet(columns: Vec<(&str, ArrayRef)>, row_group_rows: usize) -> Bytes {
+    parquet_with_footer(columns, row_group_rows, Vec::new())
+}
+
+/// Parquet bytes of `columns` with `footer` as the footer's key-value metadata.
+pub(crate) fn parquet_with_footer(
+    columns: Vec<(&str, ArrayRef)>,
+    row_group_rows: usize,
+    footer: Vec<(&str, &str)>,
+) -> Bytes {
     let batch = batch(columns);
+    let footer: Vec<parquet::file::metadata::KeyValue> = footer
+        .into_iter()
+        .map(|(k, v)| parquet::file::metadata::KeyValue::new(k.to_owned(), v.to_owned()))
+        .collect();
     let props = WriterProperties::builder()
         .set_max_row_group_row_count(Some(row_group_rows))
+        .set_key_value_metadata((!footer.is_empty()).then_some(footer))
         .build();
     let mut out = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();

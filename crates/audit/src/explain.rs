@@ -325,7 +325,15 @@ struct Found {
 }
 
 /// Whether a row group's statistics of `column` can hold any of `wanted`.
-fn stats_may_hold(group: &RowGroupMetaData, column: &str, wanted: &BTreeSet<String>) -> bool {
+fn stats_may_hold(
+    group: &RowGroupMetaData,
+    column: Option<&str>,
+    wanted: &BTreeSet<String>,
+) -> bool {
+    // Derived (a template, a path into a struct, ...): statistics cannot tell.
+    let Some(column) = column else {
+        return true;
+    };
     let Some(chunk) = group
         .columns()
         .iter()
@@ -354,7 +362,8 @@ async fn events_in(
     partitions: &BTreeSet<i32>,
     explanation: &mut Explanation,
 ) -> Result<Vec<Found>> {
-    let columns = &plan.source.columns;
+    let mapping = &plan.source.mapping;
+    let columns = &mapping.columns;
     let metadata = ArrowReaderMetadata::load(&bytes, Default::default()).map_err(|e| {
         replayfleet_archive::Error::BadSegment {
             segment: path.to_owned(),
@@ -363,8 +372,8 @@ async fn events_in(
     })?;
     let mut out = Vec::new();
     for (group, meta) in metadata.metadata().row_groups().iter().enumerate() {
-        if !stats_may_hold(meta, &columns.stream_id, wanted)
-            && !stats_may_hold(meta, &columns.event_id, wanted)
+        if !stats_may_hold(meta, columns.stream_id.plain_column(), wanted)
+            && !stats_may_hold(meta, columns.event_id.plain_column(), wanted)
         {
             explanation.row_groups_skipped += 1;
             continue;
@@ -375,7 +384,7 @@ async fn events_in(
             .map(|g| g.num_rows() as u64)
             .sum();
         let mut row_number = first_row;
-        for batch in decode_row_group(path, bytes.clone(), columns, group)? {
+        for batch in decode_row_group(path, bytes.clone(), mapping, group)? {
             let batch = batch?;
             for row in 0..batch.num_rows() {
                 let at = (path, segment_index, row_number);

@@ -356,13 +356,18 @@ pub struct InventoryArgs {
     /// The archive: a URL (file://, s3://, gs://, az://, memory://) or a path.
     #[arg(long, env = "REPLAYFLEET_SOURCE", required_unless_present = "config")]
     pub source: Option<String>,
-    /// Take the source URL, column mapping and options from this backfill.toml.
+    /// Take the source URL, its mapping (`[source.columns]`, `key_pattern`, `segments`)
+    /// and options from this backfill.toml.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// An object_store option for the source, `key=value` (repeatable); credentials
     /// come from `REPLAYFLEET_SOURCE_*` or the provider's environment.
     #[arg(long = "option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub options: Vec<(String, String)>,
+    /// Show the first N rows of a segment (the first holding N) as the mapping reads them (the
+    /// envelope), to check a `[source]` mapping before a run; 0 shows none.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub sample: usize,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,

@@ -10,15 +10,20 @@ mod anomaly;
 mod error;
 mod mapping;
 mod model;
+mod pattern;
 mod raw;
 
 pub use anomaly::{AnomalyKind, Policy};
 pub use error::{Error, Result};
-pub use mapping::{ColumnMapping, ENVELOPE_COLUMNS};
+pub use mapping::{
+    ColumnMapping, Constant, ENVELOPE_COLUMNS, Entry, EnvelopeKind, EpochUnit, Origin,
+    SourceMapping, TemplatePart, template_parts,
+};
 pub use model::{
     Checks, Config, ENV_PREFIX, FleetConfig, ProjectionConfig, SourceConfig, StoreConfig, Window,
     parse_bytes, store_options_from_env,
 };
+pub use pattern::{DEFAULT_SEGMENTS, KeyPattern, KeyPatterns, SegmentGlob};
 
 #[cfg(test)]
 mod tests;

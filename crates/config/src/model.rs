@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AnomalyKind, ColumnMapping, Error, Policy, Result,
+    AnomalyKind, Error, Policy, Result, SourceMapping,
     raw::{RawConfig, RawPartitionSpec},
 };
 
@@ -72,8 +72,10 @@ pub struct Config {
 pub struct SourceConfig {
     /// A URL, or an absolute path (relative paths are resolved at load).
     pub url: String,
-    /// Archive column per envelope column.
-    pub columns: ColumnMapping,
+    /// Which objects are segments, what their keys say, and where every envelope
+    /// column comes from.
+    #[serde(flatten)]
+    pub mapping: SourceMapping,
     /// object_store options, secrets from the environment included.
     #[serde(skip_serializing)]
     pub options: BTreeMap<String, String>,
@@ -396,14 +398,14 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
     if raw.target.url.trim().is_empty() {
         return Err(invalid("target.url", "must not be empty".into()));
     }
-    for (k, v) in raw.source.columns.pairs() {
-        if v.trim().is_empty() {
-            return Err(invalid(
-                &format!("source.columns.{k}"),
-                "must name a column".into(),
-            ));
-        }
-    }
+    let mapping = SourceMapping {
+        columns: raw.source.columns,
+        key_pattern: raw.source.key_pattern,
+        segments: raw.source.segments,
+    };
+    mapping
+        .validate()
+        .map_err(|(key, message)| invalid(&key, message))?;
 
     let projection_name = raw.projection.name.trim().to_owned();
     if projection_name.is_empty() {
@@ -620,7 +622,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
         name,
         source: SourceConfig {
             url: resolve_location(&base_dir, &raw.source.url),
-            columns: raw.source.columns,
+            mapping,
             options: merge(&raw.source.options, &env.source_options),
             contiguous_seq: raw.source.contiguous_seq,
         },

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::ColumnMapping;
+use crate::{ColumnMapping, KeyPatterns, SegmentGlob};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,9 +59,15 @@ pub(crate) struct RawRun {
 pub(crate) struct RawSource {
     /// The archive: a URL object_store parses, or a path relative to the config file.
     pub url: String,
-    /// Archive column per envelope column; defaults to the envelope's own names.
+    /// Where each envelope column comes from; defaults to the envelope's own names.
     #[serde(default)]
     pub columns: ColumnMapping,
+    /// What segment paths say: one pattern or a list, captures for `{ key = ... }` entries.
+    #[serde(default)]
+    pub key_pattern: KeyPatterns,
+    /// Which objects under the URL are segments (default `*.parquet`).
+    #[serde(default)]
+    pub segments: SegmentGlob,
     /// object_store options for the source (region, endpoint...); never secrets.
     #[serde(default)]
     pub options: BTreeMap<String, String>,

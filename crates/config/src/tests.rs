@@ -203,3 +203,53 @@ fn the_shipped_example_parses() {
     );
     assert_eq!(c.checks.invariants.len(), 1);
 }
+
+#[test]
+fn source_mappings_load_with_their_key_pattern_and_name_their_key() {
+    let with_source = |source: &str| {
+        MINIMAL.replace(
+            "url = \"data/events\"\n",
+            &format!("url = \"data/events\"\n{source}\n"),
+        )
+    };
+    let c = parse(&with_source(
+        "key_pattern = \"{topic}-{partition:int}-{start:int}.parquet\"\nsegments = \"*.parquet\"\n[source.columns]\npartition = { key = \"partition\" }\nseq = { key = \"start\", plus_row = true }\nevent_id = { template = \"{topic}-{partition}-{seq}\" }",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.source.mapping.captures("a/orders-3-10.parquet").unwrap(),
+        vec![
+            ("topic".to_owned(), "orders".to_owned()),
+            ("partition".to_owned(), "3".to_owned()),
+            ("start".to_owned(), "10".to_owned())
+        ]
+    );
+    assert!(c.source.mapping.columns.seq.plus_row);
+
+    let err = parse(&with_source(
+        "[source.columns]\npartition = { key = \"partition\" }",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("backfill.toml"), "{err}");
+    assert!(err.contains("source.columns.partition"), "{err}");
+    assert!(err.contains("key_pattern"), "{err}");
+
+    let err = parse(&with_source("key_pattern = \"{topic\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("key_pattern"), "{err}");
+    assert!(err.contains("never closed"), "{err}");
+
+    let err = parse(&with_source(
+        "[source.columns]\nseq = { key = \"a\", column = \"b\" }",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("seq"), "{err}");
+    assert!(err.contains("exactly one"), "{err}");
+
+    // A plain column still comes from the environment as a string.
+    let c = parse_env(MINIMAL, &[("REPLAYFLEET_SOURCE__COLUMNS__SEQ", "offset")]).unwrap();
+    assert_eq!(c.source.mapping.columns.seq.plain_column(), Some("offset"));
+}

@@ -56,6 +56,9 @@ pub fn new_run_id(name: &str) -> String {
     format!("{name}-{}", ulid::Ulid::new())
 }
 
+/// Rows of the first segment a plan shows as the mapped envelope.
+pub const SAMPLE_ROWS: usize = 3;
+
 /// Plans a run of `config` under `run_id`. Fails with exit-2 errors (config, catalog,
 /// SQL, mapping, coverage) before any work.
 pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
@@ -67,17 +70,20 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
     let target = Location::parse(&config.target.url, None, &config.target.options)?;
     let inventory = inventory_with(
         &source,
-        &config.source.columns,
+        &config.source.mapping,
         InventoryOptions {
             event_types: true,
+            // `plan` shows how the mapping reads the archive before anything runs.
+            sample_rows: SAMPLE_ROWS,
             ..InventoryOptions::default()
         },
     )
     .await?;
     if inventory.segments.is_empty() {
         return Err(Error::Plan(format!(
-            "source `{}` holds no Parquet segment",
-            config.source.url
+            "source `{}` holds no segment (source.segments = \"{}\")",
+            config.source.url,
+            config.source.mapping.segments.as_str()
         )));
     }
     if inventory.totals.null_partition_rows > 0 {
@@ -89,9 +95,9 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
             .map(|s| format!("`{}` ({} rows)", s.path, s.null_partition_rows))
             .collect();
         return Err(Error::Plan(format!(
-            "{} rows have a null `{}` (the partition column), so no shard can own them: {}",
+            "{} rows have a null partition (source.columns.partition = {}), so no shard can own them: {}",
             inventory.totals.null_partition_rows,
-            config.source.columns.partition,
+            config.source.mapping.columns.partition.describe(),
             named.join(", ")
         )));
     }
@@ -153,7 +159,7 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
         build: Build::current(),
         source: SourceSnapshot {
             url: source.url().to_string(),
-            columns: config.source.columns.clone(),
+            mapping: config.source.mapping.clone(),
             contiguous_seq: config.source.contiguous_seq,
         },
         target: target.url().to_string(),
@@ -307,6 +313,7 @@ mod tests {
                 })
                 .collect(),
             event_types: None,
+            sample: None,
         }
     }
 

@@ -264,7 +264,7 @@ fn raw_stream(
                 seq_min: None,
                 seq_max: None,
             };
-            let batches = decode_segment_batches(&segment.path, bytes, &plan.source.columns)
+            let batches = decode_segment_batches(&segment.path, bytes, &plan.source.mapping)
                 .map_err(|e| external(e.into()))?;
             Ok::<_, DataFusionError>(futures::stream::iter(SegmentRows {
                 batches,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use replayfleet_archive::{PartitionRange, SegmentRef};
-use replayfleet_config::{AnomalyKind, ColumnMapping, Policy, Window};
+use replayfleet_config::{AnomalyKind, Policy, SourceMapping, Window};
 use replayfleet_contracts::{Catalog, CatalogFile};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -88,8 +88,10 @@ pub struct Plan {
 pub struct SourceSnapshot {
     /// The archive's URL (credentials and store options come from each process's environment).
     pub url: String,
-    /// Archive column per envelope column.
-    pub columns: ColumnMapping,
+    /// Which objects are segments, what their keys say, where each envelope column
+    /// comes from (`columns`, `key_pattern`, `segments`).
+    #[serde(flatten)]
+    pub mapping: SourceMapping,
     /// Gap-free per-partition offsets promised.
     pub contiguous_seq: bool,
 }

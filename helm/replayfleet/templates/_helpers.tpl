@@ -284,6 +284,22 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
+{{/* A TOML inline value (a [source.columns] entry): a string, boolean, integer, list or
+table, tables inline with quoted keys (map keys such as record names may hold dots). */}}
+{{- define "replayfleet.tomlInline" -}}
+{{- if kindIs "map" . -}}
+{ {{- $first := true }}{{ range $k, $v := . }}{{ if not $first }},{{ end }}{{ $first = false }} {{ include "replayfleet.tomlString" $k }} = {{ include "replayfleet.tomlInline" $v }}{{ end }} }
+{{- else if kindIs "slice" . -}}
+[{{ range $i, $v := . }}{{ if $i }}, {{ end }}{{ include "replayfleet.tomlInline" $v }}{{ end }}]
+{{- else if kindIs "bool" . -}}
+{{ . }}
+{{- else if or (kindIs "float64" .) (kindIs "int" .) (kindIs "int64" .) -}}
+{{ int64 . }}
+{{- else -}}
+{{ include "replayfleet.tomlString" . }}
+{{- end -}}
+{{- end }}
+
 {{/* A TOML array of strings. */}}
 {{- define "replayfleet.tomlStrings" -}}
 [{{ range $i, $v := . }}{{ if $i }}, {{ end }}{{ include "replayfleet.tomlString" $v }}{{ end }}]
@@ -310,6 +326,12 @@ url = {{ include "replayfleet.tomlString" $b.source.url }}
 {{- if hasKey $b.source "contiguous_seq" }}
 contiguous_seq = {{ $b.source.contiguous_seq }}
 {{- end }}
+{{- with $b.source.key_pattern }}
+key_pattern = {{ include "replayfleet.tomlInline" . }}
+{{- end }}
+{{- with $b.source.segments }}
+segments = {{ include "replayfleet.tomlString" . }}
+{{- end }}
 {{- with $b.source.options }}
 
 [source.options]
@@ -321,7 +343,7 @@ contiguous_seq = {{ $b.source.contiguous_seq }}
 
 [source.columns]
 {{- range $k, $v := . }}
-{{ include "replayfleet.tomlString" $k }} = {{ include "replayfleet.tomlString" $v }}
+{{ include "replayfleet.tomlString" $k }} = {{ include "replayfleet.tomlInline" $v }}
 {{- end }}
 {{- end }}
 

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context;
 use replayfleet_archive::{Location, SegmentRef, decode_segment, fetch_segment, list_segments};
-use replayfleet_config::{ColumnMapping, Config};
+use replayfleet_config::{Config, SourceMapping};
 use replayfleet_coordinator::{EmbeddedOptions, run_embedded};
 use replayfleet_finalizer::Finalized;
 use replayfleet_generate::{EdgeCases, GenerateSpec, generate};
@@ -531,7 +531,7 @@ async fn decode_floor(
     let source = source.clone();
     let segments = segments.to_vec();
     tokio::task::spawn_blocking(move || {
-        let mapping = ColumnMapping::default();
+        let mapping = SourceMapping::canonical();
         let next = AtomicUsize::new(0);
         let started = Instant::now();
         let rows = std::thread::scope(|scope| {

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use replayfleet_archive::{Inventory, Location, inventory};
-use replayfleet_config::{ColumnMapping, Config};
+use replayfleet_archive::{Inventory, InventoryOptions, Location, Sample, inventory_with};
+use replayfleet_config::{Config, SourceMapping};
 
 use crate::{
     cli::InventoryArgs,
@@ -16,17 +16,21 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<u8> {
         Some(path) => {
             let config = Config::load(path)?;
             let url = args.source.clone().unwrap_or(config.source.url);
-            (url, config.source.columns, config.source.options)
+            (url, config.source.mapping, config.source.options)
         }
         None => (
             args.source.clone().unwrap_or_default(),
-            ColumnMapping::default(),
+            SourceMapping::canonical(),
             BTreeMap::new(),
         ),
     };
     options.extend(args.options.iter().cloned());
     let location = Location::parse(&url, None, &options)?;
-    let inv = inventory(&location, &mapping).await?;
+    let options = InventoryOptions {
+        sample_rows: args.sample,
+        ..InventoryOptions::default()
+    };
+    let inv = inventory_with(&location, &mapping, options).await?;
     if args.json {
         print_json(&inv)?;
     } else {
@@ -106,6 +110,10 @@ fn render(inv: &Inventory) -> String {
         opt(t.seq_max),
         human_bytes(t.bytes),
     ));
+    if let Some(sample) = &inv.sample {
+        out.push('\n');
+        out.push_str(&render_sample(sample));
+    }
     if t.null_partition_rows > 0 {
         out.push_str(&format!(
             "warning: {} rows have a null partition\n",
@@ -113,4 +121,36 @@ fn render(inv: &Inventory) -> String {
         ));
     }
     out
+}
+
+/// The sample rows as the mapping makes them: one table row per event, long values cut.
+pub fn render_sample(sample: &Sample) -> String {
+    let columns = replayfleet_config::ENVELOPE_COLUMNS;
+    let mut table = Table::new(&columns);
+    for row in &sample.rows {
+        table.row(
+            columns
+                .iter()
+                .map(|c| match row.get(*c) {
+                    None | Some(serde_json::Value::Null) => "(null)".to_owned(),
+                    Some(serde_json::Value::String(s)) => cut(s),
+                    Some(other) => cut(&other.to_string()),
+                })
+                .collect(),
+        );
+    }
+    format!(
+        "the first {} rows of `{}` as the envelope:\n{}",
+        sample.rows.len(),
+        sample.segment,
+        table.render()
+    )
+}
+
+fn cut(text: &str) -> String {
+    const MAX: usize = 60;
+    match text.char_indices().nth(MAX) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
 }

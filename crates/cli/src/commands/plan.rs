@@ -21,6 +21,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<u8> {
         print_json(&serde_json::json!({
             "plan": planned.plan,
             "estimate": planned.estimate,
+            "sample": planned.inventory.sample,
         }))?;
     } else {
         print!("{}", render(&planned));
@@ -71,6 +72,10 @@ pub fn render(planned: &Planned) -> String {
     }
     out.push_str(&types.render());
     out.push('\n');
+    if let Some(sample) = &planned.inventory.sample {
+        out.push_str(&super::inventory::render_sample(sample));
+        out.push('\n');
+    }
     let e = &planned.estimate;
     out.push_str(&format!(
         "{} shards, {} events, {} to read; about {}s with one worker{}\n",
