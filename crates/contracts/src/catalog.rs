@@ -606,15 +606,59 @@ fn typed_columns(contracts: &BTreeMap<String, EventContract>) -> Result<Vec<Type
         .collect())
 }
 
-/// Parses a payload's text into a JSON object, or says why it is not one.
-pub(crate) fn parse_object(text: &str) -> Result<Map<String, Value>, String> {
-    serde_json::from_str::<Map<String, Value>>(text).map_err(|e| {
-        if e.is_data() {
-            "payload is not a JSON object".to_owned()
-        } else {
-            format!("payload is not valid JSON: {e}")
+/// Parses a payload's text into a JSON object with room for `capacity` fields, or says why it
+/// is not one.
+pub(crate) fn parse_object(text: &str, capacity: usize) -> Result<Map<String, Value>, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::de::DeserializeSeed::deserialize(ObjectWithCapacity(capacity), &mut de)
+        .and_then(|map| de.end().map(|()| map))
+        .map_err(|e| {
+            if e.is_data() {
+                "payload is not a JSON object".to_owned()
+            } else {
+                format!("payload is not valid JSON: {e}")
+            }
+        })
+}
+
+/// Deserializes a JSON object exactly as `Map<String, Value>`'s own `Deserialize` does
+/// (same visitor, same errors; a repeated key keeps its first place and its last value),
+/// but into a map made with room for `.0` fields: a map that grows while it is parsed
+/// reallocates its entries and rehashes its index, which costs more than the upcast steps.
+struct ObjectWithCapacity(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ObjectWithCapacity {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ObjectWithCapacity {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Map::new())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut access: A,
+    ) -> Result<Self::Value, A::Error> {
+        let mut map = Map::with_capacity(self.0);
+        while let Some((key, value)) = access.next_entry::<String, Value>()? {
+            map.insert(key, value);
         }
-    })
+        Ok(map)
+    }
 }
 
 pub(crate) type Contracts = BTreeMap<String, EventContract>;
