@@ -534,6 +534,10 @@ pub struct BenchUpcastArgs {
     /// Number of generated payloads per measurement.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: usize,
+    /// Rounds: every measurement runs this many times, interleaved, and the best time
+    /// of each is reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -11,6 +11,12 @@ mod exit;
 mod output;
 mod serve;
 
+// Upcasting allocates per event (payload maps, keys, strings) with many short lifetimes
+// interleaved: mimalloc serves that pattern with far fewer slow paths than glibc's malloc
+// (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     if let Err(e) = output::init_tracing(&cli.global) {

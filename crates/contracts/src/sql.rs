@@ -64,7 +64,8 @@ pub(crate) struct SqlStep {
 }
 
 /// The outcome of a SQL step for one event: the computed values in the step's field
-/// order, or why the event failed.
+/// order, or why the event failed (tests).
+#[cfg(test)]
 pub(crate) type RowResult = Result<Vec<(String, Value)>, String>;
 
 impl SqlStep {
@@ -128,23 +129,57 @@ impl SqlStep {
         ))
     }
 
-    /// Evaluates the step over payloads (all of one type and version), in batches of
-    /// [`SQL_BATCH_ROWS`]. One result per payload, in order.
-    pub(crate) fn eval(&self, payloads: &[&Map<String, Value>]) -> Vec<RowResult> {
-        let mut results = Vec::with_capacity(payloads.len());
-        for chunk in payloads.chunks(SQL_BATCH_ROWS) {
-            self.eval_chunk(chunk, &mut results);
-        }
-        results
+    /// The fields the step computes, in its order (the order of [`SqlValues::take`]).
+    pub(crate) fn fields(&self) -> impl Iterator<Item = &str> {
+        self.outputs.iter().map(|o| o.field.as_str())
     }
 
-    fn eval_chunk(&self, payloads: &[&Map<String, Value>], results: &mut Vec<RowResult>) {
+    /// Evaluates the step over payloads (all of one type and version), in batches of
+    /// [`SQL_BATCH_ROWS`]: per payload, its fields' values or why it failed. The values
+    /// are laid out flat, row after row, so a batch costs no allocation per event.
+    pub(crate) fn eval_values(&self, payloads: &[&Map<String, Value>]) -> SqlValues {
+        let width = self.outputs.len();
+        let mut out = SqlValues {
+            width,
+            values: vec![Value::Null; payloads.len() * width],
+            failed: vec![None; payloads.len()],
+        };
+        for (i, chunk) in payloads.chunks(SQL_BATCH_ROWS).enumerate() {
+            let first = i * SQL_BATCH_ROWS;
+            self.eval_chunk(
+                chunk,
+                &mut out.values[first * width..(first + chunk.len()) * width],
+                &mut out.failed[first..first + chunk.len()],
+            );
+        }
+        out
+    }
+
+    /// [`SqlStep::eval_values`] as one result per payload (tests).
+    #[cfg(test)]
+    pub(crate) fn eval(&self, payloads: &[&Map<String, Value>]) -> Vec<RowResult> {
+        let mut values = self.eval_values(payloads);
+        (0..payloads.len())
+            .map(|row| {
+                values
+                    .take(row)
+                    .map(|vs| self.fields().map(str::to_owned).zip(vs).collect())
+            })
+            .collect()
+    }
+
+    fn eval_chunk(
+        &self,
+        payloads: &[&Map<String, Value>],
+        values: &mut [Value],
+        failed: &mut [Option<String>],
+    ) {
         let rows = payloads.len();
-        let mut failed: Vec<Option<String>> = vec![None; rows];
+        let width = self.outputs.len();
         let columns: Vec<ArrayRef> = self
             .inputs
             .iter()
-            .map(|input| build_column(input, payloads, &mut failed))
+            .map(|input| build_column(input, payloads, failed))
             .collect();
         let batch = match RecordBatch::try_new_with_options(
             Arc::clone(&self.schema),
@@ -153,50 +188,50 @@ impl SqlStep {
         ) {
             Ok(b) => b,
             Err(e) => {
-                results.extend((0..rows).map(|_| Err(format!("cannot build batch: {e}"))));
+                for f in failed.iter_mut() {
+                    *f = Some(format!("cannot build batch: {e}"));
+                }
                 return;
             }
         };
-        let mut values: Vec<Vec<(String, Value)>> = (0..rows)
-            .map(|_| Vec::with_capacity(self.outputs.len()))
-            .collect();
-        for output in &self.outputs {
-            match evaluate(&output.expr, &batch) {
-                Ok(array) => {
-                    for (row, slot) in values.iter_mut().enumerate() {
-                        if failed[row].is_some() {
-                            continue;
-                        }
-                        match to_json(&array, row) {
-                            Ok(v) => slot.push((output.field.clone(), v)),
-                            Err(e) => failed[row] = Some(format!("field {}: {e}", output.field)),
-                        }
-                    }
+        for (j, output) in self.outputs.iter().enumerate() {
+            let array = evaluate(&output.expr, &batch);
+            for row in 0..rows {
+                if failed[row].is_some() {
+                    continue;
                 }
-                Err(_) => {
-                    // Attribute the error to the failing rows only.
-                    for (row, slot) in values.iter_mut().enumerate() {
-                        if failed[row].is_some() {
-                            continue;
-                        }
-                        let one = batch.slice(row, 1);
-                        match evaluate(&output.expr, &one)
-                            .and_then(|a| to_json(&a, 0).map_err(DataFusionError::Execution))
-                        {
-                            Ok(v) => slot.push((output.field.clone(), v)),
-                            Err(e) => {
-                                failed[row] =
-                                    Some(format!("field {}: {}", output.field, message(&e)))
-                            }
-                        }
-                    }
+                let result = match &array {
+                    Ok(array) => to_json(array, row),
+                    // The batch failed: attribute the error to the failing rows only.
+                    Err(_) => evaluate(&output.expr, &batch.slice(row, 1))
+                        .map_err(|e| message(&e))
+                        .and_then(|a| to_json(&a, 0)),
+                };
+                match result {
+                    Ok(v) => values[row * width + j] = v,
+                    Err(e) => failed[row] = Some(format!("field {}: {e}", output.field)),
                 }
             }
         }
-        results.extend(values.into_iter().zip(failed).map(|(v, f)| match f {
-            None => Ok(v),
+    }
+}
+
+/// What a SQL step computed over a batch (see [`SqlStep::eval_values`]).
+pub(crate) struct SqlValues {
+    width: usize,
+    values: Vec<Value>,
+    failed: Vec<Option<String>>,
+}
+
+impl SqlValues {
+    /// Row `row`'s values in the step's field order (moved out), or why it failed.
+    pub(crate) fn take(&mut self, row: usize) -> Result<impl Iterator<Item = Value> + '_, String> {
+        match self.failed[row].take() {
             Some(e) => Err(e),
-        }));
+            None => Ok(self.values[row * self.width..(row + 1) * self.width]
+                .iter_mut()
+                .map(std::mem::take)),
+        }
     }
 }
 

@@ -237,31 +237,50 @@ impl Upcaster {
         from_version: i32,
         payloads: &[&str],
     ) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(payloads.len());
+        self.upcast_each(event_type, from_version, payloads, |_, o| outcomes.push(o));
+        outcomes
+    }
+
+    /// Like [`Upcaster::upcast_batch`], handing each outcome to `sink` with its payload's
+    /// index, in input order, as soon as it is made. Chains without an SQL step take each
+    /// event from text to outcome before the next one is parsed, so a caller that consumes
+    /// the outcome at once keeps one event's map in memory (and in the cache), not a
+    /// batch's; an SQL step needs the whole batch and holds it until its evaluation.
+    pub fn upcast_each(
+        &self,
+        event_type: &str,
+        from_version: i32,
+        payloads: &[&str],
+        mut sink: impl FnMut(usize, Outcome),
+    ) {
         let Some(chain) = self.chains.get(event_type) else {
-            return uniform(payloads.len(), AnomalyKind::UnknownType, || {
+            return uniform(payloads.len(), AnomalyKind::UnknownType, sink, || {
                 format!("event type {event_type} is not in the catalog")
             });
         };
         match chain.status(from_version) {
             PathStatus::AtTarget => {
                 let target = &chain.versions[chain.versions.len() - 1].2;
-                payloads
-                    .iter()
-                    .map(|p| match parse_object(p, target.fields) {
-                        Ok(map) => validate(map, &target.validator),
-                        Err(e) => Outcome::anomaly(AnomalyKind::InvalidPayload, None, e),
-                    })
-                    .collect()
+                for (i, p) in payloads.iter().enumerate() {
+                    sink(
+                        i,
+                        match parse_object(p, target.fields) {
+                            Ok(map) => validate(map, &target.validator),
+                            Err(e) => Outcome::anomaly(AnomalyKind::InvalidPayload, None, e),
+                        },
+                    );
+                }
             }
             PathStatus::Upcastable { .. } => match chain.plans.get(&from_version) {
-                Some(plan) => run_plan(plan, payloads.iter().copied()),
-                None => uniform(payloads.len(), AnomalyKind::NoUpcastPath, || {
+                Some(plan) => run_plan(plan, payloads.iter().copied(), sink),
+                None => uniform(payloads.len(), AnomalyKind::NoUpcastPath, sink, || {
                     format!("no upcast path from {event_type} version {from_version}")
                 }),
             },
             PathStatus::Anomaly(kind) => {
                 let target = chain.target();
-                uniform(payloads.len(), kind, || match kind {
+                uniform(payloads.len(), kind, sink, || match kind {
                     AnomalyKind::UnknownVersion => format!(
                         "{event_type} version {from_version} is newer than the catalog's newest, {target}"
                     ),
@@ -285,15 +304,24 @@ impl Upcaster {
     ) -> Option<Vec<Outcome>> {
         let plan = self.chains.get(event_type)?.plan(from, to)?;
         let texts: Vec<String> = payloads.iter().map(Value::to_string).collect();
-        Some(run_plan(&plan, texts.iter().map(String::as_str)))
+        let mut outcomes = Vec::with_capacity(texts.len());
+        run_plan(&plan, texts.iter().map(String::as_str), |_, o| {
+            outcomes.push(o)
+        });
+        Some(outcomes)
     }
 }
 
-fn uniform(n: usize, kind: AnomalyKind, message: impl Fn() -> String) -> Vec<Outcome> {
+fn uniform(
+    n: usize,
+    kind: AnomalyKind,
+    mut sink: impl FnMut(usize, Outcome),
+    message: impl Fn() -> String,
+) {
     let message = message();
-    (0..n)
-        .map(|_| Outcome::anomaly(kind, None, message.clone()))
-        .collect()
+    for i in 0..n {
+        sink(i, Outcome::anomaly(kind, None, message.clone()));
+    }
 }
 
 fn validate(map: Map<String, Value>, validator: &Validator) -> Outcome {
@@ -319,7 +347,11 @@ fn failed(label: &str, message: String) -> Work {
     ))
 }
 
-fn run_plan<'a>(plan: &Plan, payloads: impl ExactSizeIterator<Item = &'a str>) -> Vec<Outcome> {
+fn run_plan<'a>(
+    plan: &Plan,
+    payloads: impl ExactSizeIterator<Item = &'a str>,
+    mut sink: impl FnMut(usize, Outcome),
+) {
     let starts_with_jq = matches!(plan.head.first(), Some(Segment::Jq(_)));
     let parse = |text: &str| -> Work {
         if starts_with_jq {
@@ -336,12 +368,37 @@ fn run_plan<'a>(plan: &Plan, payloads: impl ExactSizeIterator<Item = &'a str>) -
         }
     };
     if plan.tail.is_empty() {
-        // No SQL step: each event goes from text to outcome in one go.
-        return payloads
-            .map(|text| finish(run_segments(&plan.head, parse(text)), &plan.target))
-            .collect();
+        // No SQL step: each event goes from text to outcome, and on to the sink, in one go.
+        for (i, text) in payloads.enumerate() {
+            sink(
+                i,
+                finish(run_segments(&plan.head, parse(text)), &plan.target),
+            );
+        }
+        return;
     }
+    // An SQL step needs its events together; a few hundred at a time keep their maps in
+    // the cache from parse to outcome (a whole batch's maps do not fit, and every step
+    // would miss on them again). An event's result never depends on its neighbours, so
+    // the chunk size changes nothing but speed.
+    let payloads: Vec<&str> = payloads.collect();
+    for (c, chunk) in payloads.chunks(SQL_CHUNK_ROWS).enumerate() {
+        run_sql_chunk(plan, chunk, &parse, |i, o| sink(c * SQL_CHUNK_ROWS + i, o));
+    }
+}
+
+/// Events per SQL evaluation inside an upcast batch.
+const SQL_CHUNK_ROWS: usize = 512;
+
+/// Takes a chunk of a chain with SQL steps from text to outcomes.
+fn run_sql_chunk(
+    plan: &Plan,
+    payloads: &[&str],
+    parse: &impl Fn(&str) -> Work,
+    mut sink: impl FnMut(usize, Outcome),
+) {
     let mut work: Vec<Work> = payloads
+        .iter()
         .map(|text| run_segments(&plan.head, parse(text)))
         .collect();
     let last = plan.tail.len() - 1;
@@ -349,40 +406,41 @@ fn run_plan<'a>(plan: &Plan, payloads: impl ExactSizeIterator<Item = &'a str>) -
         let Step::Sql(sql) = s.step.as_ref() else {
             unreachable!("a plan's tail starts each run with a sql step")
         };
-        let live: Vec<usize> = work
+        let refs: Vec<&Map<String, Value>> = work
             .iter()
-            .enumerate()
-            .filter(|(_, w)| matches!(w, Work::Map(_)))
-            .map(|(i, _)| i)
-            .collect();
-        let refs: Vec<&Map<String, Value>> = live
-            .iter()
-            .map(|&i| match &work[i] {
-                Work::Map(m) => m,
-                _ => unreachable!("filtered"),
+            .filter_map(|w| match w {
+                Work::Map(m) => Some(m),
+                _ => None,
             })
             .collect();
-        let results = sql.eval(&refs);
-        for (row, result) in live.into_iter().zip(results) {
-            let w = std::mem::replace(&mut work[row], Work::Done(placeholder()));
-            let w = match (w, result) {
-                (Work::Map(mut m), Ok(values)) => {
-                    for (field, value) in values {
-                        m.insert(field, value);
+        let mut values = sql.eval_values(&refs);
+        // Every event in order: the live ones (the nth is the step's nth row) take their
+        // computed fields in place; after the last step each outcome goes to the sink
+        // right away.
+        let mut n = 0;
+        for (row, w) in work.iter_mut().enumerate() {
+            if let Work::Map(m) = w {
+                match values.take(n) {
+                    Ok(computed) => {
+                        for (field, value) in sql.fields().zip(computed) {
+                            // A field the payload has keeps its place.
+                            m.insert(field.to_owned(), value);
+                        }
+                        if !after.is_empty() {
+                            let taken = std::mem::replace(w, Work::Map(Map::new()));
+                            *w = run_segments(after, taken);
+                        }
                     }
-                    run_segments(after, Work::Map(m))
+                    Err(e) => *w = failed(&s.label, e),
                 }
-                (_, Err(e)) => failed(&s.label, e),
-                (w, Ok(_)) => w,
-            };
-            work[row] = if i == last {
-                Work::Done(finish(w, &plan.target))
-            } else {
-                w
-            };
+                n += 1;
+            }
+            if i == last {
+                let taken = std::mem::replace(w, Work::Map(Map::new()));
+                sink(row, finish(taken, &plan.target));
+            }
         }
     }
-    work.into_iter().map(|w| finish(w, &plan.target)).collect()
 }
 
 /// Runs per-event segments on one event.
@@ -443,10 +501,6 @@ fn jq_step(s: &Labeled, val: jaq_json::Val) -> Result<jaq_json::Val, String> {
         jaq_json::Val::Obj(_) => Ok(out),
         _ => jq::val_into_map(out).map(|_| jaq_json::Val::Null),
     }
-}
-
-fn placeholder() -> Outcome {
-    Outcome::Ok(Map::new())
 }
 
 fn invalid(message: String) -> Work {

@@ -44,7 +44,7 @@ use replayfleet_archive::{
 };
 use replayfleet_config::{AnomalyKind, Policy};
 use replayfleet_contracts::{Catalog, Outcome, PathStatus};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::{
     Error, Result,
@@ -591,57 +591,135 @@ fn events_batch(
             *tally.versions.entry(((*t).to_owned(), *v)).or_default() += rows.len() as u64;
         }
     }
-    let mut upcast: Vec<(usize, Map<String, Value>)> = Vec::with_capacity(batch.num_rows());
+    // Each upcast payload becomes its `events` cells as soon as the upcaster makes it
+    // (its JSON text and its typed columns), so the batch's maps are never all held.
+    let typed = catalog.typed_columns();
+    let mut upcast: Vec<Upcast> = Vec::with_capacity(batch.num_rows());
+    let mut anomalies: Vec<(usize, Outcome)> = Vec::new();
     for ((event_type, version), rows) in groups {
         let texts: Vec<&str> = rows.iter().map(|&r| payloads.value(r)).collect();
-        let outcomes = catalog.upcaster().upcast_batch(event_type, version, &texts);
-        for (row, outcome) in rows.into_iter().zip(outcomes) {
-            match outcome {
-                Outcome::Ok(map) => upcast.push((row, map)),
-                Outcome::Anomaly {
-                    kind,
-                    step,
-                    message,
-                } => policies.apply(batch, row, kind, step, message)?,
-            }
+        // Which typed columns this type feeds, once per group.
+        let feeds: Vec<bool> = typed
+            .iter()
+            .map(|c| {
+                c.event_types
+                    .binary_search_by(|e| e.as_str().cmp(event_type))
+                    .is_ok()
+            })
+            .collect();
+        catalog
+            .upcaster()
+            .upcast_each(event_type, version, &texts, |i, outcome| match outcome {
+                Outcome::Ok(map) => upcast.push(Upcast {
+                    row: rows[i],
+                    payload: serde_json::to_string(&map).expect("JSON maps serialize"),
+                    cells: typed
+                        .iter()
+                        .zip(&feeds)
+                        .map(|(c, feeds)| {
+                            feeds
+                                .then(|| map.get(&c.name))
+                                .flatten()
+                                .map_or(Cell::Null, |v| Cell::of(&c.data_type, v))
+                        })
+                        .collect(),
+                }),
+                anomaly => anomalies.push((rows[i], anomaly)),
+            });
+    }
+    for (row, anomaly) in anomalies {
+        if let Outcome::Anomaly {
+            kind,
+            step,
+            message,
+        } = anomaly
+        {
+            policies.apply(batch, row, kind, step, message)?;
         }
     }
     if upcast.is_empty() {
         return Ok(None);
     }
-    upcast.sort_unstable_by_key(|(row, _)| *row);
+    upcast.sort_unstable_by_key(|u| u.row);
     policies
         .tally
         .lock()
         .expect("tally lock")
         .applied
         .events_projected += upcast.len() as u64;
-    let indices = UInt32Array::from_iter_values(upcast.iter().map(|(r, _)| *r as u32));
+    let indices = UInt32Array::from_iter_values(upcast.iter().map(|u| u.row as u32));
     let take_col = |i: usize| take(batch.column(i).as_ref(), &indices, None).map_err(arrow_error);
     let mut columns: Vec<ArrayRef> = (0..5).map(take_col).collect::<Result<_>>()?;
     let target_versions: Int32Array = upcast
         .iter()
-        .map(|(r, _)| catalog.target_version(types.value(*r)))
+        .map(|u| catalog.target_version(types.value(u.row)))
         .collect();
     columns.push(Arc::new(target_versions));
     columns.push(take_col(6)?);
-    let mut payload = StringBuilder::with_capacity(upcast.len(), upcast.len() * 64);
-    for (_, map) in &upcast {
-        payload.append_value(serde_json::to_string(map).expect("JSON maps serialize"));
+    let mut payload =
+        StringBuilder::with_capacity(upcast.len(), upcast.iter().map(|u| u.payload.len()).sum());
+    for u in &upcast {
+        payload.append_value(&u.payload);
     }
     columns.push(Arc::new(payload.finish()));
     columns.push(take_col(8)?);
-    for column in catalog.typed_columns() {
+    for (i, column) in typed.iter().enumerate() {
         columns.push(typed_column(
             &column.data_type,
-            &column.name,
-            &column.event_types,
-            upcast.iter().map(|(r, m)| (types.value(*r), m)),
+            upcast.iter().map(|u| &u.cells[i]),
         ));
     }
     RecordBatch::try_new(Arc::clone(schema), columns)
         .map(Some)
         .map_err(arrow_error)
+}
+
+/// One upcast event's `events` cells: its row in the sorted batch, its payload's JSON
+/// text and its typed columns' values.
+struct Upcast {
+    row: usize,
+    payload: String,
+    cells: Vec<Cell>,
+}
+
+/// A typed payload column's value for one event (SPEC section 2's mapping of JSON Schema
+/// types onto Arrow): null when the event's type does not have the column, the field is
+/// absent or null, or the value does not fit the column.
+enum Cell {
+    Null,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Micros(i64),
+    Text(String),
+}
+
+impl Cell {
+    fn of(data_type: &DataType, v: &Value) -> Cell {
+        let cell = match data_type {
+            DataType::Int64 => v
+                .as_i64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                        .map(|f| f as i64)
+                })
+                .map(Cell::Int),
+            DataType::Float64 => v.as_f64().map(Cell::Float),
+            DataType::Boolean => v.as_bool().map(Cell::Bool),
+            DataType::Timestamp(..) => v.as_str().and_then(|s| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .ok()
+                    .map(|t| Cell::Micros(t.timestamp_micros()))
+            }),
+            _ => match v {
+                Value::Null => None,
+                Value::String(s) => Some(Cell::Text(s.clone())),
+                other => Some(Cell::Text(other.to_string())),
+            },
+        };
+        cell.unwrap_or(Cell::Null)
+    }
 }
 
 impl Tally {
@@ -680,65 +758,54 @@ impl Tally {
 
 /// One typed payload column over the upcast rows: the property's value for event types
 /// whose target schema declares it, null otherwise.
-fn typed_column<'a>(
-    data_type: &DataType,
-    name: &str,
-    event_types: &[String],
-    rows: impl Iterator<Item = (&'a str, &'a Map<String, Value>)>,
-) -> ArrayRef {
-    let values = rows.map(|(t, m)| {
-        if event_types.binary_search_by(|e| e.as_str().cmp(t)).is_ok() {
-            m.get(name).filter(|v| !v.is_null())
-        } else {
-            None
-        }
-    });
+fn typed_column<'a>(data_type: &DataType, cells: impl Iterator<Item = &'a Cell>) -> ArrayRef {
     match data_type {
         DataType::Int64 => {
             let mut b = Int64Builder::new();
-            for v in values {
-                b.append_option(v.and_then(|v| {
-                    v.as_i64().or_else(|| {
-                        v.as_f64()
-                            .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
-                            .map(|f| f as i64)
-                    })
-                }));
+            for c in cells {
+                b.append_option(match c {
+                    Cell::Int(i) => Some(*i),
+                    _ => None,
+                });
             }
             Arc::new(b.finish())
         }
         DataType::Float64 => {
             let mut b = Float64Builder::new();
-            for v in values {
-                b.append_option(v.and_then(Value::as_f64));
+            for c in cells {
+                b.append_option(match c {
+                    Cell::Float(f) => Some(*f),
+                    _ => None,
+                });
             }
             Arc::new(b.finish())
         }
         DataType::Boolean => {
             let mut b = BooleanBuilder::new();
-            for v in values {
-                b.append_option(v.and_then(Value::as_bool));
+            for c in cells {
+                b.append_option(match c {
+                    Cell::Bool(v) => Some(*v),
+                    _ => None,
+                });
             }
             Arc::new(b.finish())
         }
         DataType::Timestamp(_, tz) => {
             let mut b = TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone());
-            for v in values {
-                b.append_option(v.and_then(Value::as_str).and_then(|s| {
-                    chrono::DateTime::parse_from_rfc3339(s)
-                        .ok()
-                        .map(|t| t.timestamp_micros())
-                }));
+            for c in cells {
+                b.append_option(match c {
+                    Cell::Micros(t) => Some(*t),
+                    _ => None,
+                });
             }
             Arc::new(b.finish())
         }
         _ => {
             let mut b = StringBuilder::new();
-            for v in values {
-                match v {
-                    None => b.append_null(),
-                    Some(Value::String(s)) => b.append_value(s),
-                    Some(other) => b.append_value(other.to_string()),
+            for c in cells {
+                match c {
+                    Cell::Text(s) => b.append_value(s),
+                    _ => b.append_null(),
                 }
             }
             Arc::new(b.finish())

@@ -25,9 +25,10 @@ use crate::{
 /// Upcast + validate per core next to a bare serde_json parse (CPU-bound: runs on a
 /// blocking thread so the runtime stays responsive).
 pub async fn upcast(args: BenchUpcastArgs) -> anyhow::Result<u8> {
-    let events = args.events;
+    let (events, rounds) = (args.events, args.rounds);
     let report =
-        tokio::task::spawn_blocking(move || replayfleet_contracts::bench_upcast(events)).await?;
+        tokio::task::spawn_blocking(move || replayfleet_contracts::bench_upcast(events, rounds))
+            .await?;
     if args.json {
         print_json(&report)?;
     } else {
