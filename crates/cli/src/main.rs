@@ -12,8 +12,10 @@ mod output;
 mod serve;
 
 // Upcasting allocates per event (payload maps, keys, strings) with many short lifetimes
-// interleaved: mimalloc serves that pattern with far fewer slow paths than glibc's malloc
-// (docs/PERFORMANCE.md).
+// interleaved, between the SQL steps' larger arrays: mimalloc serves that pattern with far
+// fewer slow paths than glibc's malloc. Built without transparent huge pages (`no_thp`):
+// with them, re-used arena memory faults in whole cleared pages and the replay as a whole
+// got slower than on glibc (docs/PERFORMANCE.md, "The allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -3,7 +3,7 @@
 //!
 //! A chain is planned once per (type, from-version) as segments: runs of native steps
 //! (applied to a `serde_json` map in place), SQL steps (one DataFusion evaluation per
-//! batch of 8192 events) and runs of consecutive jq steps (one conversion to jaq's value
+//! chunk of 512 events) and runs of consecutive jq steps (one conversion to jaq's value
 //! type before the run and one back after it; a chain that starts with jq parses the
 //! payload text straight into jaq's value). An event never fails its batch: each one gets
 //! its own [`Outcome`].
@@ -12,7 +12,8 @@
 //! steps (parsing, native and jq steps, and validation after the last one) runs one event
 //! at a time, while its map is still in the cache. A batch of 8192 parsed maps is several
 //! MiB, so a walk per step over the whole batch costs a cache miss per event and step;
-//! that, not the steps themselves, was most of the upcast's cost.
+//! that, not the steps themselves, was most of the upcast's cost. For the same reason
+//! [`Upcaster::upcast_each`] hands each outcome to the caller as soon as it is made.
 
 use std::collections::HashMap;
 use std::sync::Arc;
