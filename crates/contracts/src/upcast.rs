@@ -737,6 +737,46 @@ mod tests {
     }
 
     #[test]
+    fn outcomes_do_not_depend_on_chunks_and_come_in_order() {
+        // A native step, an SQL step, a native step after it: more events than one SQL
+        // chunk holds, failures on both sides of each chunk boundary and of the step.
+        let c = catalog(
+            "      - cast: {code: string}\n      - sql: {n: \"CAST(code AS BIGINT)\"}\n      - rename: {n: k}\n",
+        );
+        let texts: Vec<String> = (0..SQL_CHUNK_ROWS * 2 + 7)
+            .map(|i| match i % SQL_CHUNK_ROWS {
+                0 => r#"{"code": "x"}"#.to_owned(), // fails the SQL step
+                r if r == SQL_CHUNK_ROWS - 1 => r#"{"code": [1]}"#.to_owned(), // fails the cast
+                _ => format!(r#"{{"code": {i}}}"#),
+            })
+            .collect();
+        let payloads: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let mut seen = Vec::new();
+        c.upcaster()
+            .upcast_each("T", 1, &payloads, |i, o| seen.push((i, o)));
+        assert!(
+            seen.iter().enumerate().all(|(n, (i, _))| n == *i),
+            "in order"
+        );
+        assert_eq!(seen.len(), payloads.len());
+        for (i, outcome) in seen {
+            let alone = c.upcaster().upcast_batch("T", 1, &[payloads[i]]).pop();
+            assert_eq!(Some(&outcome), alone.as_ref(), "event {i}");
+            match i % SQL_CHUNK_ROWS {
+                0 => assert_eq!(
+                    anomaly(outcome).1.as_deref(),
+                    Some("version 2, step 2 (sql)")
+                ),
+                r if r == SQL_CHUNK_ROWS - 1 => assert_eq!(
+                    anomaly(outcome).1.as_deref(),
+                    Some("version 2, step 1 (cast)")
+                ),
+                _ => assert_eq!(ok(outcome), json!({"code": i.to_string(), "k": i})),
+            }
+        }
+    }
+
+    #[test]
     fn sql_sees_the_payload_before_the_step_and_after_earlier_steps() {
         // `a` is declared as an integer in version 1, so the renamed `b` is an Int64 column.
         let text = "event_type: T\nversions:\n  - version: 1\n    schema: {type: object, properties: {a: {type: integer}}}\n  - version: 2\n    schema: {type: object}\n    upcast:\n      - rename: {a: b}\n      - sql: {b: \"b + 1\", c: \"b * 10\"}\n";
