@@ -30,9 +30,6 @@ use serde_json::{Map, Number, Value};
 use crate::schema::ColumnKind;
 use crate::step::describe_value;
 
-/// Rows per DataFusion evaluation.
-pub(crate) const SQL_BATCH_ROWS: usize = 8192;
-
 /// The DataFusion session used to plan SQL steps at load. Identifiers are case-sensitive
 /// (`amountCents` means the field `amountCents`), as JSON field names are.
 pub(crate) fn planning_session() -> SessionState {
@@ -134,9 +131,10 @@ impl SqlStep {
         self.outputs.iter().map(|o| o.field.as_str())
     }
 
-    /// Evaluates the step over payloads (all of one type and version), in batches of
-    /// [`SQL_BATCH_ROWS`]: per payload, its fields' values or why it failed. The values
-    /// are laid out flat, row after row, so a batch costs no allocation per event.
+    /// Evaluates the step over payloads (all of one type and version) as one batch: per
+    /// payload, its fields' values or why it failed. The values are laid out flat, row
+    /// after row, so a batch costs no allocation per event. The upcaster keeps batches
+    /// small (its SQL chunks) so that their maps stay in the cache.
     pub(crate) fn eval_values(&self, payloads: &[&Map<String, Value>]) -> SqlValues {
         let width = self.outputs.len();
         let mut out = SqlValues {
@@ -144,14 +142,7 @@ impl SqlStep {
             values: vec![Value::Null; payloads.len() * width],
             failed: vec![None; payloads.len()],
         };
-        for (i, chunk) in payloads.chunks(SQL_BATCH_ROWS).enumerate() {
-            let first = i * SQL_BATCH_ROWS;
-            self.eval_chunk(
-                chunk,
-                &mut out.values[first * width..(first + chunk.len()) * width],
-                &mut out.failed[first..first + chunk.len()],
-            );
-        }
+        self.eval_into(payloads, &mut out.values, &mut out.failed);
         out
     }
 
@@ -168,7 +159,7 @@ impl SqlStep {
             .collect()
     }
 
-    fn eval_chunk(
+    fn eval_into(
         &self,
         payloads: &[&Map<String, Value>],
         values: &mut [Value],

@@ -274,7 +274,7 @@ impl Upcaster {
                 }
             }
             PathStatus::Upcastable { .. } => match chain.plans.get(&from_version) {
-                Some(plan) => run_plan(plan, payloads.iter().copied(), sink),
+                Some(plan) => run_plan(plan, payloads, sink),
                 None => uniform(payloads.len(), AnomalyKind::NoUpcastPath, sink, || {
                     format!("no upcast path from {event_type} version {from_version}")
                 }),
@@ -305,10 +305,9 @@ impl Upcaster {
     ) -> Option<Vec<Outcome>> {
         let plan = self.chains.get(event_type)?.plan(from, to)?;
         let texts: Vec<String> = payloads.iter().map(Value::to_string).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let mut outcomes = Vec::with_capacity(texts.len());
-        run_plan(&plan, texts.iter().map(String::as_str), |_, o| {
-            outcomes.push(o)
-        });
+        run_plan(&plan, &texts, |_, o| outcomes.push(o));
         Some(outcomes)
     }
 }
@@ -348,11 +347,7 @@ fn failed(label: &str, message: String) -> Work {
     ))
 }
 
-fn run_plan<'a>(
-    plan: &Plan,
-    payloads: impl ExactSizeIterator<Item = &'a str>,
-    mut sink: impl FnMut(usize, Outcome),
-) {
+fn run_plan(plan: &Plan, payloads: &[&str], mut sink: impl FnMut(usize, Outcome)) {
     let starts_with_jq = matches!(plan.head.first(), Some(Segment::Jq(_)));
     let parse = |text: &str| -> Work {
         if starts_with_jq {
@@ -370,7 +365,7 @@ fn run_plan<'a>(
     };
     if plan.tail.is_empty() {
         // No SQL step: each event goes from text to outcome, and on to the sink, in one go.
-        for (i, text) in payloads.enumerate() {
+        for (i, text) in payloads.iter().enumerate() {
             sink(
                 i,
                 finish(run_segments(&plan.head, parse(text)), &plan.target),
@@ -382,7 +377,6 @@ fn run_plan<'a>(
     // the cache from parse to outcome (a whole batch's maps do not fit, and every step
     // would miss on them again). An event's result never depends on its neighbours, so
     // the chunk size changes nothing but speed.
-    let payloads: Vec<&str> = payloads.collect();
     for (c, chunk) in payloads.chunks(SQL_CHUNK_ROWS).enumerate() {
         run_sql_chunk(plan, chunk, &parse, |i, o| sink(c * SQL_CHUNK_ROWS + i, o));
     }

@@ -595,7 +595,6 @@ fn events_batch(
     // (its JSON text and its typed columns), so the batch's maps are never all held.
     let typed = catalog.typed_columns();
     let mut upcast: Vec<Upcast> = Vec::with_capacity(batch.num_rows());
-    let mut anomalies: Vec<(usize, Outcome)> = Vec::new();
     for ((event_type, version), rows) in groups {
         let texts: Vec<&str> = rows.iter().map(|&r| payloads.value(r)).collect();
         // Which typed columns this type feeds, once per group.
@@ -607,6 +606,8 @@ fn events_batch(
                     .is_ok()
             })
             .collect();
+        // The first anomaly whose policy fails the shard stops it (after this group).
+        let mut applied = Ok(());
         catalog
             .upcaster()
             .upcast_each(event_type, version, &texts, |i, outcome| match outcome {
@@ -624,18 +625,17 @@ fn events_batch(
                         })
                         .collect(),
                 }),
-                anomaly => anomalies.push((rows[i], anomaly)),
+                Outcome::Anomaly {
+                    kind,
+                    step,
+                    message,
+                } => {
+                    if applied.is_ok() {
+                        applied = policies.apply(batch, rows[i], kind, step, message);
+                    }
+                }
             });
-    }
-    for (row, anomaly) in anomalies {
-        if let Outcome::Anomaly {
-            kind,
-            step,
-            message,
-        } = anomaly
-        {
-            policies.apply(batch, row, kind, step, message)?;
-        }
+        applied?;
     }
     if upcast.is_empty() {
         return Ok(None);
