@@ -33,7 +33,7 @@ pub use inventory::{
 };
 pub use location::Location;
 pub use read::{
-    SegmentBatches, decode_row_group, decode_segment, decode_segment_batches, fetch_segment,
-    read_segment, read_segment_stream,
+    SegmentBatches, decode_row_group, decode_row_groups, decode_segment, decode_segment_batches,
+    fetch_segment, read_segment, read_segment_stream, row_group_rows,
 };
 pub use segment::{SegmentRef, list_segments, list_segments_matching};

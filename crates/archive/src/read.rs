@@ -240,14 +240,38 @@ pub fn decode_row_group(
     mapping: &SourceMapping,
     row_group: usize,
 ) -> Result<SegmentBatches> {
-    decode_batches(segment, bytes, mapping, Some(row_group))
+    decode_batches(segment, bytes, mapping, Some(row_group..row_group + 1))
+}
+
+/// Like [`decode_segment_batches`], only the rows of the row groups `row_groups`
+/// (numbered from 0, as in the footer); their row numbers in errors are still their
+/// rows in the file. Parts of one segment can so be decoded on several threads.
+pub fn decode_row_groups(
+    segment: &str,
+    bytes: Bytes,
+    mapping: &SourceMapping,
+    row_groups: Range<usize>,
+) -> Result<SegmentBatches> {
+    decode_batches(segment, bytes, mapping, Some(row_groups))
+}
+
+/// The number of rows of each row group of an in-memory segment, from its footer.
+pub fn row_group_rows(segment: &str, bytes: &Bytes) -> Result<Vec<u64>> {
+    let metadata = ParquetMetaDataReader::new()
+        .parse_and_finish(bytes)
+        .map_err(|e| Error::from_parquet(segment, segment, e))?;
+    Ok(metadata
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows() as u64)
+        .collect())
 }
 
 fn decode_batches(
     segment: &str,
     bytes: Bytes,
     mapping: &SourceMapping,
-    row_group: Option<usize>,
+    row_groups: Option<Range<usize>>,
 ) -> Result<SegmentBatches> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let bad = |e: ParquetError| Error::from_parquet(segment, segment, e);
@@ -260,16 +284,21 @@ fn decode_batches(
         &ENVELOPE_COLUMNS,
     )?;
     let mut next_row = 0;
-    if let Some(group) = row_group {
+    if let Some(wanted) = row_groups {
         let groups = builder.metadata().row_groups();
-        if group >= groups.len() {
+        if wanted.start >= wanted.end || wanted.end > groups.len() {
             return Err(bad(ParquetError::General(format!(
-                "row group {group} does not exist ({} row groups)",
+                "row groups {}..{} do not exist ({} row groups)",
+                wanted.start,
+                wanted.end,
                 groups.len()
             ))));
         }
-        next_row = groups[..group].iter().map(|g| g.num_rows() as u64).sum();
-        builder = builder.with_row_groups(vec![group]);
+        next_row = groups[..wanted.start]
+            .iter()
+            .map(|g| g.num_rows() as u64)
+            .sum();
+        builder = builder.with_row_groups(wanted.collect());
     }
     let mask = ProjectionMask::roots(builder.parquet_schema(), plan.roots().iter().copied());
     let reader = builder
@@ -299,6 +328,13 @@ impl std::fmt::Debug for SegmentBatches {
             .field("segment", &self.segment)
             .field("next_row", &self.next_row)
             .finish()
+    }
+}
+
+impl SegmentBatches {
+    /// The file row number of the first row of the next batch.
+    pub fn next_row(&self) -> u64 {
+        self.next_row
     }
 }
 

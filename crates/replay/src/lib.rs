@@ -12,25 +12,31 @@
 //! Determinism: the same plan and input bytes give byte-identical part files, whatever the
 //! worker, the attempt or the number of shards around it.
 
+mod anomaly;
 mod canonical;
+mod dedupe;
 mod error;
+mod events;
 mod fingerprint;
+mod fold;
 mod layout;
 mod lineage;
+mod merge;
 mod order;
-mod pipeline;
 mod plan;
 mod project;
+mod raw;
+mod read;
 mod shard;
 mod write;
 
+pub use anomaly::anomalies_schema;
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
 pub use layout::{COMMITS_DIR, Created, Target, sha256_hex, to_json_bytes};
 pub use lineage::{
     Applied, LINEAGE_FORMAT_VERSION, Lineage, LineageInput, OutputFile, VersionApplied,
 };
-pub use pipeline::anomalies_schema;
 pub use plan::{
     Build, ChecksSnapshot, Column, ContractFile, ContractsSnapshot, InputSegment,
     PLAN_FORMAT_VERSION, Plan, ProjectionSnapshot, ShardPlan, SourceSnapshot, TypeCoverage,

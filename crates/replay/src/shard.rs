@@ -1,28 +1,53 @@
 //! One shard's replay: a pure function of the plan's snapshot and the input bytes.
 //!
 //! ```text
-//! the pipeline (see pipeline.rs): segments ─▶ dedupe ─▶ order ─▶ upcast ─▶ projection
-//!   ─▶ part files in the attempt's own folder ─▶ anomalies file (put-if-absent)
-//!   ─▶ lineage manifest (put-if-absent: the first attempt wins, later ones compare)
+//! read      segments ─fetch─▶ parts of row groups ─decode, filter─▶ buckets of streams
+//!             (every thread; ids seen twice, and in two buckets, noted on the way)
+//! dedupe    per bucket: sort by (partition, seq), envelope nulls, duplicates
+//! gaps      over every bucket's kept rows (only with `source.contiguous_seq`)
+//! events    per bucket: upcast + validate, policies, the columns the projection reads
+//! fold      per bucket: the projection SQL (DataFusion, one partition), sorted by key
+//! write     the buckets merged by key ─▶ part files in the attempt's own folder
+//!           ─▶ anomalies file (put-if-absent) ─▶ lineage manifest (put-if-absent:
+//!           the first attempt wins, later ones compare)
 //! ```
+//!
+//! Buckets are groups of whole streams, so a projection whose rows each depend on one
+//! stream ([`crate::fold`]) gives the same rows folded per bucket as over the whole
+//! shard; any other projection folds the shard as one bucket. The number of buckets
+//! follows from the plan alone, never from the thread count, and every step that runs
+//! on parts in parallel puts its results back in a fixed order: the part files are the
+//! same bytes on any machine.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
-use arrow::{array::RecordBatch, compute::concat_batches};
+use arrow::array::{AsArray, RecordBatch};
 use chrono::Utc;
-use futures::StreamExt;
 use replayfleet_archive::Location;
-use replayfleet_contracts::Catalog;
+use replayfleet_contracts::{Catalog, PathStatus};
+use tokio::task::JoinSet;
 
 use crate::{
     Error, Result,
+    anomaly::{Policies, Tally, quarantine_batch},
+    dedupe::{Bucket, cross_bucket_candidates, cross_bucket_winners, dedupe},
+    events::{EventsShape, events_of},
+    fold::Fold,
     layout::{Created, Target, sha256_hex, to_json_bytes},
-    lineage::{LINEAGE_FORMAT_VERSION, Lineage, OutputFile},
-    order::arrow_error,
-    pipeline::{self, Pipeline, Tally, quarantine_batch, unwrap_error},
-    plan::{Build, Plan},
+    lineage::{LINEAGE_FORMAT_VERSION, Lineage, OutputFile, VersionApplied},
+    merge::Merged,
+    plan::{Build, Plan, ShardPlan},
+    project::events_schema,
+    raw::{ORD, PARTITION, SEQ},
+    read::{join_error, read_shard},
     write::{SEGMENT_ROWS, key_of, parquet_bytes},
 };
+
+/// Rows of a shard per bucket (from the plan's row count): enough buckets to use every
+/// thread of a large worker, few enough that each folds a sizeable share.
+const BUCKET_ROWS: u64 = 128 * 1024;
+/// At most this many buckets (a bucket's index fits the id digests' low byte).
+const MAX_BUCKETS: u64 = 255;
 
 /// Everything one attempt at one shard needs.
 #[derive(Debug, Clone)]
@@ -63,6 +88,29 @@ pub struct ShardOutcome {
     pub won: bool,
 }
 
+/// The threads the replay spreads its work over: the async runtime's workers (the
+/// worker's `--workers`).
+fn threads() -> usize {
+    tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_workers())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// How many buckets a shard of `rows` rows is folded in when its projection allows it.
+fn bucket_count(rows: u64) -> usize {
+    rows.div_ceil(BUCKET_ROWS).clamp(1, MAX_BUCKETS) as usize
+}
+
+/// What the replay of a shard produced, before anything is written.
+struct Replayed {
+    inputs: Vec<crate::lineage::LineageInput>,
+    tally: Tally,
+    events_read: u64,
+    out_of_order: u64,
+    merged: Merged,
+}
+
 /// Replays one shard: reads, upcasts, projects, writes the part files under the attempt's
 /// own folder, then tries to create the lineage manifest. A later attempt that finds a
 /// manifest compares its outputs' checksums and returns the winner's manifest; differing
@@ -74,51 +122,33 @@ pub async fn replay_shard(job: &ShardJob) -> Result<ShardOutcome> {
         path: crate::Target::plan_path(&plan.run_id),
         message: format!("the plan has no shard {}", job.shard),
     })?;
-    let Pipeline {
-        mut output,
-        tally,
-        session: _session,
-    } = pipeline::start(plan, shard, &job.source, &job.catalog, job.pacer.clone()).await?;
+    let Replayed {
+        inputs,
+        mut tally,
+        events_read,
+        out_of_order,
+        mut merged,
+    } = replay(job, shard).await?;
 
     // Segments of exactly SEGMENT_ROWS rows (the last one shorter), each written from one
-    // batch so its bytes do not depend on how DataFusion sized its batches.
+    // batch so its bytes do not depend on how the rows were folded.
     let attempt_dir = Target::attempt_dir(&plan.run_id, &job.shard, &job.attempt);
-    let schema = output.schema();
     let mut outputs = Vec::new();
-    let mut pending: Vec<RecordBatch> = Vec::new();
-    let mut pending_rows = 0;
-    while let Some(batch) = output.next().await {
-        let batch = batch.map_err(|e| unwrap_error(&job.shard, e))?;
-        pending_rows += batch.num_rows();
-        pending.push(batch);
-        while pending_rows >= SEGMENT_ROWS {
-            let all = concat_batches(&schema, &pending).map_err(arrow_error)?;
-            let path = format!("{attempt_dir}/part-{:05}.parquet", outputs.len());
-            outputs.push(write_segment(job, &path, &all.slice(0, SEGMENT_ROWS)).await?);
-            pending = vec![all.slice(SEGMENT_ROWS, all.num_rows() - SEGMENT_ROWS)];
-            pending_rows -= SEGMENT_ROWS;
-        }
-    }
-    if pending_rows > 0 || outputs.is_empty() {
-        let all = concat_batches(&schema, &pending).map_err(arrow_error)?;
+    while let Some(segment) = merged.next_chunk(SEGMENT_ROWS)? {
         let path = format!("{attempt_dir}/part-{:05}.parquet", outputs.len());
-        outputs.push(write_segment(job, &path, &all).await?);
+        outputs.push(write_segment(job, &path, &segment).await?);
     }
-    drop(output);
-    let Tally {
-        inputs,
-        mut applied,
-        quarantine,
-        ..
-    } = {
-        let mut t = tally.lock().expect("tally lock");
-        let versions = t.versions(&job.catalog);
-        let mut taken = std::mem::take(&mut *t);
-        taken.applied.versions = versions;
-        taken
-    };
+    if outputs.is_empty() {
+        let empty = RecordBatch::new_empty(Arc::clone(merged.schema()));
+        let path = format!("{attempt_dir}/part-00000.parquet");
+        outputs.push(write_segment(job, &path, &empty).await?);
+    }
+    let mut applied = std::mem::take(&mut tally.applied);
+    applied.events_read = events_read;
+    applied.out_of_order = out_of_order;
+    applied.versions = versions_applied(&tally.versions, &job.catalog);
     applied.rows_out = outputs.iter().map(|o| o.rows).sum();
-
+    let quarantine = std::mem::take(&mut tally.quarantine);
     let anomalies_file = match quarantine_batch(quarantine)? {
         None => None,
         Some(batch) => {
@@ -213,4 +243,230 @@ async fn write_segment(job: &ShardJob, path: &str, segment: &RecordBatch) -> Res
     };
     job.target.put(path, bytes).await?;
     Ok(file)
+}
+
+/// Reads, dedupes, upcasts and folds a shard, bucket by bucket on every thread.
+async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
+    let plan = &job.plan;
+    let threads = threads();
+    let full = events_schema(&job.catalog);
+    let fold = Fold::new(&full, &plan.projection.sql, &plan.projection.key).await?;
+    let buckets = if fold.local {
+        bucket_count(shard.rows)
+    } else {
+        1
+    };
+    let read = read_shard(
+        plan,
+        shard,
+        &job.source,
+        job.pacer.clone(),
+        buckets,
+        threads,
+    )
+    .await?;
+    let policies = Policies::new(plan, &shard.id, &shard.segments);
+    let shape = Arc::new(EventsShape::new(&job.catalog, &full, &fold.read));
+    let fold = Arc::new(fold);
+    let repeated = Arc::new(read.repeated);
+    let cross = Arc::new(read.cross_bucket);
+
+    // Sort each bucket; note the copies of ids that sit in several buckets.
+    let sorted = each(&shard.id, read.buckets, |_, batches| {
+        let cross = Arc::clone(&cross);
+        async move {
+            let bucket = Bucket::sorted(batches);
+            let candidates = if cross.is_empty() {
+                Vec::new()
+            } else {
+                cross_bucket_candidates(&bucket, &cross)
+            };
+            Ok((Arc::new(bucket), candidates))
+        }
+    })
+    .await?;
+    let (sorted, candidates): (Vec<Arc<Bucket>>, Vec<_>) = sorted.into_iter().unzip();
+    let winners = Arc::new(cross_bucket_winners(
+        candidates.into_iter().enumerate().collect(),
+    ));
+
+    // Dedupe each bucket.
+    let deduped = each(&shard.id, sorted, |_, bucket: Arc<Bucket>| {
+        let (repeated, winners, policies) = (
+            Arc::clone(&repeated),
+            Arc::clone(&winners),
+            policies.clone(),
+        );
+        async move {
+            let mut tally = Tally::default();
+            let kept = dedupe(&bucket, &repeated, &winners, &policies, &mut tally);
+            Ok((bucket, kept, tally))
+        }
+    })
+    .await?;
+    let mut tally = Tally::default();
+    let mut kept_buckets = Vec::with_capacity(deduped.len());
+    for (bucket, kept, t) in deduped {
+        tally.absorb(t);
+        kept_buckets.push((bucket, kept));
+    }
+    tally.halted()?;
+
+    // Gaps are per partition, across buckets.
+    let mut gaps: Vec<BTreeMap<usize, String>> = vec![BTreeMap::new(); kept_buckets.len()];
+    if plan.source.contiguous_seq {
+        find_gaps(&kept_buckets, &mut gaps);
+    }
+
+    // Upcast and fold each bucket; once a halting anomaly is found, the folds left are
+    // skipped (the shard fails anyway).
+    let memory = (plan.memory_limit_bytes / threads.min(kept_buckets.len().max(1)) as u64)
+        .max(16 * 1024 * 1024);
+    let halted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let work: Vec<_> = kept_buckets.into_iter().zip(gaps).collect();
+    let folded = each(&shard.id, work, |_, ((bucket, kept), gaps)| {
+        let (catalog, policies, shape, fold, halted) = (
+            job.catalog.clone(),
+            policies.clone(),
+            Arc::clone(&shape),
+            Arc::clone(&fold),
+            Arc::clone(&halted),
+        );
+        let shard_id = shard.id.clone();
+        async move {
+            let mut tally = Tally::default();
+            let events = events_of(
+                &bucket, &kept, &gaps, &shape, &catalog, &policies, &mut tally,
+            )?;
+            drop((kept, bucket));
+            if tally.halt.is_some() {
+                halted.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            let output = if halted.load(std::sync::atomic::Ordering::Relaxed) {
+                Vec::new()
+            } else {
+                fold.run(&shard_id, &shape.schema, events, memory).await?
+            };
+            Ok((output, tally))
+        }
+    })
+    .await?;
+    let mut outputs = Vec::with_capacity(folded.len());
+    for (output, t) in folded {
+        tally.absorb(t);
+        outputs.push(output);
+    }
+    tally.halted()?;
+    let merged = Merged::new(&fold.output, outputs, &plan.projection.key)?;
+    Ok(Replayed {
+        inputs: read.inputs,
+        tally,
+        events_read: read.events_read,
+        out_of_order: read.out_of_order,
+        merged,
+    })
+}
+
+/// Runs `work` on every item at once on the runtime's threads (each item a task), and
+/// returns the results in the items' order; the first error (in item order) wins.
+async fn each<T, R, F, Fut>(shard: &str, items: Vec<T>, work: F) -> Result<Vec<R>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(usize, T) -> Fut,
+    Fut: Future<Output = Result<R>> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    let n = items.len();
+    for (i, item) in items.into_iter().enumerate() {
+        let fut = work(i, item);
+        tasks.spawn(async move { (i, fut.await) });
+    }
+    let mut results: Vec<Option<Result<R>>> = (0..n).map(|_| None).collect();
+    while let Some(done) = tasks.join_next().await {
+        let (i, r) = done.map_err(|e| join_error(shard, e))?;
+        results[i] = Some(r);
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every task reported"))
+        .collect()
+}
+
+/// Marks, over every bucket's kept rows in (partition, seq) order, each row more than
+/// one seq above the previous row of its partition: `gaps[bucket][i]` is the message of
+/// the bucket's i-th kept row.
+fn find_gaps(kept: &[(Arc<Bucket>, Vec<(u32, u32)>)], gaps: &mut [BTreeMap<usize, String>]) {
+    let mut all: Vec<(i32, i64, u64, usize, usize)> = Vec::new();
+    for (b, (bucket, rows)) in kept.iter().enumerate() {
+        for (i, at) in rows.iter().enumerate() {
+            let batch = &bucket.batches[at.0 as usize];
+            let row = at.1 as usize;
+            all.push((
+                batch
+                    .column(PARTITION)
+                    .as_primitive::<arrow::datatypes::Int32Type>()
+                    .value(row),
+                batch
+                    .column(SEQ)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .value(row),
+                batch
+                    .column(ORD)
+                    .as_primitive::<arrow::datatypes::UInt64Type>()
+                    .value(row),
+                b,
+                i,
+            ));
+        }
+    }
+    all.sort_unstable();
+    let mut last: Option<(i32, i64)> = None;
+    for (p, s, _, b, i) in all {
+        if let Some((lp, ls)) = last
+            && lp == p
+            && s > ls + 1
+        {
+            // The event after the hole is fine and stays in the replay: quarantine
+            // records the hole without setting the event aside.
+            gaps[b].insert(
+                i,
+                format!("seq {}..{} missing in partition {p}", ls + 1, s - 1),
+            );
+        }
+        last = Some((p, s));
+    }
+}
+
+/// Events per (type, input version) with their upcaster chains, for the manifest.
+fn versions_applied(
+    versions: &BTreeMap<(String, i32), u64>,
+    catalog: &Catalog,
+) -> Vec<VersionApplied> {
+    versions
+        .iter()
+        .map(|((event_type, schema_version), events)| {
+            let chain = match catalog.path(event_type, *schema_version) {
+                PathStatus::Upcastable { chain } => chain,
+                _ => Vec::new(),
+            };
+            let steps = catalog
+                .get(event_type)
+                .map(|contract| {
+                    chain
+                        .iter()
+                        .filter_map(|v| contract.version(*v))
+                        .map(|v| format!("version {}: {}", v.version(), v.step_kinds().join(", ")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            VersionApplied {
+                event_type: event_type.clone(),
+                schema_version: *schema_version,
+                events: *events,
+                chain,
+                steps,
+            }
+        })
+        .collect()
 }

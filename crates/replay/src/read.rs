@@ -1,0 +1,589 @@
+//! Reading a shard: its segments fetched a few at a time, each cut into parts of whole row
+//! groups that are decoded on every thread the worker has, filtered to the shard's
+//! partitions and the window, and routed to the shard's buckets of streams.
+//!
+//! ```text
+//! segments ─fetch (If-Match, a few ahead)─▶ parts of row groups ─decode, filter─▶ rows
+//!   rows ─hash(stream_id)─▶ bucket b        (every row of a stream in one bucket)
+//!   rows ─hash(event_id)──▶ id digests      (to find ids whose copies sit in two buckets)
+//! ```
+//!
+//! What a segment contributes to the lineage (its SHA-256, rows, seq range, rows out of
+//! order) is put together once all its parts are read, in file order.
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    ops::Range,
+    sync::Arc,
+};
+
+use arrow::{
+    array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array},
+    compute::{filter_record_batch, take_record_batch},
+    datatypes::{Int32Type, Int64Type, TimestampMicrosecondType},
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use replayfleet_archive::{
+    Location, SegmentBatches, decode_row_groups, decode_segment_batches, fetch_segment,
+    row_group_rows,
+};
+use replayfleet_config::Window;
+use tokio::{sync::Semaphore, task::JoinSet};
+
+use crate::{
+    Error, Pacer, Result,
+    layout::sha256_hex,
+    lineage::LineageInput,
+    order::arrow_error,
+    plan::{InputSegment, Plan, ShardPlan},
+    raw::{EVENT_ID, OCCURRED_AT, PARTITION, SEQ, STREAM_ID, ord, raw_schema},
+};
+
+/// Rows a part of a segment holds at least (whole row groups), so that a large segment
+/// is decoded on several threads and a small one is not cut at all.
+const PART_ROWS: u64 = 128 * 1024;
+
+/// What reading a shard produced.
+pub(crate) struct Read {
+    /// Every segment read, in the plan's order.
+    pub inputs: Vec<LineageInput>,
+    /// Rows of the shard's partitions inside the window.
+    pub events_read: u64,
+    /// Rows below an earlier seq of their partition inside their segment.
+    pub out_of_order: u64,
+    /// The rows of each bucket, as raw batches (any order: every later step sorts).
+    pub buckets: Vec<Vec<RecordBatch>>,
+    /// Digests ([`id_digest`]) of the event ids seen more than once in the shard: only
+    /// their rows need comparing.
+    pub repeated: HashSet<u64>,
+    /// Digests of the event ids whose copies sit in two buckets or more.
+    pub cross_bucket: HashSet<u64>,
+}
+
+/// The bucket a stream belongs to: a fixed hash of its id, spread over `buckets`.
+pub(crate) fn bucket_of(stream_id: &str, buckets: usize) -> usize {
+    let h = twox_hash::XxHash3_64::oneshot(stream_id.as_bytes());
+    ((u128::from(h) * buckets as u128) >> 64) as usize
+}
+
+/// The digest of an event id that finds its copies: 56 bits of a fixed hash (the low
+/// byte is left for the bucket). Equal digests are only candidates; ids are compared.
+pub(crate) fn id_digest(event_id: &str) -> u64 {
+    twox_hash::XxHash3_64::oneshot(event_id.as_bytes()) & !0xff
+}
+
+/// One part of one segment: whole row groups (or the whole segment).
+struct Part {
+    segment: usize,
+    input: Arc<InputSegment>,
+    bytes: Bytes,
+    /// `None`: the whole segment.
+    row_groups: Option<Range<usize>>,
+    /// Whether this part also hashes the segment's bytes (the first part does).
+    hashes: bool,
+}
+
+/// What a part read.
+struct PartRead {
+    segment: usize,
+    /// The first row group (orders a segment's parts).
+    first_group: usize,
+    sha256: Option<String>,
+    rows: u64,
+    /// (partition, seq) of its rows with a seq, in file order.
+    seqs: Vec<(i32, i64)>,
+    /// Rows per bucket.
+    pieces: Vec<(usize, RecordBatch)>,
+    /// [`id_digest`] with the bucket in its low byte, per row with an id.
+    digests: Vec<u64>,
+}
+
+/// Everything a part needs besides its bytes.
+struct Job {
+    plan: Arc<Plan>,
+    partitions: Arc<BTreeSet<i32>>,
+    buckets: usize,
+    pacer: Option<Arc<dyn Pacer>>,
+}
+
+/// Reads the shard's segments into `buckets` buckets on up to `threads` threads.
+pub(crate) async fn read_shard(
+    plan: &Arc<Plan>,
+    shard: &ShardPlan,
+    source: &Location,
+    pacer: Option<Arc<dyn Pacer>>,
+    buckets: usize,
+    threads: usize,
+) -> Result<Read> {
+    let mut planned = Vec::with_capacity(shard.segments.len());
+    for path in &shard.segments {
+        let segment = plan.segment(path).cloned().ok_or_else(|| Error::Format {
+            path: crate::Target::plan_path(&plan.run_id),
+            message: format!(
+                "shard {} names segment {path}, which the plan lacks",
+                shard.id
+            ),
+        })?;
+        planned.push(Arc::new(segment));
+    }
+    let job = Arc::new(Job {
+        plan: Arc::clone(plan),
+        partitions: Arc::new(shard.partitions.iter().copied().collect()),
+        buckets,
+        pacer,
+    });
+    // Fetches run ahead of decoding by a few segments; decoding takes a permit per part,
+    // so at most `threads` parts are decoded at once and the fetched bytes waiting are
+    // bounded by the fetches in flight.
+    let permits = Arc::new(Semaphore::new(threads.max(1)));
+    let ahead = (threads * 2).max(4);
+    let mut fetches = futures::stream::iter(planned.iter().cloned().enumerate())
+        .map(|(index, segment)| {
+            let source = source.clone();
+            async move {
+                let bytes = fetch_segment(&source, &segment.segment_ref()).await?;
+                Ok::<_, Error>((index, segment, bytes))
+            }
+        })
+        .buffered(ahead);
+    let mut tasks: JoinSet<Result<PartRead>> = JoinSet::new();
+    let mut parts = Vec::new();
+    let mut failed: Option<Error> = None;
+    'fetching: while let Some(fetched) = fetches.next().await {
+        let (index, segment, bytes) = match fetched {
+            Ok(f) => f,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        };
+        let split = match split(index, &segment, bytes) {
+            Ok(split) => split,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        };
+        for part in split {
+            let permit = Arc::clone(&permits)
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let job = Arc::clone(&job);
+            tasks.spawn(async move {
+                let read = read_part(&job, part).await;
+                drop(permit);
+                read
+            });
+            // Collect what is done, so that a failure stops the rest early.
+            while let Some(done) = tasks.try_join_next() {
+                match done.map_err(|e| join_error(&shard.id, e)).and_then(|r| r) {
+                    Ok(part) => parts.push(part),
+                    Err(e) => {
+                        failed = Some(e);
+                        break 'fetching;
+                    }
+                }
+            }
+        }
+    }
+    drop(fetches);
+    if failed.is_some() {
+        tasks.abort_all();
+    }
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(part)) => parts.push(part),
+            Ok(Err(e)) => {
+                failed.get_or_insert(e);
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                failed.get_or_insert(join_error(&shard.id, e));
+            }
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    assemble(&planned, parts, buckets, threads).await
+}
+
+pub(crate) fn join_error(shard: &str, e: tokio::task::JoinError) -> Error {
+    Error::Projection {
+        shard: shard.to_owned(),
+        message: format!("a replay task failed: {e}"),
+    }
+}
+
+/// Cuts a fetched segment into parts of whole row groups of about [`PART_ROWS`] rows.
+fn split(index: usize, segment: &Arc<InputSegment>, bytes: Bytes) -> Result<Vec<Part>> {
+    let whole = |bytes| Part {
+        segment: index,
+        input: Arc::clone(segment),
+        bytes,
+        row_groups: None,
+        hashes: true,
+    };
+    if segment.rows <= PART_ROWS {
+        return Ok(vec![whole(bytes)]);
+    }
+    let groups = row_group_rows(&segment.path, &bytes)?;
+    let mut ranges = Vec::new();
+    let (mut start, mut rows) = (0, 0);
+    for (i, n) in groups.iter().enumerate() {
+        rows += n;
+        if rows >= PART_ROWS || i + 1 == groups.len() {
+            ranges.push(start..i + 1);
+            start = i + 1;
+            rows = 0;
+        }
+    }
+    if ranges.len() <= 1 {
+        return Ok(vec![whole(bytes)]);
+    }
+    Ok(ranges
+        .into_iter()
+        .enumerate()
+        .map(|(i, range)| Part {
+            segment: index,
+            input: Arc::clone(segment),
+            bytes: bytes.clone(),
+            row_groups: Some(range),
+            hashes: i == 0,
+        })
+        .collect())
+}
+
+/// Decodes, filters and routes one part.
+async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
+    let mapping = &job.plan.source.mapping;
+    let sha256 = part.hashes.then(|| sha256_hex(&part.bytes));
+    let (first_group, batches): (usize, SegmentBatches) = match &part.row_groups {
+        None => (
+            0,
+            decode_segment_batches(&part.input.path, part.bytes, mapping)?,
+        ),
+        Some(range) => (
+            range.start,
+            decode_row_groups(&part.input.path, part.bytes, mapping, range.clone())?,
+        ),
+    };
+    let mut read = PartRead {
+        segment: part.segment,
+        first_group,
+        sha256,
+        rows: 0,
+        seqs: Vec::new(),
+        pieces: Vec::new(),
+        digests: Vec::new(),
+    };
+    let mut batches = batches;
+    loop {
+        let first_row = batches.next_row();
+        let Some(batch) = batches.next() else { break };
+        let batch = batch?;
+        let kept = keep(
+            &batch,
+            first_row,
+            part.segment,
+            &job.partitions,
+            &job.plan.window,
+        )?;
+        let n = kept.num_rows();
+        if n == 0 {
+            continue;
+        }
+        if let Some(pacer) = &job.pacer {
+            pacer
+                .pace(n as u64)
+                .await
+                .map_err(|message| Error::Paced { message })?;
+        }
+        read.rows += n as u64;
+        let partition = kept.column(PARTITION).as_primitive::<Int32Type>();
+        let seq = kept.column(SEQ).as_primitive::<Int64Type>();
+        read.seqs.extend(
+            (0..n)
+                .filter(|&i| !seq.is_null(i))
+                .map(|i| (partition.value(i), seq.value(i))),
+        );
+        route(&kept, job.buckets, &mut read)?;
+        // Decoding is CPU work on the runtime's threads: let heartbeats and other
+        // tasks in between batches.
+        tokio::task::yield_now().await;
+    }
+    Ok(read)
+}
+
+/// The rows of `batch` (a segment's, from file row `first_row` on) in the shard's
+/// partitions and inside the window, with `__ord` added.
+fn keep(
+    batch: &RecordBatch,
+    first_row: u64,
+    segment: usize,
+    partitions: &BTreeSet<i32>,
+    window: &Window,
+) -> Result<RecordBatch> {
+    let until_time = window.until_time.map(|t| t.timestamp_micros());
+    let partition = batch.column(PARTITION).as_primitive::<Int32Type>();
+    let seq = batch.column(SEQ).as_primitive::<Int64Type>();
+    let occurred = batch
+        .column(OCCURRED_AT)
+        .as_primitive::<TimestampMicrosecondType>();
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(UInt64Array::from_iter_values(
+        (0..batch.num_rows() as u64).map(|i| ord(segment, first_row + i)),
+    )));
+    let with_ord = RecordBatch::try_new(raw_schema(), columns).map_err(arrow_error)?;
+    let (low, high) = match (partitions.first(), partitions.last()) {
+        (Some(l), Some(h)) => (*l, *h),
+        _ => return Ok(with_ord.slice(0, 0)),
+    };
+    let contiguous = partitions.len() as i64 == i64::from(high) - i64::from(low) + 1;
+    let mask: BooleanArray = (0..batch.num_rows())
+        .map(|i| {
+            if partition.is_null(i) {
+                return Some(false);
+            }
+            let p = partition.value(i);
+            let member = if contiguous {
+                (low..=high).contains(&p)
+            } else {
+                partitions.contains(&p)
+            };
+            if !member {
+                return Some(false);
+            }
+            if let Some(until) = window.until_seq
+                && (seq.is_null(i) || seq.value(i) > until)
+            {
+                return Some(false);
+            }
+            if let Some(until) = until_time
+                && (occurred.is_null(i) || occurred.value(i) > until)
+            {
+                return Some(false);
+            }
+            Some(true)
+        })
+        .collect();
+    if mask.true_count() == batch.num_rows() {
+        return Ok(with_ord);
+    }
+    filter_record_batch(&with_ord, &mask).map_err(arrow_error)
+}
+
+/// Splits kept rows by bucket (one `take`, then slices) and records their id digests.
+fn route(kept: &RecordBatch, buckets: usize, read: &mut PartRead) -> Result<()> {
+    let n = kept.num_rows();
+    let ids = kept.column(EVENT_ID).as_string::<i32>();
+    if buckets == 1 {
+        read.digests.extend(
+            (0..n)
+                .filter(|&i| !ids.is_null(i))
+                .map(|i| id_digest(ids.value(i))),
+        );
+        read.pieces.push((0, kept.clone()));
+        return Ok(());
+    }
+    let streams = kept.column(STREAM_ID).as_string::<i32>();
+    let of: Vec<u32> = (0..n)
+        .map(|i| {
+            if streams.is_null(i) {
+                0
+            } else {
+                bucket_of(streams.value(i), buckets) as u32
+            }
+        })
+        .collect();
+    for (i, b) in of.iter().enumerate() {
+        if !ids.is_null(i) {
+            read.digests.push(id_digest(ids.value(i)) | u64::from(*b));
+        }
+    }
+    // A counting sort by bucket keeps file order inside each bucket.
+    let mut counts = vec![0u32; buckets + 1];
+    for b in &of {
+        counts[*b as usize + 1] += 1;
+    }
+    for b in 0..buckets {
+        counts[b + 1] += counts[b];
+    }
+    let starts = counts.clone();
+    let mut indices = vec![0u32; n];
+    for (i, b) in of.iter().enumerate() {
+        let slot = &mut counts[*b as usize];
+        indices[*slot as usize] = i as u32;
+        *slot += 1;
+    }
+    let grouped = take_record_batch(kept, &UInt32Array::from(indices)).map_err(arrow_error)?;
+    for b in 0..buckets {
+        let (start, end) = (starts[b] as usize, starts[b + 1] as usize);
+        if end > start {
+            read.pieces.push((b, grouped.slice(start, end - start)));
+        }
+    }
+    Ok(())
+}
+
+/// Puts the parts together: lineage inputs per segment, rows per bucket, and the ids
+/// whose copies sit in several buckets.
+async fn assemble(
+    planned: &[Arc<InputSegment>],
+    mut parts: Vec<PartRead>,
+    buckets: usize,
+    threads: usize,
+) -> Result<Read> {
+    parts.sort_by_key(|p| (p.segment, p.first_group));
+    let mut inputs = Vec::with_capacity(planned.len());
+    let mut out_of_order = 0;
+    let mut events_read = 0;
+    let mut rows_of: Vec<Vec<RecordBatch>> = vec![Vec::new(); buckets];
+    let mut digests: Vec<Vec<u64>> = Vec::new();
+    let mut parts = parts.into_iter().peekable();
+    for (index, segment) in planned.iter().enumerate() {
+        let mut input = LineageInput {
+            path: segment.path.clone(),
+            etag: segment.etag.clone(),
+            sha256: String::new(),
+            bytes: segment.bytes,
+            rows: 0,
+            seq_min: None,
+            seq_max: None,
+        };
+        let mut last_seq: std::collections::HashMap<i32, i64> = Default::default();
+        while let Some(part) = parts.next_if(|p| p.segment == index) {
+            if let Some(sha) = part.sha256 {
+                input.sha256 = sha;
+            }
+            input.rows += part.rows;
+            for (p, s) in part.seqs {
+                input.seq_min = Some(input.seq_min.map_or(s, |m| m.min(s)));
+                input.seq_max = Some(input.seq_max.map_or(s, |m| m.max(s)));
+                let last = last_seq.entry(p).or_insert(i64::MIN);
+                if s < *last {
+                    out_of_order += 1;
+                } else {
+                    *last = s;
+                }
+            }
+            for (b, piece) in part.pieces {
+                rows_of[b].push(piece);
+            }
+            if !part.digests.is_empty() {
+                digests.push(part.digests);
+            }
+        }
+        events_read += input.rows;
+        inputs.push(input);
+    }
+    let (repeated, cross_bucket) = repeated_ids(digests, threads).await?;
+    Ok(Read {
+        inputs,
+        events_read,
+        out_of_order,
+        buckets: rows_of,
+        repeated,
+        cross_bucket,
+    })
+}
+
+/// The id digests seen more than once, and those seen in more than one bucket. The
+/// digests are spread over 256 ranges by their top byte, and each range is sorted on its
+/// own (on every thread): equal digests become neighbours, and their low bytes say in
+/// which buckets they were seen.
+async fn repeated_ids(
+    parts: Vec<Vec<u64>>,
+    threads: usize,
+) -> Result<(HashSet<u64>, HashSet<u64>)> {
+    const RANGES: usize = 256;
+    let mut counts = vec![0usize; RANGES + 1];
+    for d in parts.iter().flatten() {
+        counts[(d >> 56) as usize + 1] += 1;
+    }
+    for r in 0..RANGES {
+        counts[r + 1] += counts[r];
+    }
+    let starts = counts.clone();
+    let mut all = vec![0u64; starts[RANGES]];
+    for d in parts.into_iter().flatten() {
+        let slot = &mut counts[(d >> 56) as usize];
+        all[*slot] = d;
+        *slot += 1;
+    }
+    let groups = threads.max(1);
+    let mut tasks = JoinSet::new();
+    // Each task takes a run of whole ranges, split off the end of the flat vector.
+    for g in (0..groups).rev() {
+        let (first, last) = (RANGES * g / groups, RANGES * (g + 1) / groups);
+        let mut mine = all.split_off(starts[first]);
+        let bounds: Vec<usize> = (first..=last).map(|r| starts[r] - starts[first]).collect();
+        tasks.spawn(async move {
+            let (mut repeated, mut cross) = (Vec::new(), Vec::new());
+            for w in bounds.windows(2) {
+                let range = &mut mine[w[0]..w[1]];
+                range.sort_unstable();
+                let mut i = 0;
+                while i < range.len() {
+                    let id = range[i] & !0xff;
+                    let mut j = i + 1;
+                    let mut several = false;
+                    while j < range.len() && range[j] & !0xff == id {
+                        several |= range[j] != range[i];
+                        j += 1;
+                    }
+                    if j > i + 1 {
+                        repeated.push(id);
+                    }
+                    if several {
+                        cross.push(id);
+                    }
+                    i = j;
+                }
+            }
+            (repeated, cross)
+        });
+    }
+    let (mut repeated, mut cross) = (HashSet::new(), HashSet::new());
+    while let Some(found) = tasks.join_next().await {
+        let (r, c) = found.map_err(|e| join_error("-", e))?;
+        repeated.extend(r);
+        cross.extend(c);
+    }
+    Ok((repeated, cross))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_spread_streams_and_are_stable() {
+        let mut seen = vec![0usize; 16];
+        for i in 0..16_000 {
+            seen[bucket_of(&format!("acc-{i:06}"), 16)] += 1;
+        }
+        assert!(seen.iter().all(|n| (800..1200).contains(n)), "{seen:?}");
+        // A fixed hash: the same stream lands in the same bucket on every machine.
+        assert_eq!(bucket_of("acc-000001", 16), bucket_of("acc-000001", 16));
+        assert_eq!(bucket_of("anything", 1), 0);
+        assert_eq!(id_digest("e") & 0xff, 0);
+    }
+
+    #[tokio::test]
+    async fn ids_in_two_buckets_are_found_once() {
+        let d = |id: &str, b: u64| id_digest(id) | b;
+        let parts = vec![
+            vec![d("a", 1), d("b", 2), d("c", 3)],
+            vec![d("a", 1), d("b", 4), d("z", 0)],
+            vec![d("c", 3), d("c", 5)],
+        ];
+        let (repeated, cross) = repeated_ids(parts, 3).await.unwrap();
+        let expected: HashSet<u64> = [id_digest("b"), id_digest("c")].into();
+        assert_eq!(cross, expected);
+        let expected: HashSet<u64> = [id_digest("a"), id_digest("b"), id_digest("c")].into();
+        assert_eq!(repeated, expected);
+    }
+}
