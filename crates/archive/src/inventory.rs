@@ -354,10 +354,14 @@ async fn inventory_segment(
             ) {
                 let event_type = event_type.as_string::<i32>();
                 let version = version.as_primitive::<Int32Type>();
-                for (t, v) in event_type.iter().zip(version.iter()) {
-                    // Few distinct pairs: look up by reference before allocating a key.
-                    let key = (t.map(str::to_owned), v);
-                    *types.entry(key).or_insert(0u64) += 1;
+                // Few distinct pairs: counted by reference, keys allocated once a batch.
+                let mut counts: std::collections::HashMap<(Option<&str>, Option<i32>), u64> =
+                    Default::default();
+                for key in event_type.iter().zip(version.iter()) {
+                    *counts.entry(key).or_default() += 1;
+                }
+                for ((t, v), n) in counts {
+                    *types.entry((t.map(str::to_owned), v)).or_insert(0u64) += n;
                 }
             }
         }

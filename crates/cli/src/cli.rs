@@ -24,6 +24,24 @@ pub struct GlobalArgs {
     /// Log format on stderr.
     #[arg(long, global = true, env = "REPLAYFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Threads of this process: every shard's replay (decoding, dedupe, upcast and the
+    /// fold) spreads its work over them. Default: `--workers` for `run` and `bench run`,
+    /// the machine's cores otherwise.
+    #[arg(long, global = true, env = "REPLAYFLEET_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+}
+
+impl Cli {
+    /// The threads of this process's runtime (`--threads`, or the command's default).
+    pub fn threads(&self) -> usize {
+        let explicit = self.global.threads.map(usize::from);
+        let default = match &self.command {
+            Command::Run(args) => Some(args.workers),
+            Command::Bench(BenchCommand::Run(args)) => Some(args.workers),
+            _ => None,
+        };
+        explicit.or(default).unwrap_or_else(default_workers).max(1)
+    }
 }
 
 /// How logs are written.

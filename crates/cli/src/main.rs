@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         return ExitCode::from(exit::USAGE);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads())
         .enable_all()
         .build()
     {

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use arrow::datatypes::DataType;
 use jsonschema::Validator;
 use replayfleet_config::{AnomalyKind, ENVELOPE_COLUMNS};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::jq::JqProgram;
+use crate::lite::{Lite, LiteJson};
 use crate::raw::{self, RawFile};
 use crate::schema::{self, ColumnKind};
 use crate::sql::{self, SqlStep};
@@ -46,7 +47,7 @@ pub struct Example {
 pub struct VersionContract {
     pub(crate) version: i32,
     pub(crate) schema: Value,
-    pub(crate) validator: Arc<Validator>,
+    pub(crate) validator: Arc<Validator<LiteJson>>,
     /// Steps from the previous version; empty for the first.
     pub(crate) steps: Vec<Arc<Step>>,
     pub(crate) examples: Vec<Example>,
@@ -374,7 +375,9 @@ fn compile_contract(
             .iter_mut()
             .find(|v| v.version == version)
             .expect("the example's version was just compiled");
-        if let Some(e) = schema::first_error(&holder.validator, &ex.expect) {
+        if let Some(e) =
+            schema::first_error(&holder.validator, &Lite::from_value(ex.expect.clone()))
+        {
             return Err(example_error(format!(
                 "expect does not validate against version {version}'s schema: {e}"
             )));
@@ -449,7 +452,12 @@ fn compile_steps(
                 for (field, value) in &pairs {
                     shape.entry(field.clone()).or_insert(kind_of_literal(value));
                 }
-                Step::Default(pairs)
+                Step::Default(
+                    pairs
+                        .into_iter()
+                        .map(|(field, value)| (field, Lite::from_value(value)))
+                        .collect(),
+                )
             }
             "drop" => {
                 let fields = match &body {
@@ -604,61 +612,6 @@ fn typed_columns(contracts: &BTreeMap<String, EventContract>) -> Result<Vec<Type
             }
         })
         .collect())
-}
-
-/// Parses a payload's text into a JSON object with room for `capacity` fields, or says why it
-/// is not one.
-pub(crate) fn parse_object(text: &str, capacity: usize) -> Result<Map<String, Value>, String> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    serde::de::DeserializeSeed::deserialize(ObjectWithCapacity(capacity), &mut de)
-        .and_then(|map| de.end().map(|()| map))
-        .map_err(|e| {
-            if e.is_data() {
-                "payload is not a JSON object".to_owned()
-            } else {
-                format!("payload is not valid JSON: {e}")
-            }
-        })
-}
-
-/// Deserializes a JSON object exactly as `Map<String, Value>`'s own `Deserialize` does
-/// (same visitor, same errors; a repeated key keeps its first place and its last value),
-/// but into a map made with room for `.0` fields: a map that grows while it is parsed
-/// reallocates its entries and rehashes its index, which costs more than the upcast steps.
-struct ObjectWithCapacity(usize);
-
-impl<'de> serde::de::DeserializeSeed<'de> for ObjectWithCapacity {
-    type Value = Map<String, Value>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for ObjectWithCapacity {
-    type Value = Map<String, Value>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a map")
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Map::new())
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(
-        self,
-        mut access: A,
-    ) -> Result<Self::Value, A::Error> {
-        let mut map = Map::with_capacity(self.0);
-        while let Some((key, value)) = access.next_entry::<String, Value>()? {
-            map.insert(key, value);
-        }
-        Ok(map)
-    }
 }
 
 pub(crate) type Contracts = BTreeMap<String, EventContract>;

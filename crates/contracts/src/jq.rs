@@ -10,8 +10,14 @@
 use jaq_core::data::JustLut;
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars};
+use std::borrow::Cow;
+
 use jaq_json::{Num, Rc, Val};
-use serde_json::{Map, Number, Value};
+#[cfg(test)]
+use serde_json::Map;
+use serde_json::{Number, Value};
+
+use crate::lite::{Lite, Obj};
 
 type Filter = jaq_core::Filter<JustLut<Val>>;
 
@@ -121,7 +127,87 @@ pub(crate) fn parse_val(text: &str) -> Result<Val, serde_json::Error> {
     serde_json::from_str::<Val>(text)
 }
 
+/// Moves a light JSON object into a jaq object.
+pub(crate) fn obj_to_val(obj: Obj<'_>) -> Val {
+    let mut map = jaq_json::Map::with_capacity_and_hasher(obj.len(), Default::default());
+    for (k, v) in obj.into_members() {
+        map.insert(Val::utf8_str(k.into_owned().into_bytes()), lite_to_val(v));
+    }
+    Val::obj(map)
+}
+
+/// Moves a light JSON value into a jaq value.
+pub(crate) fn lite_to_val(value: Lite<'_>) -> Val {
+    match value {
+        Lite::Null => Val::Null,
+        Lite::Bool(b) => Val::Bool(b),
+        Lite::Num(n) => Val::Num(number_to_num(&n)),
+        Lite::Str(s) => Val::utf8_str(s.into_owned().into_bytes()),
+        Lite::Arr(items) => Val::Arr(Rc::new(items.into_iter().map(lite_to_val).collect())),
+        Lite::Obj(obj) => obj_to_val(obj),
+    }
+}
+
+fn number_to_num(n: &Number) -> Num {
+    if let Some(i) = n.as_i64() {
+        Num::from_integral(i)
+    } else if let Some(u) = n.as_u64() {
+        Num::from_integral(u)
+    } else {
+        Num::Float(n.as_f64().unwrap_or(f64::NAN))
+    }
+}
+
+/// Moves a jaq value that must be an object into a light JSON object.
+pub(crate) fn val_into_obj(val: Val) -> Result<Obj<'static>, String> {
+    match val {
+        Val::Obj(obj) => {
+            let obj = unwrap_rc(obj);
+            let mut out = Obj::with_capacity(obj.len());
+            for (k, v) in obj {
+                let key = match k {
+                    Val::TStr(b) | Val::BStr(b) => bytes_to_string(*b),
+                    other => {
+                        return Err(format!(
+                            "jq program yielded an object key that is {}",
+                            kind_of(&other)
+                        ));
+                    }
+                };
+                out.insert(Cow::Owned(key), val_into_lite(v)?);
+            }
+            Ok(out)
+        }
+        other => Err(format!(
+            "jq program yielded {}, not an object",
+            kind_of(&other)
+        )),
+    }
+}
+
+/// Moves a jaq value into a light JSON value. Non-finite floats become `null`, as jq
+/// prints them.
+pub(crate) fn val_into_lite(val: Val) -> Result<Lite<'static>, String> {
+    Ok(match val {
+        Val::Null => Lite::Null,
+        Val::Bool(b) => Lite::Bool(b),
+        Val::Num(n) => match num_to_value(n) {
+            Value::Number(n) => Lite::Num(n),
+            _ => Lite::Null,
+        },
+        Val::TStr(b) | Val::BStr(b) => Lite::Str(Cow::Owned(bytes_to_string(*b))),
+        Val::Arr(items) => Lite::Arr(
+            unwrap_rc(items)
+                .into_iter()
+                .map(val_into_lite)
+                .collect::<Result<_, _>>()?,
+        ),
+        Val::Obj(_) => Lite::Obj(val_into_obj(val)?),
+    })
+}
+
 /// Moves a JSON object into a jaq object.
+#[cfg(test)]
 pub(crate) fn map_to_val(map: Map<String, Value>) -> Val {
     let mut obj = jaq_json::Map::with_capacity_and_hasher(map.len(), Default::default());
     for (k, v) in map {
@@ -131,6 +217,7 @@ pub(crate) fn map_to_val(map: Map<String, Value>) -> Val {
 }
 
 /// Moves a JSON value into a jaq value.
+#[cfg(test)]
 pub(crate) fn value_to_val(value: Value) -> Val {
     match value {
         Value::Null => Val::Null,
@@ -149,6 +236,7 @@ pub(crate) fn value_to_val(value: Value) -> Val {
 }
 
 /// Moves a jaq value that must be an object into a JSON object.
+#[cfg(test)]
 pub(crate) fn val_into_map(val: Val) -> Result<Map<String, Value>, String> {
     match val {
         Val::Obj(obj) => obj_into_map(unwrap_rc(obj)),
@@ -159,6 +247,7 @@ pub(crate) fn val_into_map(val: Val) -> Result<Map<String, Value>, String> {
     }
 }
 
+#[cfg(test)]
 fn obj_into_map(obj: jaq_json::Map) -> Result<Map<String, Value>, String> {
     let mut map = Map::with_capacity(obj.len());
     for (k, v) in obj {
@@ -177,6 +266,7 @@ fn obj_into_map(obj: jaq_json::Map) -> Result<Map<String, Value>, String> {
 }
 
 /// Moves a jaq value into a JSON value. Non-finite floats become `null`, as jq prints them.
+#[cfg(test)]
 pub(crate) fn val_into_value(val: Val) -> Result<Value, String> {
     Ok(match val {
         Val::Null => Value::Null,

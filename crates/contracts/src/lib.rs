@@ -13,6 +13,7 @@ mod bench;
 mod catalog;
 mod error;
 mod jq;
+mod lite;
 mod matrix;
 mod raw;
 mod schema;
@@ -25,8 +26,9 @@ pub use catalog::{
     Catalog, CatalogFile, EventContract, Example, PathStatus, TypedColumn, VersionContract,
 };
 pub use error::{Error, Result};
+pub use lite::{Lite, LiteJson, Obj};
 pub use matrix::{Finding, MatrixRow, check, test_matrix};
-pub use upcast::{Outcome, Upcaster};
+pub use upcast::{Anomaly, Outcome, Upcaster};
 
 // The catalog is shared by the replay engine's worker tasks.
 const _: () = {

@@ -296,7 +296,9 @@ fn generate(schema: &Value, root: &Value, depth: usize) -> Option<Value> {
     }
     let candidates = candidates(schema, root, depth);
     let validator = crate::schema::compile(schema).ok()?;
-    candidates.into_iter().find(|c| validator.is_valid(c))
+    candidates
+        .into_iter()
+        .find(|c| validator.is_valid(&crate::lite::Lite::from_value(c.clone())))
 }
 
 fn candidates(schema: &Value, root: &Value, depth: usize) -> Vec<Value> {

@@ -4,6 +4,8 @@ use arrow::datatypes::{DataType, TimeUnit};
 use jsonschema::{Draft, Validator};
 use serde_json::Value;
 
+use crate::lite::{Lite, LiteJson};
+
 /// The only `$schema` accepted: the catalog is JSON Schema 2020-12, always.
 pub(crate) const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
@@ -82,7 +84,7 @@ pub(crate) fn properties(schema: &Value) -> impl Iterator<Item = (&String, &Valu
 
 /// Compiles a schema as JSON Schema 2020-12 with `format` assertions on. A `$schema` other
 /// than 2020-12 is refused rather than silently reinterpreted.
-pub(crate) fn compile(schema: &Value) -> Result<Validator, String> {
+pub(crate) fn compile(schema: &Value) -> Result<Validator<LiteJson>, String> {
     if let Some(declared) = schema.get("$schema") {
         let ok = declared
             .as_str()
@@ -93,7 +95,7 @@ pub(crate) fn compile(schema: &Value) -> Result<Validator, String> {
             ));
         }
     }
-    jsonschema::options()
+    jsonschema::options_for::<LiteJson>()
         .with_draft(Draft::Draft202012)
         .should_validate_formats(true)
         .build(schema)
@@ -102,7 +104,7 @@ pub(crate) fn compile(schema: &Value) -> Result<Validator, String> {
 
 /// The first validation error of an instance, as `at <instance path>: <message>`, or `None`
 /// when it is valid. `is_valid` first: it is the cheap path.
-pub(crate) fn first_error(validator: &Validator, instance: &Value) -> Option<String> {
+pub(crate) fn first_error(validator: &Validator<LiteJson>, instance: &Lite<'_>) -> Option<String> {
     if validator.is_valid(instance) {
         return None;
     }

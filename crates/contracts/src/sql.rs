@@ -25,10 +25,11 @@ pub(crate) use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, Volatility};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
+use crate::lite::{Lite, Obj};
 use crate::schema::ColumnKind;
-use crate::step::describe_value;
+use crate::step::describe_lite;
 
 /// The DataFusion session used to plan SQL steps at load. Identifiers are case-sensitive
 /// (`amountCents` means the field `amountCents`), as JSON field names are.
@@ -135,11 +136,11 @@ impl SqlStep {
     /// payload, its fields' values or why it failed. The values are laid out flat, row
     /// after row, so a batch costs no allocation per event. The upcaster keeps batches
     /// small (its SQL chunks) so that their maps stay in the cache.
-    pub(crate) fn eval_values(&self, payloads: &[&Map<String, Value>]) -> SqlValues {
+    pub(crate) fn eval_values(&self, payloads: &[&Obj<'_>]) -> SqlValues {
         let width = self.outputs.len();
         let mut out = SqlValues {
             width,
-            values: vec![Value::Null; payloads.len() * width],
+            values: vec![Lite::Null; payloads.len() * width],
             failed: vec![None; payloads.len()],
         };
         self.eval_into(payloads, &mut out.values, &mut out.failed);
@@ -148,21 +149,24 @@ impl SqlStep {
 
     /// [`SqlStep::eval_values`] as one result per payload (tests).
     #[cfg(test)]
-    pub(crate) fn eval(&self, payloads: &[&Map<String, Value>]) -> Vec<RowResult> {
+    pub(crate) fn eval(&self, payloads: &[&Obj<'_>]) -> Vec<RowResult> {
         let mut values = self.eval_values(payloads);
         (0..payloads.len())
             .map(|row| {
-                values
-                    .take(row)
-                    .map(|vs| self.fields().map(str::to_owned).zip(vs).collect())
+                values.take(row).map(|vs| {
+                    self.fields()
+                        .map(str::to_owned)
+                        .zip(vs.map(|v| v.to_value()))
+                        .collect()
+                })
             })
             .collect()
     }
 
     fn eval_into(
         &self,
-        payloads: &[&Map<String, Value>],
-        values: &mut [Value],
+        payloads: &[&Obj<'_>],
+        values: &mut [Lite<'static>],
         failed: &mut [Option<String>],
     ) {
         let rows = payloads.len();
@@ -197,7 +201,8 @@ impl SqlStep {
                     Err(_) => evaluate(&output.expr, &batch.slice(row, 1))
                         .map_err(|e| message(&e))
                         .and_then(|a| to_json(&a, 0)),
-                };
+                }
+                .map(Lite::from_value);
                 match result {
                     Ok(v) => values[row * width + j] = v,
                     Err(e) => failed[row] = Some(format!("field {}: {e}", output.field)),
@@ -210,18 +215,21 @@ impl SqlStep {
 /// What a SQL step computed over a batch (see [`SqlStep::eval_values`]).
 pub(crate) struct SqlValues {
     width: usize,
-    values: Vec<Value>,
+    values: Vec<Lite<'static>>,
     failed: Vec<Option<String>>,
 }
 
 impl SqlValues {
     /// Row `row`'s values in the step's field order (moved out), or why it failed.
-    pub(crate) fn take(&mut self, row: usize) -> Result<impl Iterator<Item = Value> + '_, String> {
+    pub(crate) fn take(
+        &mut self,
+        row: usize,
+    ) -> Result<impl Iterator<Item = Lite<'static>> + '_, String> {
         match self.failed[row].take() {
             Some(e) => Err(e),
             None => Ok(self.values[row * self.width..(row + 1) * self.width]
                 .iter_mut()
-                .map(std::mem::take)),
+                .map(|v| std::mem::replace(v, Lite::Null))),
         }
     }
 }
@@ -331,17 +339,13 @@ fn kind_of_output(t: &DataType) -> ColumnKind {
 }
 
 /// Builds one input column from the payloads; a value that does not fit marks its row failed.
-fn build_column(
-    input: &Input,
-    payloads: &[&Map<String, Value>],
-    failed: &mut [Option<String>],
-) -> ArrayRef {
+fn build_column(input: &Input, payloads: &[&Obj<'_>], failed: &mut [Option<String>]) -> ArrayRef {
     let name = input.name.as_str();
-    let mut mismatch = |row: usize, v: &Value, expected: &str| {
+    let mut mismatch = |row: usize, v: &Lite<'_>, expected: &str| {
         if failed[row].is_none() {
             failed[row] = Some(format!(
                 "field {name}: expected {expected} for sql, found {}",
-                describe_value(v)
+                describe_lite(v)
             ));
         }
     };
@@ -350,15 +354,15 @@ fn build_column(
             let mut b = Int64Builder::with_capacity(payloads.len());
             for (row, p) in payloads.iter().enumerate() {
                 match p.get(name) {
-                    None | Some(Value::Null) => b.append_null(),
-                    Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+                    None | Some(Lite::Null) => b.append_null(),
+                    Some(v @ Lite::Num(n)) => match n.as_i64().or_else(|| {
                         n.as_f64()
                             .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
                             .map(|f| f as i64)
                     }) {
                         Some(i) => b.append_value(i),
                         None => {
-                            mismatch(row, &Value::Number(n.clone()), "an integer");
+                            mismatch(row, v, "an integer");
                             b.append_null()
                         }
                     },
@@ -374,8 +378,8 @@ fn build_column(
             let mut b = Float64Builder::with_capacity(payloads.len());
             for (row, p) in payloads.iter().enumerate() {
                 match p.get(name) {
-                    None | Some(Value::Null) => b.append_null(),
-                    Some(Value::Number(n)) => b.append_option(n.as_f64()),
+                    None | Some(Lite::Null) => b.append_null(),
+                    Some(Lite::Num(n)) => b.append_option(n.as_f64()),
                     Some(v) => {
                         mismatch(row, v, "a number");
                         b.append_null()
@@ -388,8 +392,8 @@ fn build_column(
             let mut b = BooleanBuilder::with_capacity(payloads.len());
             for (row, p) in payloads.iter().enumerate() {
                 match p.get(name) {
-                    None | Some(Value::Null) => b.append_null(),
-                    Some(Value::Bool(v)) => b.append_value(*v),
+                    None | Some(Lite::Null) => b.append_null(),
+                    Some(Lite::Bool(v)) => b.append_value(*v),
                     Some(v) => {
                         mismatch(row, v, "a boolean");
                         b.append_null()
@@ -402,8 +406,8 @@ fn build_column(
             let mut b = StringBuilder::with_capacity(payloads.len(), payloads.len() * 8);
             for (row, p) in payloads.iter().enumerate() {
                 match p.get(name) {
-                    None | Some(Value::Null) => b.append_null(),
-                    Some(Value::String(s)) => b.append_value(s),
+                    None | Some(Lite::Null) => b.append_null(),
+                    Some(Lite::Str(s)) => b.append_value(s),
                     Some(v) => {
                         mismatch(row, v, "a string");
                         b.append_null()
@@ -416,9 +420,9 @@ fn build_column(
             let mut b = StringBuilder::with_capacity(payloads.len(), payloads.len() * 8);
             for p in payloads {
                 match p.get(name) {
-                    None | Some(Value::Null) => b.append_null(),
-                    Some(Value::String(s)) => b.append_value(s),
-                    Some(v) => b.append_value(v.to_string()),
+                    None | Some(Lite::Null) => b.append_null(),
+                    Some(Lite::Str(s)) => b.append_value(s),
+                    Some(v) => b.append_value(v.to_json()),
                 }
             }
             Arc::new(b.finish())
@@ -428,8 +432,8 @@ fn build_column(
                 TimestampMicrosecondBuilder::with_capacity(payloads.len()).with_timezone("UTC");
             for (row, p) in payloads.iter().enumerate() {
                 match p.get(name) {
-                    None | Some(Value::Null) => b.append_null(),
-                    Some(v @ Value::String(s)) => match chrono::DateTime::parse_from_rfc3339(s) {
+                    None | Some(Lite::Null) => b.append_null(),
+                    Some(v @ Lite::Str(s)) => match chrono::DateTime::parse_from_rfc3339(s) {
                         Ok(t) => b.append_value(t.timestamp_micros()),
                         Err(_) => {
                             mismatch(row, v, "an RFC 3339 date-time");
@@ -526,10 +530,10 @@ mod tests {
         SqlStep::compile(&planning_session(), &fields, &known).map(|(s, _)| s)
     }
 
-    fn maps(values: &[Value]) -> Vec<Map<String, Value>> {
+    fn maps(values: &[Value]) -> Vec<Obj<'static>> {
         values
             .iter()
-            .map(|v| v.as_object().unwrap().clone())
+            .map(|v| Obj::from_map(v.as_object().unwrap().clone()))
             .collect()
     }
 
@@ -548,7 +552,7 @@ mod tests {
             json!({"amount": null}),
             json!({"amount": 3}),
         ]);
-        let refs: Vec<&Map<String, Value>> = input.iter().collect();
+        let refs: Vec<&Obj<'_>> = input.iter().collect();
         let out = s.eval(&refs);
         assert_eq!(
             out[0].as_ref().unwrap(),
@@ -569,7 +573,7 @@ mod tests {
             json!({"amount": "x"}),
             json!({"amount": 2}),
         ]);
-        let refs: Vec<&Map<String, Value>> = input.iter().collect();
+        let refs: Vec<&Obj<'_>> = input.iter().collect();
         let out = s.eval(&refs);
         assert_eq!(out[0].as_ref().unwrap()[0].1, json!(2.0));
         let e = out[1].as_ref().unwrap_err();
@@ -586,7 +590,7 @@ mod tests {
             json!({"code": "abc"}),
             json!({"code": 7}),
         ]);
-        let refs: Vec<&Map<String, Value>> = input.iter().collect();
+        let refs: Vec<&Obj<'_>> = input.iter().collect();
         let out = s.eval(&refs);
         assert_eq!(out[0].as_ref().unwrap()[0].1, json!(12));
         assert!(out[1].is_err(), "{:?}", out[1]);
@@ -615,7 +619,7 @@ mod tests {
         )
         .unwrap();
         let input = maps(&[json!({"at": "2021-03-04T05:06:07Z"})]);
-        let refs: Vec<&Map<String, Value>> = input.iter().collect();
+        let refs: Vec<&Obj<'_>> = input.iter().collect();
         let out = s.eval(&refs);
         assert_eq!(out[0].as_ref().unwrap()[0].1, json!("2021-03-04T06:06:07Z"));
     }

@@ -1,9 +1,12 @@
 //! Upcast steps: parsing them from the catalog and applying the native ones
 //! (`rename`, `default`, `drop`, `cast`) to one payload.
 
-use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+
+use serde_json::{Number, Value};
 
 use crate::jq::JqProgram;
+use crate::lite::{Lite, Obj};
 use crate::sql::SqlStep;
 
 /// The step kinds a catalog may use, in the order the error message lists them.
@@ -15,7 +18,7 @@ pub(crate) enum Step {
     /// `rename: {old: new}`: moves a field; a missing field is left alone.
     Rename(Vec<(String, String)>),
     /// `default: {field: value}`: sets a field that is missing or null.
-    Default(Vec<(String, Value)>),
+    Default(Vec<(String, Lite<'static>)>),
     /// `drop: [field]`: removes fields.
     Drop(Vec<String>),
     /// `cast: {field: type}`: converts a field's value.
@@ -40,38 +43,36 @@ impl Step {
     }
 
     /// Applies a native step to one payload. SQL and jq steps are run by the upcaster.
-    pub(crate) fn apply_native(&self, map: &mut Map<String, Value>) -> Result<(), String> {
+    pub(crate) fn apply_native<'a>(&'a self, obj: &mut Obj<'a>) -> Result<(), String> {
         match self {
             Step::Rename(pairs) => {
                 for (old, new) in pairs {
-                    if let Some(v) = map.shift_remove(old) {
-                        map.insert(new.clone(), v);
+                    if let Some(v) = obj.remove(old) {
+                        obj.insert(Cow::Borrowed(new), v);
                     }
                 }
             }
             Step::Default(pairs) => {
                 for (field, value) in pairs {
-                    match map.get_mut(field) {
-                        Some(slot @ Value::Null) => *slot = value.clone(),
+                    match obj.get_mut(field) {
+                        Some(slot @ Lite::Null) => *slot = value.reborrow(),
                         Some(_) => {}
-                        None => {
-                            map.insert(field.clone(), value.clone());
-                        }
+                        None => obj.insert(Cow::Borrowed(field), value.reborrow()),
                     }
                 }
             }
             Step::Drop(fields) => {
                 for field in fields {
-                    map.shift_remove(field);
+                    obj.remove(field);
                 }
             }
             Step::Cast(pairs) => {
                 for (field, to) in pairs {
-                    if let Some(slot) = map.get_mut(field) {
+                    if let Some(slot) = obj.get_mut(field) {
                         let cast = to.cast(slot).ok_or_else(|| {
                             format!(
                                 "cannot cast field {field} ({}) to {}",
-                                describe_value(slot),
+                                describe_lite(slot),
                                 to.as_str()
                             )
                         })?;
@@ -117,20 +118,21 @@ impl CastTo {
     }
 
     /// `None`: cannot convert; `Some(None)`: already fine, keep it; `Some(Some(v))`: replace.
-    fn cast(self, v: &Value) -> Option<Option<Value>> {
+    fn cast(self, v: &Lite<'_>) -> Option<Option<Lite<'static>>> {
         if v.is_null() {
             return Some(None);
         }
+        let num = |n: Number| Some(Some(Lite::Num(n)));
         match self {
             CastTo::Integer => match v {
-                Value::Number(n) if n.is_i64() || n.is_u64() => Some(None),
-                Value::Number(n) => integral(n.as_f64()?).map(Some),
-                Value::String(s) => {
+                Lite::Num(n) if n.is_i64() || n.is_u64() => Some(None),
+                Lite::Num(n) => integral(n.as_f64()?).map(Some),
+                Lite::Str(s) => {
                     let s = s.trim();
                     if let Ok(i) = s.parse::<i64>() {
-                        Some(Some(Value::from(i)))
+                        num(i.into())
                     } else if let Ok(u) = s.parse::<u64>() {
-                        Some(Some(Value::from(u)))
+                        num(u.into())
                     } else {
                         integral(s.parse::<f64>().ok()?).map(Some)
                     }
@@ -138,34 +140,34 @@ impl CastTo {
                 _ => None,
             },
             CastTo::Number => match v {
-                Value::Number(_) => Some(None),
-                Value::String(s) => {
+                Lite::Num(_) => Some(None),
+                Lite::Str(s) => {
                     // As JSON would read the text: "3" → 3, "7.25" → 7.25.
                     let s = s.trim();
                     if let Ok(i) = s.parse::<i64>() {
-                        return Some(Some(Value::from(i)));
+                        return num(i.into());
                     }
                     let f = s.parse::<f64>().ok()?;
-                    Number::from_f64(f).map(|n| Some(Value::Number(n)))
+                    Number::from_f64(f).and_then(num)
                 }
                 _ => None,
             },
             CastTo::String => match v {
-                Value::String(_) => Some(None),
-                Value::Number(n) => Some(Some(Value::String(n.to_string()))),
-                Value::Bool(b) => Some(Some(Value::String(b.to_string()))),
+                Lite::Str(_) => Some(None),
+                Lite::Num(n) => Some(Some(Lite::Str(Cow::Owned(n.to_string())))),
+                Lite::Bool(b) => Some(Some(Lite::Str(Cow::Owned(b.to_string())))),
                 _ => None,
             },
             CastTo::Boolean => match v {
-                Value::Bool(_) => Some(None),
-                Value::String(s) => match s.as_str() {
-                    "true" => Some(Some(Value::Bool(true))),
-                    "false" => Some(Some(Value::Bool(false))),
+                Lite::Bool(_) => Some(None),
+                Lite::Str(s) => match s.as_ref() {
+                    "true" => Some(Some(Lite::Bool(true))),
+                    "false" => Some(Some(Lite::Bool(false))),
                     _ => None,
                 },
-                Value::Number(n) => match n.as_f64() {
-                    Some(0.0) => Some(Some(Value::Bool(false))),
-                    Some(1.0) => Some(Some(Value::Bool(true))),
+                Lite::Num(n) => match n.as_f64() {
+                    Some(0.0) => Some(Some(Lite::Bool(false))),
+                    Some(1.0) => Some(Some(Lite::Bool(true))),
                     _ => None,
                 },
                 _ => None,
@@ -175,12 +177,12 @@ impl CastTo {
 }
 
 /// An integral, in-range float as a JSON integer.
-fn integral(f: f64) -> Option<Value> {
+fn integral(f: f64) -> Option<Lite<'static>> {
     // 2^63 is exactly representable; anything at or above it does not fit an i64.
     (f.is_finite()
         && f.fract() == 0.0
         && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f))
-    .then(|| Value::from(f as i64))
+    .then(|| Lite::Num((f as i64).into()))
 }
 
 /// A short description of a value for error messages: its JSON type and (truncated) text.
@@ -193,7 +195,23 @@ pub(crate) fn describe_value(v: &Value) -> String {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     };
-    let mut text = v.to_string();
+    describe(kind, v.to_string())
+}
+
+/// [`describe_value`] of a light value.
+pub(crate) fn describe_lite(v: &Lite<'_>) -> String {
+    let kind = match v {
+        Lite::Null => "null",
+        Lite::Bool(_) => "boolean",
+        Lite::Num(_) => "number",
+        Lite::Str(_) => "string",
+        Lite::Arr(_) => "array",
+        Lite::Obj(_) => "object",
+    };
+    describe(kind, v.to_json())
+}
+
+fn describe(kind: &str, mut text: String) -> String {
     if text.len() > 40 {
         let mut end = 40;
         while !text.is_char_boundary(end) {
@@ -211,11 +229,12 @@ mod tests {
     use serde_json::json;
 
     fn apply(step: Step, input: Value) -> Result<Value, String> {
-        let Value::Object(mut map) = input else {
+        let Value::Object(map) = input else {
             panic!("object expected")
         };
-        step.apply_native(&mut map)?;
-        Ok(Value::Object(map))
+        let mut obj = Obj::from_map(map);
+        step.apply_native(&mut obj)?;
+        Ok(Value::Object(obj.to_map()))
     }
 
     fn cast(field: &str, to: &str) -> Step {
@@ -234,7 +253,7 @@ mod tests {
 
     #[test]
     fn default_sets_missing_or_null() {
-        let s = || Step::Default(vec![("c".into(), json!("EUR"))]);
+        let s = || Step::Default(vec![("c".into(), Lite::from_value(json!("EUR")))]);
         assert_eq!(apply(s(), json!({})).unwrap(), json!({"c": "EUR"}));
         assert_eq!(apply(s(), json!({"c": null})).unwrap(), json!({"c": "EUR"}));
         assert_eq!(

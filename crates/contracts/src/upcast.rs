@@ -22,8 +22,9 @@ use jsonschema::Validator;
 use replayfleet_config::AnomalyKind;
 use serde_json::{Map, Value};
 
-use crate::catalog::{Contracts, PathStatus, parse_object};
+use crate::catalog::{Contracts, PathStatus};
 use crate::jq;
+use crate::lite::{Lite, LiteJson, Obj, parse_object};
 use crate::schema;
 use crate::step::Step;
 
@@ -60,8 +61,36 @@ impl Outcome {
         }
     }
 
-    fn anomaly(kind: AnomalyKind, step: Option<&str>, message: String) -> Outcome {
-        Outcome::Anomaly {
+    fn of(result: Result<&Obj<'_>, Anomaly>) -> Outcome {
+        match result {
+            Ok(obj) => Outcome::Ok(obj.to_map()),
+            Err(Anomaly {
+                kind,
+                step,
+                message,
+            }) => Outcome::Anomaly {
+                kind,
+                step,
+                message,
+            },
+        }
+    }
+}
+
+/// Why an event did not upcast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Anomaly {
+    /// `InvalidPayload`, `UpcastFailed`, `UnknownType`, `UnknownVersion` or `NoUpcastPath`.
+    pub kind: AnomalyKind,
+    /// The failing step, e.g. `version 2, step 3 (cast)`.
+    pub step: Option<String>,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Anomaly {
+    fn new(kind: AnomalyKind, step: Option<&str>, message: String) -> Anomaly {
+        Anomaly {
             kind,
             step: step.map(str::to_owned),
             message,
@@ -84,11 +113,11 @@ enum Segment {
 }
 
 /// What a chain ends with: the schema to validate against, and how many fields to make
-/// room for when parsing a payload (the schema's top-level properties), so that the map
-/// does not grow (reallocate and rehash) while it is parsed and upcast.
+/// room for when parsing a payload (the schema's top-level properties), so that the
+/// object does not grow while it is parsed and upcast.
 #[derive(Debug, Clone)]
 struct Target {
-    validator: Arc<Validator>,
+    validator: Arc<Validator<LiteJson>>,
     fields: usize,
 }
 
@@ -180,10 +209,10 @@ pub struct Upcaster {
 }
 
 /// One event while it moves along its chain.
-enum Work {
-    Map(Map<String, Value>),
+enum Work<'a> {
+    Obj(Obj<'a>),
     Val(jaq_json::Val),
-    Done(Outcome),
+    Done(Anomaly),
 }
 
 impl Upcaster {
@@ -244,16 +273,32 @@ impl Upcaster {
     }
 
     /// Like [`Upcaster::upcast_batch`], handing each outcome to `sink` with its payload's
-    /// index, in input order, as soon as it is made. Chains without an SQL step take each
-    /// event from text to outcome before the next one is parsed, so a caller that consumes
-    /// the outcome at once keeps one event's map in memory (and in the cache), not a
-    /// batch's; an SQL step needs the whole batch and holds it until its evaluation.
+    /// index, in input order, as soon as it is made.
     pub fn upcast_each(
         &self,
         event_type: &str,
         from_version: i32,
         payloads: &[&str],
         mut sink: impl FnMut(usize, Outcome),
+    ) {
+        self.upcast_lite(event_type, from_version, payloads, |i, result| {
+            sink(i, Outcome::of(result))
+        });
+    }
+
+    /// The upcast of the replay's hot path: like [`Upcaster::upcast_each`], but each
+    /// upcast payload is lent to `sink` as a light JSON object ([`Obj`]), whose strings
+    /// borrow from the payload's text where they can; nothing is converted to a
+    /// `serde_json` map. Chains without an SQL step take each event from text to outcome
+    /// before the next one is parsed, so a caller that consumes the outcome at once keeps
+    /// one event in memory (and in the cache), not a batch; an SQL step needs a chunk of
+    /// events and holds it until its evaluation.
+    pub fn upcast_lite(
+        &self,
+        event_type: &str,
+        from_version: i32,
+        payloads: &[&str],
+        mut sink: impl FnMut(usize, Result<&Obj<'_>, Anomaly>),
     ) {
         let Some(chain) = self.chains.get(event_type) else {
             return uniform(payloads.len(), AnomalyKind::UnknownType, sink, || {
@@ -264,13 +309,10 @@ impl Upcaster {
             PathStatus::AtTarget => {
                 let target = &chain.versions[chain.versions.len() - 1].2;
                 for (i, p) in payloads.iter().enumerate() {
-                    sink(
-                        i,
-                        match parse_object(p, target.fields) {
-                            Ok(map) => validate(map, &target.validator),
-                            Err(e) => Outcome::anomaly(AnomalyKind::InvalidPayload, None, e),
-                        },
-                    );
+                    match parse_object(p, target.fields) {
+                        Ok(obj) => finish_obj(obj, target, |r| sink(i, r)),
+                        Err(e) => sink(i, Err(Anomaly::new(AnomalyKind::InvalidPayload, None, e))),
+                    }
                 }
             }
             PathStatus::Upcastable { .. } => match chain.plans.get(&from_version) {
@@ -307,7 +349,7 @@ impl Upcaster {
         let texts: Vec<String> = payloads.iter().map(Value::to_string).collect();
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let mut outcomes = Vec::with_capacity(texts.len());
-        run_plan(&plan, &texts, |_, o| outcomes.push(o));
+        run_plan(&plan, &texts, |_, r| outcomes.push(Outcome::of(r)));
         Some(outcomes)
     }
 }
@@ -315,41 +357,46 @@ impl Upcaster {
 fn uniform(
     n: usize,
     kind: AnomalyKind,
-    mut sink: impl FnMut(usize, Outcome),
+    mut sink: impl FnMut(usize, Result<&Obj<'_>, Anomaly>),
     message: impl Fn() -> String,
 ) {
     let message = message();
     for i in 0..n {
-        sink(i, Outcome::anomaly(kind, None, message.clone()));
+        sink(i, Err(Anomaly::new(kind, None, message.clone())));
     }
 }
 
-fn validate(map: Map<String, Value>, validator: &Validator) -> Outcome {
-    let value = Value::Object(map);
-    match schema::first_error(validator, &value) {
-        None => match value {
-            Value::Object(map) => Outcome::Ok(map),
+/// Validates an upcast object and lends it to `sink`, or hands over why it is invalid.
+fn finish_obj(obj: Obj<'_>, target: &Target, sink: impl FnOnce(Result<&Obj<'_>, Anomaly>)) {
+    let value = Lite::Obj(obj);
+    match schema::first_error(&target.validator, &value) {
+        None => match &value {
+            Lite::Obj(obj) => sink(Ok(obj)),
             _ => unreachable!("built from an object"),
         },
-        Some(e) => Outcome::anomaly(
+        Some(e) => sink(Err(Anomaly::new(
             AnomalyKind::InvalidPayload,
             None,
             format!("not valid against the target schema {e}"),
-        ),
+        ))),
     }
 }
 
-fn failed(label: &str, message: String) -> Work {
-    Work::Done(Outcome::anomaly(
+fn failed<'a>(label: &str, message: String) -> Work<'a> {
+    Work::Done(Anomaly::new(
         AnomalyKind::UpcastFailed,
         Some(label),
         message,
     ))
 }
 
-fn run_plan(plan: &Plan, payloads: &[&str], mut sink: impl FnMut(usize, Outcome)) {
+fn run_plan<'a>(
+    plan: &'a Plan,
+    payloads: &[&'a str],
+    mut sink: impl FnMut(usize, Result<&Obj<'_>, Anomaly>),
+) {
     let starts_with_jq = matches!(plan.head.first(), Some(Segment::Jq(_)));
-    let parse = |text: &str| -> Work {
+    let parse = |text: &'a str| -> Work<'a> {
         if starts_with_jq {
             match jq::parse_val(text) {
                 Ok(v @ jaq_json::Val::Obj(_)) => Work::Val(v),
@@ -358,7 +405,7 @@ fn run_plan(plan: &Plan, payloads: &[&str], mut sink: impl FnMut(usize, Outcome)
             }
         } else {
             match parse_object(text, plan.target.fields) {
-                Ok(m) => Work::Map(m),
+                Ok(m) => Work::Obj(m),
                 Err(e) => invalid(e),
             }
         }
@@ -366,17 +413,15 @@ fn run_plan(plan: &Plan, payloads: &[&str], mut sink: impl FnMut(usize, Outcome)
     if plan.tail.is_empty() {
         // No SQL step: each event goes from text to outcome, and on to the sink, in one go.
         for (i, text) in payloads.iter().enumerate() {
-            sink(
-                i,
-                finish(run_segments(&plan.head, parse(text)), &plan.target),
-            );
+            finish(run_segments(&plan.head, parse(text)), &plan.target, |r| {
+                sink(i, r)
+            });
         }
         return;
     }
-    // An SQL step needs its events together; a few hundred at a time keep their maps in
-    // the cache from parse to outcome (a whole batch's maps do not fit, and every step
-    // would miss on them again). An event's result never depends on its neighbours, so
-    // the chunk size changes nothing but speed.
+    // An SQL step needs its events together; a few hundred at a time keep their objects
+    // in the cache from parse to outcome. An event's result never depends on its
+    // neighbours, so the chunk size changes nothing but speed.
     for (c, chunk) in payloads.chunks(SQL_CHUNK_ROWS).enumerate() {
         run_sql_chunk(plan, chunk, &parse, |i, o| sink(c * SQL_CHUNK_ROWS + i, o));
     }
@@ -386,13 +431,13 @@ fn run_plan(plan: &Plan, payloads: &[&str], mut sink: impl FnMut(usize, Outcome)
 const SQL_CHUNK_ROWS: usize = 512;
 
 /// Takes a chunk of a chain with SQL steps from text to outcomes.
-fn run_sql_chunk(
-    plan: &Plan,
-    payloads: &[&str],
-    parse: &impl Fn(&str) -> Work,
-    mut sink: impl FnMut(usize, Outcome),
+fn run_sql_chunk<'a>(
+    plan: &'a Plan,
+    payloads: &[&'a str],
+    parse: &impl Fn(&'a str) -> Work<'a>,
+    mut sink: impl FnMut(usize, Result<&Obj<'_>, Anomaly>),
 ) {
-    let mut work: Vec<Work> = payloads
+    let mut work: Vec<Work<'a>> = payloads
         .iter()
         .map(|text| run_segments(&plan.head, parse(text)))
         .collect();
@@ -401,10 +446,10 @@ fn run_sql_chunk(
         let Step::Sql(sql) = s.step.as_ref() else {
             unreachable!("a plan's tail starts each run with a sql step")
         };
-        let refs: Vec<&Map<String, Value>> = work
+        let refs: Vec<&Obj<'a>> = work
             .iter()
             .filter_map(|w| match w {
-                Work::Map(m) => Some(m),
+                Work::Obj(m) => Some(m),
                 _ => None,
             })
             .collect();
@@ -414,15 +459,15 @@ fn run_sql_chunk(
         // right away.
         let mut n = 0;
         for (row, w) in work.iter_mut().enumerate() {
-            if let Work::Map(m) = w {
+            if let Work::Obj(m) = w {
                 match values.take(n) {
                     Ok(computed) => {
                         for (field, value) in sql.fields().zip(computed) {
                             // A field the payload has keeps its place.
-                            m.insert(field.to_owned(), value);
+                            m.insert(std::borrow::Cow::Borrowed(field), value);
                         }
                         if !after.is_empty() {
-                            let taken = std::mem::replace(w, Work::Map(Map::new()));
+                            let taken = std::mem::replace(w, Work::Obj(Obj::default()));
                             *w = run_segments(after, taken);
                         }
                     }
@@ -431,31 +476,32 @@ fn run_sql_chunk(
                 n += 1;
             }
             if i == last {
-                let taken = std::mem::replace(w, Work::Map(Map::new()));
-                sink(row, finish(taken, &plan.target));
+                let taken = std::mem::replace(w, Work::Obj(Obj::default()));
+                finish(taken, &plan.target, |r| sink(row, r));
             }
         }
     }
 }
 
 /// Runs per-event segments on one event.
-fn run_segments(segments: &[Segment], mut w: Work) -> Work {
+fn run_segments<'a>(segments: &'a [Segment], mut w: Work<'a>) -> Work<'a> {
     for segment in segments {
         w = match (segment, w) {
             (_, done @ Work::Done(_)) => return done,
-            (Segment::Native(steps), Work::Map(mut map)) => {
+            (Segment::Native(steps), Work::Obj(mut obj)) => {
                 match steps
                     .iter()
-                    .find_map(|s| s.step.apply_native(&mut map).err().map(|e| (s, e)))
+                    .find_map(|s| s.step.apply_native(&mut obj).err().map(|e| (s, e)))
                 {
                     Some((s, e)) => return failed(&s.label, e),
-                    None => Work::Map(map),
+                    None => Work::Obj(obj),
                 }
             }
+            // Only a chain's first segment sees a jaq value, and it is a jq one.
             (Segment::Native(_), w @ Work::Val(_)) => w,
             (Segment::Jq(steps), w) => {
                 let mut val = match w {
-                    Work::Map(m) => jq::map_to_val(m),
+                    Work::Obj(m) => jq::obj_to_val(m),
                     Work::Val(v) => v,
                     Work::Done(_) => unreachable!("matched above"),
                 };
@@ -465,8 +511,8 @@ fn run_segments(segments: &[Segment], mut w: Work) -> Work {
                         Err(e) => return failed(&s.label, e),
                     }
                 }
-                match jq::val_into_map(val) {
-                    Ok(m) => Work::Map(m),
+                match jq::val_into_obj(val) {
+                    Ok(m) => Work::Obj(m),
                     Err(e) => failed(&steps[steps.len() - 1].label, e),
                 }
             }
@@ -475,15 +521,15 @@ fn run_segments(segments: &[Segment], mut w: Work) -> Work {
     w
 }
 
-/// Validates an event at the end of its chain.
-fn finish(w: Work, target: &Target) -> Outcome {
+/// Validates an event at the end of its chain and hands it to `sink`.
+fn finish(w: Work<'_>, target: &Target, sink: impl FnOnce(Result<&Obj<'_>, Anomaly>)) {
     match w {
-        Work::Map(m) => validate(m, &target.validator),
-        Work::Val(v) => match jq::val_into_map(v) {
-            Ok(m) => validate(m, &target.validator),
-            Err(e) => Outcome::anomaly(AnomalyKind::InvalidPayload, None, e),
+        Work::Obj(m) => finish_obj(m, target, sink),
+        Work::Val(v) => match jq::val_into_obj(v) {
+            Ok(m) => finish_obj(m, target, sink),
+            Err(e) => sink(Err(Anomaly::new(AnomalyKind::InvalidPayload, None, e))),
         },
-        Work::Done(o) => o,
+        Work::Done(o) => sink(Err(o)),
     }
 }
 
@@ -494,12 +540,12 @@ fn jq_step(s: &Labeled, val: jaq_json::Val) -> Result<jaq_json::Val, String> {
     let out = program.run(val)?;
     match out {
         jaq_json::Val::Obj(_) => Ok(out),
-        _ => jq::val_into_map(out).map(|_| jaq_json::Val::Null),
+        _ => jq::val_into_obj(out).map(|_| jaq_json::Val::Null),
     }
 }
 
-fn invalid(message: String) -> Work {
-    Work::Done(Outcome::anomaly(AnomalyKind::InvalidPayload, None, message))
+fn invalid<'a>(message: String) -> Work<'a> {
+    Work::Done(Anomaly::new(AnomalyKind::InvalidPayload, None, message))
 }
 
 #[cfg(test)]
@@ -507,6 +553,7 @@ mod tests {
     use super::*;
     use crate::catalog::tests::example_catalog;
     use crate::catalog::{Catalog, CatalogFile};
+    use crate::lite::parse_object;
     use serde_json::json;
 
     fn one(c: &Catalog, t: &str, v: i32, payload: &str) -> Outcome {
@@ -623,7 +670,7 @@ mod tests {
                 .map_err(|e| (e.is_data(), e.to_string()));
             for capacity in [0, 1, 8] {
                 let with_room = parse_object(text, capacity)
-                    .map(|m| Value::Object(m).to_string())
+                    .map(|m| m.to_json())
                     .map_err(|e| {
                         let data = e == "payload is not a JSON object";
                         let message = e.strip_prefix("payload is not valid JSON: ");

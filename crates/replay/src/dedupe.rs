@@ -7,7 +7,7 @@
 //! buckets; the reading step found their ids ([`crate::read::Read::cross_bucket`]), and
 //! [`cross_bucket_winners`] decides, over all buckets, which copy is first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type, UInt64Type};
@@ -17,7 +17,7 @@ use crate::{
     anomaly::{Policies, RowRef, Tally},
     canonical::identity,
     raw::{EVENT_ID, EVENT_TYPE, ORD, PARTITION, PAYLOAD, SEQ, STREAM_ID, VERSION},
-    read::id_digest,
+    read::{Digests, id_digest},
 };
 
 /// A bucket's raw rows and their order.
@@ -26,7 +26,20 @@ pub(crate) struct Bucket {
     /// Every row as (batch, row), in (partition, seq, `__ord`) order, rows without a seq
     /// last.
     pub order: Vec<(u32, u32)>,
+    /// Per batch: whether any envelope field is null in it (most batches have none, and
+    /// their rows skip the check).
+    nulls: Vec<bool>,
 }
+
+/// The envelope fields a row must have, with the anomaly a null raises.
+const ENVELOPE: [(usize, &str, AnomalyKind); 6] = [
+    (EVENT_ID, "event_id", AnomalyKind::InvalidPayload),
+    (STREAM_ID, "stream_id", AnomalyKind::InvalidPayload),
+    (SEQ, "seq", AnomalyKind::InvalidPayload),
+    (EVENT_TYPE, "event_type", AnomalyKind::UnknownType),
+    (VERSION, "schema_version", AnomalyKind::NoUpcastPath),
+    (PAYLOAD, "payload", AnomalyKind::InvalidPayload),
+];
 
 impl Bucket {
     /// Sorts a bucket's rows by (partition, seq, `__ord`).
@@ -49,10 +62,27 @@ impl Bucket {
             }
         }
         keys.sort_unstable();
+        let nulls = batches
+            .iter()
+            .map(|b| {
+                ENVELOPE
+                    .iter()
+                    .any(|(c, _, _)| b.column(*c).null_count() > 0)
+            })
+            .collect();
         Bucket {
             order: keys.into_iter().map(|k| (k.4, k.5)).collect(),
             batches,
+            nulls,
         }
+    }
+
+    /// The first null envelope field of a row, as the anomaly it raises.
+    fn envelope_null(&self, at: (u32, u32)) -> Option<(&'static str, AnomalyKind)> {
+        if !self.nulls[at.0 as usize] {
+            return None;
+        }
+        envelope_null(self.row(at))
     }
 
     pub(crate) fn row(&self, (batch, row): (u32, u32)) -> RowRef<'_> {
@@ -73,32 +103,22 @@ pub(crate) struct Winner {
 
 /// The first null envelope field of a row, as the anomaly it raises.
 fn envelope_null(row: RowRef<'_>) -> Option<(&'static str, AnomalyKind)> {
-    [
-        (EVENT_ID, "event_id", AnomalyKind::InvalidPayload),
-        (STREAM_ID, "stream_id", AnomalyKind::InvalidPayload),
-        (SEQ, "seq", AnomalyKind::InvalidPayload),
-        (EVENT_TYPE, "event_type", AnomalyKind::UnknownType),
-        (VERSION, "schema_version", AnomalyKind::NoUpcastPath),
-        (PAYLOAD, "payload", AnomalyKind::InvalidPayload),
-    ]
-    .into_iter()
-    .find(|(col, _, _)| row.batch.column(*col).is_null(row.row))
-    .map(|(_, name, kind)| (name, kind))
+    ENVELOPE
+        .into_iter()
+        .find(|(col, _, _)| row.batch.column(*col).is_null(row.row))
+        .map(|(_, name, kind)| (name, kind))
 }
 
 /// The rows of a bucket whose id is one of `cross` (digests of ids seen in several
 /// buckets), as candidates for [`cross_bucket_winners`]: (id, winner key). Rows with an
 /// envelope null are not candidates.
-pub(crate) fn cross_bucket_candidates(
-    bucket: &Bucket,
-    cross: &HashSet<u64>,
-) -> Vec<(String, Winner)> {
+pub(crate) fn cross_bucket_candidates(bucket: &Bucket, cross: &Digests) -> Vec<(String, Winner)> {
     let mut found = Vec::new();
     for &at in &bucket.order {
-        let row = bucket.row(at);
-        if envelope_null(row).is_some() {
+        if bucket.envelope_null(at).is_some() {
             continue;
         }
+        let row = bucket.row(at);
         let id = row.str(EVENT_ID).expect("checked for null");
         if cross.contains(&id_digest(id)) {
             found.push((
@@ -164,7 +184,7 @@ fn row_identity(row: RowRef<'_>) -> [u8; 32] {
 /// copies of ids spread over several buckets.
 pub(crate) fn dedupe(
     bucket: &Bucket,
-    dups: &HashSet<u64>,
+    dups: &Digests,
     winners: &HashMap<String, Winner>,
     policies: &Policies,
     tally: &mut Tally,
@@ -173,7 +193,7 @@ pub(crate) fn dedupe(
     let mut firsts: HashMap<&str, First> = HashMap::new();
     for &at in &bucket.order {
         let row = bucket.row(at);
-        if let Some((name, kind)) = envelope_null(row) {
+        if let Some((name, kind)) = bucket.envelope_null(at) {
             policies.apply(
                 tally,
                 row,

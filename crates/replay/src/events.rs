@@ -6,7 +6,7 @@
 //! cells of the columns the projection reads as soon as the upcaster hands it over. The
 //! payload is written back as JSON text only when the projection reads `payload`.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use arrow::{
     array::{
@@ -17,15 +17,14 @@ use arrow::{
     datatypes::{DataType, Int32Type, SchemaRef},
 };
 use replayfleet_config::AnomalyKind;
-use replayfleet_contracts::{Catalog, Outcome};
-use serde_json::Value;
+use replayfleet_contracts::{Anomaly, Catalog, Lite};
 
 use crate::{
     Result,
     anomaly::{Policies, Tally},
     dedupe::Bucket,
     order::arrow_error,
-    raw::{EVENT_TYPE, PAYLOAD, VERSION},
+    raw::{EVENT_TYPE, METADATA, OCCURRED_AT, ORD, PAYLOAD, VERSION},
 };
 
 /// Kept rows upcast at once: a few thousand keep their payloads' text in the cache.
@@ -90,6 +89,22 @@ impl EventsShape {
     }
 }
 
+impl EventsShape {
+    /// Which envelope columns of the raw rows the replay needs: those the dedupe, the
+    /// upcast and the anomalies file read, and those the projection reads as they are.
+    pub(crate) fn raw_columns(&self) -> [bool; ORD] {
+        let mut needed = [true; ORD];
+        needed[OCCURRED_AT] = false;
+        needed[METADATA] = false;
+        for c in &self.columns {
+            if let Source::Raw(i) = c {
+                needed[*i] = true;
+            }
+        }
+        needed
+    }
+}
+
 /// A typed column's value for one event, with text kept in a chunk-wide buffer.
 #[derive(Clone, Copy)]
 enum Cell {
@@ -130,7 +145,7 @@ impl Cells {
 
     /// SPEC section 2's mapping of JSON Schema types onto Arrow: null when the value is
     /// null or does not fit the column.
-    fn set(&mut self, at: usize, data_type: &DataType, v: &Value) {
+    fn set(&mut self, at: usize, data_type: &DataType, v: &Lite<'_>) {
         let cell = match data_type {
             DataType::Int64 => v
                 .as_i64()
@@ -148,13 +163,13 @@ impl Cells {
                     .map(|t| Cell::Micros(t.timestamp_micros()))
             }),
             _ => match v {
-                Value::Null => None,
-                Value::String(s) => {
+                Lite::Null => None,
+                Lite::Str(s) => {
                     self.text(at, s);
                     return;
                 }
                 other => {
-                    self.text(at, &other.to_string());
+                    self.text(at, &other.to_json());
                     return;
                 }
             },
@@ -220,30 +235,33 @@ impl Cells {
 }
 
 /// Upcasts and validates the kept rows of a bucket (in order), applies the anomaly
-/// policies (and gaps: `gaps[i]` is the message of the i-th kept row's gap), and returns
+/// policies (and gaps: the message of each row after a hole, by `__ord`), and returns
 /// the bucket's `events` batches.
 pub(crate) fn events_of(
     bucket: &Bucket,
     kept: &[(u32, u32)],
-    gaps: &BTreeMap<usize, String>,
+    gaps: &HashMap<u64, String>,
     shape: &EventsShape,
     catalog: &Catalog,
     policies: &Policies,
     tally: &mut Tally,
 ) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::with_capacity(kept.len().div_ceil(CHUNK_ROWS));
-    for (c, chunk) in kept.chunks(CHUNK_ROWS).enumerate() {
-        let base = c * CHUNK_ROWS;
-        for (at, message) in gaps.range(base..base + chunk.len()) {
-            let row = bucket.row(kept[*at]);
-            policies.apply(
-                tally,
-                row,
-                row.events_stage(false),
-                AnomalyKind::Gap,
-                None,
-                message.clone(),
-            );
+    for chunk in kept.chunks(CHUNK_ROWS) {
+        if !gaps.is_empty() {
+            for at in chunk {
+                let row = bucket.row(*at);
+                if let Some(message) = gaps.get(&row.ord()) {
+                    policies.apply(
+                        tally,
+                        row,
+                        row.events_stage(false),
+                        AnomalyKind::Gap,
+                        None,
+                        message.clone(),
+                    );
+                }
+            }
         }
         if let Some(batch) = chunk_events(bucket, chunk, shape, catalog, policies, tally)? {
             out.push(batch);
@@ -260,16 +278,45 @@ fn chunk_events(
     policies: &Policies,
     tally: &mut Tally,
 ) -> Result<Option<RecordBatch>> {
-    let mut groups: BTreeMap<(&str, i32), Vec<usize>> = BTreeMap::new();
+    // Few (type, version) pairs per chunk: found by a scan, or through an index once a
+    // chunk has many (a hostile archive).
+    let mut groups: Vec<((&str, i32), Vec<usize>)> = Vec::new();
+    let mut index: HashMap<(&str, i32), usize> = HashMap::new();
     for (i, at) in chunk.iter().enumerate() {
         let row = bucket.row(*at);
-        let types = row.batch.column(EVENT_TYPE).as_string::<i32>();
-        let versions = row.batch.column(VERSION).as_primitive::<Int32Type>();
-        groups
-            .entry((types.value(row.row), versions.value(row.row)))
-            .or_default()
-            .push(i);
+        let key = (
+            row.batch
+                .column(EVENT_TYPE)
+                .as_string::<i32>()
+                .value(row.row),
+            row.batch
+                .column(VERSION)
+                .as_primitive::<Int32Type>()
+                .value(row.row),
+        );
+        let found = if groups.len() <= 16 {
+            groups.iter().position(|(k, _)| *k == key)
+        } else {
+            if index.is_empty() {
+                index = groups
+                    .iter()
+                    .enumerate()
+                    .map(|(g, (k, _))| (*k, g))
+                    .collect();
+            }
+            index.get(&key).copied()
+        };
+        let g = found.unwrap_or_else(|| {
+            groups.push((key, Vec::new()));
+            if !index.is_empty() {
+                index.insert(key, groups.len() - 1);
+            }
+            groups.len() - 1
+        });
+        groups[g].1.push(i);
     }
+    // Upcast in (type, version) order, as the replay always has.
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut cells: Vec<Option<Cells>> = shape
         .columns
         .iter()
@@ -304,10 +351,10 @@ fn chunk_events(
         let target_version = catalog.target_version(event_type).unwrap_or_default();
         catalog
             .upcaster()
-            .upcast_each(event_type, *version, &texts, |i, outcome| {
+            .upcast_lite(event_type, *version, &texts, |i, outcome| {
                 let at = rows[i];
                 match outcome {
-                    Outcome::Ok(map) => {
+                    Ok(map) => {
                         ok[at] = true;
                         target[at] = target_version;
                         for ((column, cells), feeds) in
@@ -326,15 +373,14 @@ fn chunk_events(
                             }
                         }
                         if let Some(p) = payloads.as_mut() {
-                            let text = serde_json::to_string(&map).expect("JSON maps serialize");
-                            p.text(at, &text);
+                            p.text(at, &map.to_json());
                         }
                     }
-                    Outcome::Anomaly {
+                    Err(Anomaly {
                         kind,
                         step,
                         message,
-                    } => {
+                    }) => {
                         let row = bucket.row(chunk[at]);
                         policies.apply(tally, row, row.events_stage(true), kind, step, message);
                     }
@@ -386,10 +432,11 @@ mod tests {
     #[test]
     fn cells_follow_the_typed_column_mapping() {
         let mut c = Cells::new(6);
-        c.set(0, &DataType::Int64, &serde_json::json!(12));
-        c.set(1, &DataType::Int64, &serde_json::json!(12.0));
-        c.set(2, &DataType::Int64, &serde_json::json!("12"));
-        c.set(3, &DataType::Int64, &serde_json::json!(1.5));
+        let lite = |v: serde_json::Value| Lite::from_value(v);
+        c.set(0, &DataType::Int64, &lite(serde_json::json!(12)));
+        c.set(1, &DataType::Int64, &lite(serde_json::json!(12.0)));
+        c.set(2, &DataType::Int64, &lite(serde_json::json!("12")));
+        c.set(3, &DataType::Int64, &lite(serde_json::json!(1.5)));
         let a = c.finish(&DataType::Int64, &[0, 1, 2, 3, 4]);
         let a = a.as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!(
@@ -397,9 +444,9 @@ mod tests {
             [Some(12), Some(12), None, None, None]
         );
         let mut t = Cells::new(3);
-        t.set(0, &DataType::Utf8, &serde_json::json!("x"));
-        t.set(1, &DataType::Utf8, &serde_json::json!({"a": [1]}));
-        t.set(2, &DataType::Utf8, &serde_json::json!(null));
+        t.set(0, &DataType::Utf8, &lite(serde_json::json!("x")));
+        t.set(1, &DataType::Utf8, &lite(serde_json::json!({"a": [1]})));
+        t.set(2, &DataType::Utf8, &lite(serde_json::json!(null)));
         let a = t.finish(&DataType::Utf8, &[2, 1, 0]);
         let a = a.as_string::<i32>();
         assert_eq!(

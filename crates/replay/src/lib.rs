@@ -28,6 +28,7 @@ mod project;
 mod raw;
 mod read;
 mod shard;
+mod store;
 mod write;
 
 pub use anomaly::anomalies_schema;

@@ -16,6 +16,7 @@ pub(crate) const EVENT_TYPE: usize = 4;
 pub(crate) const VERSION: usize = 5;
 pub(crate) const OCCURRED_AT: usize = 6;
 pub(crate) const PAYLOAD: usize = 7;
+pub(crate) const METADATA: usize = 8;
 pub(crate) const ORD: usize = 9;
 
 /// Bits of `__ord` that hold the row's number in its file.
@@ -55,11 +56,7 @@ mod tests {
         assert!(ord(0, (1 << ROW_BITS) - 1) < ord(1, 0));
         assert_eq!(segment_of(ord(7, 12345)), 7);
         let schema = raw_schema();
-        let names: Vec<&str> = schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(
             names[..],
             [
@@ -85,9 +82,10 @@ mod tests {
                 VERSION,
                 OCCURRED_AT,
                 PAYLOAD,
+                METADATA,
                 ORD
             ),
-            (0, 1, 2, 3, 4, 5, 6, 7, 9)
+            (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
         );
     }
 }

@@ -18,7 +18,10 @@ use std::{
 };
 
 use arrow::{
-    array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array},
+    array::{
+        Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array,
+        new_null_array,
+    },
     compute::{filter_record_batch, take_record_batch},
     datatypes::{Int32Type, Int64Type, TimestampMicrosecondType},
 };
@@ -37,7 +40,8 @@ use crate::{
     lineage::LineageInput,
     order::arrow_error,
     plan::{InputSegment, Plan, ShardPlan},
-    raw::{EVENT_ID, OCCURRED_AT, PARTITION, SEQ, STREAM_ID, ord, raw_schema},
+    raw::{EVENT_ID, OCCURRED_AT, ORD, PARTITION, SEQ, STREAM_ID, ord, raw_schema},
+    store::{Source, Store},
 };
 
 /// Rows a part of a segment holds at least (whole row groups), so that a large segment
@@ -52,13 +56,43 @@ pub(crate) struct Read {
     pub events_read: u64,
     /// Rows below an earlier seq of their partition inside their segment.
     pub out_of_order: u64,
-    /// The rows of each bucket, as raw batches (any order: every later step sorts).
-    pub buckets: Vec<Vec<RecordBatch>>,
+    /// The rows of each bucket, as raw batches (any order: every later step sorts), in
+    /// memory or spilled to disk.
+    pub buckets: Vec<Source>,
+    /// The spill folder, while any bucket's rows are in it.
+    pub spill: Option<tempfile::TempDir>,
+    /// Rows spilled to disk.
+    pub spilled_rows: usize,
     /// Digests ([`id_digest`]) of the event ids seen more than once in the shard: only
     /// their rows need comparing.
-    pub repeated: HashSet<u64>,
+    pub repeated: Digests,
     /// Digests of the event ids whose copies sit in two buckets or more.
-    pub cross_bucket: HashSet<u64>,
+    pub cross_bucket: Digests,
+}
+
+/// Sets of id digests ([`id_digest`]): the digests are hashes already, so the set only
+/// spreads them (a multiplication) instead of hashing them again.
+pub(crate) type Digests = HashSet<u64, std::hash::BuildHasherDefault<Spread>>;
+
+/// The hasher of [`Digests`].
+#[derive(Default)]
+pub(crate) struct Spread(u64);
+
+impl std::hash::Hasher for Spread {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Digests keep their low byte for the bucket: fold the high bits down.
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// The bucket a stream belongs to: a fixed hash of its id, spread over `buckets`.
@@ -93,8 +127,6 @@ struct PartRead {
     rows: u64,
     /// (partition, seq) of its rows with a seq, in file order.
     seqs: Vec<(i32, i64)>,
-    /// Rows per bucket.
-    pieces: Vec<(usize, RecordBatch)>,
     /// [`id_digest`] with the bucket in its low byte, per row with an id.
     digests: Vec<u64>,
 }
@@ -102,20 +134,38 @@ struct PartRead {
 /// Everything a part needs besides its bytes.
 struct Job {
     plan: Arc<Plan>,
+    /// Which raw columns the replay uses after reading (the others are not kept).
+    needed: [bool; ORD],
     partitions: Arc<BTreeSet<i32>>,
     buckets: usize,
     pacer: Option<Arc<dyn Pacer>>,
+    store: Store,
 }
 
-/// Reads the shard's segments into `buckets` buckets on up to `threads` threads.
+/// How a shard is read: into how many buckets, on how many threads, holding how many
+/// bytes of rows in memory (the rest spills to disk), keeping which envelope columns.
+pub(crate) struct ReadOptions {
+    pub buckets: usize,
+    pub threads: usize,
+    pub budget: usize,
+    /// Which envelope columns the replay uses after reading; the others are not kept.
+    pub needed: [bool; ORD],
+}
+
+/// Reads the shard's segments into buckets.
 pub(crate) async fn read_shard(
     plan: &Arc<Plan>,
     shard: &ShardPlan,
     source: &Location,
     pacer: Option<Arc<dyn Pacer>>,
-    buckets: usize,
-    threads: usize,
+    options: ReadOptions,
 ) -> Result<Read> {
+    let ReadOptions {
+        buckets,
+        threads,
+        budget,
+        needed,
+    } = options;
     let mut planned = Vec::with_capacity(shard.segments.len());
     for path in &shard.segments {
         let segment = plan.segment(path).cloned().ok_or_else(|| Error::Format {
@@ -129,9 +179,11 @@ pub(crate) async fn read_shard(
     }
     let job = Arc::new(Job {
         plan: Arc::clone(plan),
+        needed,
         partitions: Arc::new(shard.partitions.iter().copied().collect()),
         buckets,
         pacer,
+        store: Store::new(buckets, budget),
     });
     // Fetches run ahead of decoding by a few segments; decoding takes a permit per part,
     // so at most `threads` parts are decoded at once and the fetched bytes waiting are
@@ -207,7 +259,14 @@ pub(crate) async fn read_shard(
     if let Some(e) = failed {
         return Err(e);
     }
-    assemble(&planned, parts, buckets, threads).await
+    let job = Arc::into_inner(job).expect("every part is done");
+    let spilled_rows = job.store.spilled_rows();
+    let (sources, spill) = job.store.finish()?;
+    let mut read = assemble(&planned, parts, threads).await?;
+    read.buckets = sources;
+    read.spill = spill;
+    read.spilled_rows = spilled_rows;
+    Ok(read)
 }
 
 pub(crate) fn join_error(shard: &str, e: tokio::task::JoinError) -> Error {
@@ -276,7 +335,6 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
         sha256,
         rows: 0,
         seqs: Vec::new(),
-        pieces: Vec::new(),
         digests: Vec::new(),
     };
     let mut batches = batches;
@@ -290,6 +348,7 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
             part.segment,
             &job.partitions,
             &job.plan.window,
+            &job.needed,
         )?;
         let n = kept.num_rows();
         if n == 0 {
@@ -309,7 +368,8 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
                 .filter(|&i| !seq.is_null(i))
                 .map(|i| (partition.value(i), seq.value(i))),
         );
-        route(&kept, job.buckets, &mut read)?;
+        let (pieces, bytes) = route(&kept, job.buckets, &mut read.digests)?;
+        job.store.push(pieces, bytes)?;
         // Decoding is CPU work on the runtime's threads: let heartbeats and other
         // tasks in between batches.
         tokio::task::yield_now().await;
@@ -318,13 +378,14 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
 }
 
 /// The rows of `batch` (a segment's, from file row `first_row` on) in the shard's
-/// partitions and inside the window, with `__ord` added.
+/// partitions and inside the window, with `__ord` added; columns not `needed` are nulls.
 fn keep(
     batch: &RecordBatch,
     first_row: u64,
     segment: usize,
     partitions: &BTreeSet<i32>,
     window: &Window,
+    needed: &[bool; ORD],
 ) -> Result<RecordBatch> {
     let until_time = window.until_time.map(|t| t.timestamp_micros());
     let partition = batch.column(PARTITION).as_primitive::<Int32Type>();
@@ -332,7 +393,18 @@ fn keep(
     let occurred = batch
         .column(OCCURRED_AT)
         .as_primitive::<TimestampMicrosecondType>();
-    let mut columns = batch.columns().to_vec();
+    let mut columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .zip(needed)
+        .map(|(c, needed)| {
+            if *needed {
+                Arc::clone(c)
+            } else {
+                new_null_array(c.data_type(), c.len())
+            }
+        })
+        .collect();
     columns.push(Arc::new(UInt64Array::from_iter_values(
         (0..batch.num_rows() as u64).map(|i| ord(segment, first_row + i)),
     )));
@@ -375,18 +447,22 @@ fn keep(
     filter_record_batch(&with_ord, &mask).map_err(arrow_error)
 }
 
-/// Splits kept rows by bucket (one `take`, then slices) and records their id digests.
-fn route(kept: &RecordBatch, buckets: usize, read: &mut PartRead) -> Result<()> {
+/// Splits kept rows by bucket (one `take`, then slices) and records their id digests;
+/// returns the pieces and the memory they hold.
+fn route(
+    kept: &RecordBatch,
+    buckets: usize,
+    digests: &mut Vec<u64>,
+) -> Result<(Vec<(usize, RecordBatch)>, usize)> {
     let n = kept.num_rows();
     let ids = kept.column(EVENT_ID).as_string::<i32>();
     if buckets == 1 {
-        read.digests.extend(
+        digests.extend(
             (0..n)
                 .filter(|&i| !ids.is_null(i))
                 .map(|i| id_digest(ids.value(i))),
         );
-        read.pieces.push((0, kept.clone()));
-        return Ok(());
+        return Ok((vec![(0, kept.clone())], kept.get_array_memory_size()));
     }
     let streams = kept.column(STREAM_ID).as_string::<i32>();
     let of: Vec<u32> = (0..n)
@@ -400,7 +476,7 @@ fn route(kept: &RecordBatch, buckets: usize, read: &mut PartRead) -> Result<()> 
         .collect();
     for (i, b) in of.iter().enumerate() {
         if !ids.is_null(i) {
-            read.digests.push(id_digest(ids.value(i)) | u64::from(*b));
+            digests.push(id_digest(ids.value(i)) | u64::from(*b));
         }
     }
     // A counting sort by bucket keeps file order inside each bucket.
@@ -419,13 +495,15 @@ fn route(kept: &RecordBatch, buckets: usize, read: &mut PartRead) -> Result<()> 
         *slot += 1;
     }
     let grouped = take_record_batch(kept, &UInt32Array::from(indices)).map_err(arrow_error)?;
+    let bytes = grouped.get_array_memory_size();
+    let mut pieces = Vec::new();
     for b in 0..buckets {
         let (start, end) = (starts[b] as usize, starts[b + 1] as usize);
         if end > start {
-            read.pieces.push((b, grouped.slice(start, end - start)));
+            pieces.push((b, grouped.slice(start, end - start)));
         }
     }
-    Ok(())
+    Ok((pieces, bytes))
 }
 
 /// Puts the parts together: lineage inputs per segment, rows per bucket, and the ids
@@ -433,14 +511,12 @@ fn route(kept: &RecordBatch, buckets: usize, read: &mut PartRead) -> Result<()> 
 async fn assemble(
     planned: &[Arc<InputSegment>],
     mut parts: Vec<PartRead>,
-    buckets: usize,
     threads: usize,
 ) -> Result<Read> {
     parts.sort_by_key(|p| (p.segment, p.first_group));
     let mut inputs = Vec::with_capacity(planned.len());
     let mut out_of_order = 0;
     let mut events_read = 0;
-    let mut rows_of: Vec<Vec<RecordBatch>> = vec![Vec::new(); buckets];
     let mut digests: Vec<Vec<u64>> = Vec::new();
     let mut parts = parts.into_iter().peekable();
     for (index, segment) in planned.iter().enumerate() {
@@ -469,9 +545,6 @@ async fn assemble(
                     *last = s;
                 }
             }
-            for (b, piece) in part.pieces {
-                rows_of[b].push(piece);
-            }
             if !part.digests.is_empty() {
                 digests.push(part.digests);
             }
@@ -484,7 +557,9 @@ async fn assemble(
         inputs,
         events_read,
         out_of_order,
-        buckets: rows_of,
+        buckets: Vec::new(),
+        spill: None,
+        spilled_rows: 0,
         repeated,
         cross_bucket,
     })
@@ -494,10 +569,7 @@ async fn assemble(
 /// digests are spread over 256 ranges by their top byte, and each range is sorted on its
 /// own (on every thread): equal digests become neighbours, and their low bytes say in
 /// which buckets they were seen.
-async fn repeated_ids(
-    parts: Vec<Vec<u64>>,
-    threads: usize,
-) -> Result<(HashSet<u64>, HashSet<u64>)> {
+async fn repeated_ids(parts: Vec<Vec<u64>>, threads: usize) -> Result<(Digests, Digests)> {
     const RANGES: usize = 256;
     let mut counts = vec![0usize; RANGES + 1];
     for d in parts.iter().flatten() {
@@ -546,7 +618,7 @@ async fn repeated_ids(
             (repeated, cross)
         });
     }
-    let (mut repeated, mut cross) = (HashSet::new(), HashSet::new());
+    let (mut repeated, mut cross) = (Digests::default(), Digests::default());
     while let Some(found) = tasks.join_next().await {
         let (r, c) = found.map_err(|e| join_error("-", e))?;
         repeated.extend(r);
@@ -581,9 +653,11 @@ mod tests {
             vec![d("c", 3), d("c", 5)],
         ];
         let (repeated, cross) = repeated_ids(parts, 3).await.unwrap();
-        let expected: HashSet<u64> = [id_digest("b"), id_digest("c")].into();
+        let expected: Digests = [id_digest("b"), id_digest("c")].into_iter().collect();
         assert_eq!(cross, expected);
-        let expected: HashSet<u64> = [id_digest("a"), id_digest("b"), id_digest("c")].into();
+        let expected: Digests = [id_digest("a"), id_digest("b"), id_digest("c")]
+            .into_iter()
+            .collect();
         assert_eq!(repeated, expected);
     }
 }

@@ -19,13 +19,22 @@
 //! on parts in parallel puts its results back in a fixed order: the part files are the
 //! same bytes on any machine.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::{
+    array::{AsArray, RecordBatch},
+    datatypes::{Int32Type, Int64Type, UInt64Type},
+};
 use chrono::Utc;
 use replayfleet_archive::Location;
 use replayfleet_contracts::{Catalog, PathStatus};
-use tokio::task::JoinSet;
+use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
     Error, Result,
@@ -39,7 +48,8 @@ use crate::{
     plan::{Build, Plan, ShardPlan},
     project::events_schema,
     raw::{ORD, PARTITION, SEQ},
-    read::{join_error, read_shard},
+    read::{ReadOptions, join_error, read_shard},
+    store::Source,
     write::{SEGMENT_ROWS, key_of, parquet_bytes},
 };
 
@@ -256,93 +266,113 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
     } else {
         1
     };
+    // Half the memory holds the rows read; the other half the buckets being replayed.
+    let budget = (plan.memory_limit_bytes / 2) as usize;
+    let started = std::time::Instant::now();
+    let shape = Arc::new(EventsShape::new(&job.catalog, &full, &fold.read));
     let read = read_shard(
         plan,
         shard,
         &job.source,
         job.pacer.clone(),
-        buckets,
-        threads,
+        ReadOptions {
+            buckets,
+            threads,
+            budget,
+            needed: shape.raw_columns(),
+        },
     )
     .await?;
+    tracing::debug!(shard = %shard.id, buckets, threads, seconds = started.elapsed().as_secs_f64(), "read");
+    if read.spilled_rows > 0 {
+        tracing::info!(shard = %shard.id, rows = read.spilled_rows, "rows spilled to disk: the shard's rows exceed half of limits.memory");
+    }
+    let _spill = read.spill;
+    let sources: Vec<Arc<Source>> = read.buckets.into_iter().map(Arc::new).collect();
     let policies = Policies::new(plan, &shard.id, &shard.segments);
-    let shape = Arc::new(EventsShape::new(&job.catalog, &full, &fold.read));
     let fold = Arc::new(fold);
     let repeated = Arc::new(read.repeated);
-    let cross = Arc::new(read.cross_bucket);
+    let permits = Arc::new(Semaphore::new(threads));
 
-    // Sort each bucket; note the copies of ids that sit in several buckets.
-    let sorted = each(&shard.id, read.buckets, |_, batches| {
-        let cross = Arc::clone(&cross);
-        async move {
-            let bucket = Bucket::sorted(batches);
-            let candidates = if cross.is_empty() {
-                Vec::new()
-            } else {
-                cross_bucket_candidates(&bucket, &cross)
-            };
-            Ok((Arc::new(bucket), candidates))
-        }
-    })
-    .await?;
-    let (sorted, candidates): (Vec<Arc<Bucket>>, Vec<_>) = sorted.into_iter().unzip();
-    let winners = Arc::new(cross_bucket_winners(
-        candidates.into_iter().enumerate().collect(),
-    ));
+    // Ids whose copies name streams in different buckets: which copy is first, over all
+    // buckets (a pass of its own, needed only when there are such ids).
+    let winners = if read.cross_bucket.is_empty() {
+        Arc::new(HashMap::new())
+    } else {
+        let cross = Arc::new(read.cross_bucket);
+        let candidates = each(&shard.id, &permits, sources.clone(), |_, source| {
+            let cross = Arc::clone(&cross);
+            async move {
+                let bucket = Bucket::sorted(source.load()?);
+                Ok(cross_bucket_candidates(&bucket, &cross))
+            }
+        })
+        .await?;
+        Arc::new(cross_bucket_winners(
+            candidates.into_iter().enumerate().collect(),
+        ))
+    };
 
-    // Dedupe each bucket.
-    let deduped = each(&shard.id, sorted, |_, bucket: Arc<Bucket>| {
-        let (repeated, winners, policies) = (
-            Arc::clone(&repeated),
-            Arc::clone(&winners),
-            policies.clone(),
-        );
-        async move {
-            let mut tally = Tally::default();
-            let kept = dedupe(&bucket, &repeated, &winners, &policies, &mut tally);
-            Ok((bucket, kept, tally))
-        }
-    })
-    .await?;
-    let mut tally = Tally::default();
-    let mut kept_buckets = Vec::with_capacity(deduped.len());
-    for (bucket, kept, t) in deduped {
-        tally.absorb(t);
-        kept_buckets.push((bucket, kept));
-    }
-    tally.halted()?;
+    // Gaps are per partition, across buckets: the kept rows of every bucket first (a
+    // pass of its own, only with `source.contiguous_seq`).
+    let gaps: Vec<Arc<HashMap<u64, String>>> = if plan.source.contiguous_seq {
+        let kept = each(&shard.id, &permits, sources.clone(), |_, source| {
+            let (repeated, winners, policies) = (
+                Arc::clone(&repeated),
+                Arc::clone(&winners),
+                policies.clone(),
+            );
+            async move {
+                let bucket = Bucket::sorted(source.load()?);
+                let kept = dedupe(
+                    &bucket,
+                    &repeated,
+                    &winners,
+                    &policies,
+                    &mut Tally::default(),
+                );
+                Ok(kept_keys(&bucket, &kept))
+            }
+        })
+        .await?;
+        find_gaps(kept).into_iter().map(Arc::new).collect()
+    } else {
+        vec![Arc::new(HashMap::new()); sources.len()]
+    };
 
-    // Gaps are per partition, across buckets.
-    let mut gaps: Vec<BTreeMap<usize, String>> = vec![BTreeMap::new(); kept_buckets.len()];
-    if plan.source.contiguous_seq {
-        find_gaps(&kept_buckets, &mut gaps);
-    }
-
-    // Upcast and fold each bucket; once a halting anomaly is found, the folds left are
-    // skipped (the shard fails anyway).
-    let memory = (plan.memory_limit_bytes / threads.min(kept_buckets.len().max(1)) as u64)
+    // Each bucket from its rows to its folded output. Once a halting anomaly is found,
+    // the folds left are skipped; every bucket is still deduped and upcast, so the shard
+    // reports the same first anomaly however its buckets were scheduled.
+    let memory = (plan.memory_limit_bytes / 2 / threads.min(sources.len().max(1)) as u64)
         .max(16 * 1024 * 1024);
-    let halted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let work: Vec<_> = kept_buckets.into_iter().zip(gaps).collect();
-    let folded = each(&shard.id, work, |_, ((bucket, kept), gaps)| {
-        let (catalog, policies, shape, fold, halted) = (
+    let halted = Arc::new(AtomicBool::new(false));
+    let work: Vec<_> = sources.into_iter().zip(gaps).collect();
+    let folded = each(&shard.id, &permits, work, |_, (source, gaps)| {
+        let (catalog, policies, shape, fold, halted, repeated, winners) = (
             job.catalog.clone(),
             policies.clone(),
             Arc::clone(&shape),
             Arc::clone(&fold),
             Arc::clone(&halted),
+            Arc::clone(&repeated),
+            Arc::clone(&winners),
         );
         let shard_id = shard.id.clone();
         async move {
+            let rows = Arc::into_inner(source)
+                .expect("the passes before are done")
+                .take()?;
+            let bucket = Bucket::sorted(rows);
             let mut tally = Tally::default();
+            let kept = dedupe(&bucket, &repeated, &winners, &policies, &mut tally);
             let events = events_of(
                 &bucket, &kept, &gaps, &shape, &catalog, &policies, &mut tally,
             )?;
             drop((kept, bucket));
             if tally.halt.is_some() {
-                halted.store(true, std::sync::atomic::Ordering::Relaxed);
+                halted.store(true, Ordering::Relaxed);
             }
-            let output = if halted.load(std::sync::atomic::Ordering::Relaxed) {
+            let output = if halted.load(Ordering::Relaxed) {
                 Vec::new()
             } else {
                 fold.run(&shard_id, &shape.schema, events, memory).await?
@@ -351,6 +381,8 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
         }
     })
     .await?;
+    tracing::debug!(shard = %shard.id, seconds = started.elapsed().as_secs_f64(), "buckets replayed");
+    let mut tally = Tally::default();
     let mut outputs = Vec::with_capacity(folded.len());
     for (output, t) in folded {
         tally.absorb(t);
@@ -367,9 +399,15 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
     })
 }
 
-/// Runs `work` on every item at once on the runtime's threads (each item a task), and
-/// returns the results in the items' order; the first error (in item order) wins.
-async fn each<T, R, F, Fut>(shard: &str, items: Vec<T>, work: F) -> Result<Vec<R>>
+/// Runs `work` on every item, each a task on the runtime's threads holding one of
+/// `permits` (so that at most that many items are in memory at once), and returns the
+/// results in the items' order; the first error (in item order) wins.
+async fn each<T, R, F, Fut>(
+    shard: &str,
+    permits: &Arc<Semaphore>,
+    items: Vec<T>,
+    work: F,
+) -> Result<Vec<R>>
 where
     T: Send + 'static,
     R: Send + 'static,
@@ -380,7 +418,11 @@ where
     let n = items.len();
     for (i, item) in items.into_iter().enumerate() {
         let fut = work(i, item);
-        tasks.spawn(async move { (i, fut.await) });
+        let permits = Arc::clone(permits);
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("never closed");
+            (i, fut.await)
+        });
     }
     let mut results: Vec<Option<Result<R>>> = (0..n).map(|_| None).collect();
     while let Some(done) = tasks.join_next().await {
@@ -393,36 +435,37 @@ where
         .collect()
 }
 
-/// Marks, over every bucket's kept rows in (partition, seq) order, each row more than
-/// one seq above the previous row of its partition: `gaps[bucket][i]` is the message of
-/// the bucket's i-th kept row.
-fn find_gaps(kept: &[(Arc<Bucket>, Vec<(u32, u32)>)], gaps: &mut [BTreeMap<usize, String>]) {
-    let mut all: Vec<(i32, i64, u64, usize, usize)> = Vec::new();
-    for (b, (bucket, rows)) in kept.iter().enumerate() {
-        for (i, at) in rows.iter().enumerate() {
+/// (partition, seq, `__ord`) of a bucket's kept rows.
+fn kept_keys(bucket: &Bucket, kept: &[(u32, u32)]) -> Vec<(i32, i64, u64)> {
+    kept.iter()
+        .map(|at| {
             let batch = &bucket.batches[at.0 as usize];
             let row = at.1 as usize;
-            all.push((
+            (
                 batch
                     .column(PARTITION)
-                    .as_primitive::<arrow::datatypes::Int32Type>()
+                    .as_primitive::<Int32Type>()
                     .value(row),
-                batch
-                    .column(SEQ)
-                    .as_primitive::<arrow::datatypes::Int64Type>()
-                    .value(row),
-                batch
-                    .column(ORD)
-                    .as_primitive::<arrow::datatypes::UInt64Type>()
-                    .value(row),
-                b,
-                i,
-            ));
-        }
-    }
+                batch.column(SEQ).as_primitive::<Int64Type>().value(row),
+                batch.column(ORD).as_primitive::<UInt64Type>().value(row),
+            )
+        })
+        .collect()
+}
+
+/// Walks every bucket's kept rows in (partition, seq) order and marks each row more than
+/// one seq above the previous row of its partition: per bucket, the message of each
+/// such row, by its `__ord`.
+fn find_gaps(kept: Vec<Vec<(i32, i64, u64)>>) -> Vec<HashMap<u64, String>> {
+    let mut gaps = vec![HashMap::new(); kept.len()];
+    let mut all: Vec<(i32, i64, u64, usize)> = kept
+        .into_iter()
+        .enumerate()
+        .flat_map(|(b, rows)| rows.into_iter().map(move |(p, s, o)| (p, s, o, b)))
+        .collect();
     all.sort_unstable();
     let mut last: Option<(i32, i64)> = None;
-    for (p, s, _, b, i) in all {
+    for (p, s, ord, b) in all {
         if let Some((lp, ls)) = last
             && lp == p
             && s > ls + 1
@@ -430,12 +473,13 @@ fn find_gaps(kept: &[(Arc<Bucket>, Vec<(u32, u32)>)], gaps: &mut [BTreeMap<usize
             // The event after the hole is fine and stays in the replay: quarantine
             // records the hole without setting the event aside.
             gaps[b].insert(
-                i,
+                ord,
                 format!("seq {}..{} missing in partition {p}", ls + 1, s - 1),
             );
         }
         last = Some((p, s));
     }
+    gaps
 }
 
 /// Events per (type, input version) with their upcaster chains, for the manifest.

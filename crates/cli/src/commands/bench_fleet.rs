@@ -261,6 +261,8 @@ async fn scaling(
                         &args.nats,
                         "--workers",
                         "1",
+                        "--threads",
+                        "1",
                         "--lease-ttl",
                         &format!("{}s", ttl.as_secs()),
                     ])
