@@ -205,9 +205,27 @@ pub async fn inventory_of(
     options: InventoryOptions,
 ) -> Result<Inventory> {
     let sample_from = segments.clone();
+    // Each segment is a task of its own: reading its footer waits on the store, and
+    // counting its types is CPU work that should use every thread.
     let per_segment: Vec<(SegmentInventory, BTreeMap<TypeKey, u64>)> =
         futures::stream::iter(segments)
-            .map(|segment| inventory_segment(location, segment, mapping, options.event_types))
+            .map(|segment| {
+                let (location, mapping) = (location.clone(), mapping.clone());
+                let event_types = options.event_types;
+                let path = segment.path.clone();
+                async move {
+                    tokio::spawn(async move {
+                        inventory_segment(&location, segment, &mapping, event_types).await
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(crate::Error::BadSegment {
+                            segment: path,
+                            reason: format!("reading its footer failed: {e}"),
+                        })
+                    })
+                }
+            })
             .buffered(options.concurrency.max(1))
             .try_collect()
             .await?;

@@ -148,6 +148,7 @@ pub async fn coordinate(
     };
     let plan = Arc::new(plan);
     let run_id = plan.run_id.clone();
+    tracing::debug!(run = %run_id, seconds = started.elapsed().as_secs_f64(), "planned");
     let source = Location::parse(&plan.source.url, None, &config.source.options)?;
 
     if store.run(&run_id).await?.is_none() {
@@ -220,6 +221,7 @@ pub async fn coordinate(
         openlineage::ended(&lineage, &**store, &run_id, Err(e)).await;
     }
     watched?;
+    tracing::debug!(run = %run_id, seconds = started.elapsed().as_secs_f64(), "shards done");
 
     let finalized = finalize(
         &target,
@@ -235,6 +237,7 @@ pub async fn coordinate(
     .map_err(Error::from);
     openlineage::ended(&lineage, &**store, &run_id, finalized.as_ref()).await;
     let finalized = finalized?;
+    tracing::debug!(run = %run_id, seconds = started.elapsed().as_secs_f64(), "finalized");
     if let Ok(Some(state)) = store.run(&run_id).await {
         record_phase(&run_id, state.value.phase);
     }
@@ -393,7 +396,7 @@ async fn watch(
         if last.shards_done == total {
             return Ok(());
         }
-        tokio::time::sleep(WATCH_EVERY).await;
+        store.changed(WATCH_EVERY).await;
     }
 }
 

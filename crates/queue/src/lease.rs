@@ -35,6 +35,13 @@ pub trait LeaseQueue: Send + Sync + std::fmt::Debug {
     /// again (delivery + 1).
     async fn claim(&self, wait: Duration) -> Result<Option<Lease>>;
 
+    /// Whether a [`LeaseQueue::claim`] dropped while it waits loses nothing (no lease is
+    /// taken but in one step), so a worker may stop waiting the moment it is told to
+    /// stop. A claim over the network is not: a fetched lease could be left unheld.
+    fn claim_is_cancel_safe(&self) -> bool {
+        false
+    }
+
     /// Extends the lease's TTL. `Err(NotFound)` if the lease is no longer held
     /// by this delivery (expired and redelivered, acked or removed).
     async fn heartbeat(&self, lease: &Lease) -> Result<()>;

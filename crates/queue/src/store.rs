@@ -180,6 +180,13 @@ pub trait RunStore: Send + Sync + std::fmt::Debug {
     /// whole fleet never runs ahead of the pace by more than one reservation.
     /// `per_second` of 0 means unlimited.
     async fn pace(&self, run_id: &str, events: u64, per_second: u64) -> Result<Duration>;
+
+    /// Waits until a run or shard state may have changed, or `at_most` has passed: a
+    /// watcher's poll. The in-process store wakes the watcher on its next write; a
+    /// remote store just waits.
+    async fn changed(&self, at_most: Duration) {
+        tokio::time::sleep(at_most).await;
+    }
 }
 
 /// The pace schedule both stores keep, in Unix microseconds: a reservation of

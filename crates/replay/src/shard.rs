@@ -127,6 +127,7 @@ struct Replayed {
 /// checksums are [`Error::Nondeterministic`].
 pub async fn replay_shard(job: &ShardJob) -> Result<ShardOutcome> {
     let started_at = Utc::now();
+    let clock = std::time::Instant::now();
     let plan = &job.plan;
     let shard = plan.shard(&job.shard).ok_or_else(|| Error::Format {
         path: crate::Target::plan_path(&plan.run_id),
@@ -153,6 +154,7 @@ pub async fn replay_shard(job: &ShardJob) -> Result<ShardOutcome> {
         let path = format!("{attempt_dir}/part-00000.parquet");
         outputs.push(write_segment(job, &path, &empty).await?);
     }
+    tracing::debug!(shard = %job.shard, seconds = clock.elapsed().as_secs_f64(), "parts written");
     let mut applied = std::mem::take(&mut tally.applied);
     applied.events_read = events_read;
     applied.out_of_order = out_of_order;
@@ -203,6 +205,7 @@ pub async fn replay_shard(job: &ShardJob) -> Result<ShardOutcome> {
         anomalies_file,
     };
     let path = Target::lineage_path(&plan.run_id, &job.shard);
+    tracing::debug!(shard = %job.shard, seconds = clock.elapsed().as_secs_f64(), "written");
     match job
         .target
         .put_if_absent(&path, to_json_bytes(&lineage))
@@ -269,6 +272,7 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
     // Half the memory holds the rows read; the other half the buckets being replayed.
     let budget = (plan.memory_limit_bytes / 2) as usize;
     let started = std::time::Instant::now();
+    tracing::debug!(shard = %shard.id, local = fold.local, "projection planned");
     let shape = Arc::new(EventsShape::new(&job.catalog, &full, &fold.read));
     let read = read_shard(
         plan,

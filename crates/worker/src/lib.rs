@@ -196,14 +196,23 @@ impl Worker {
     }
 
     /// Claims and replays leases until `stop` turns true; a lease in hand is finished first.
-    pub async fn run(&self, stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             if *stop.borrow() {
                 return;
             }
-            // Not raced against `stop`: a claim cancelled midway could leave a
-            // fetched lease unheld until its TTL. It returns within CLAIM_WAIT anyway.
-            match self.queue.claim(CLAIM_WAIT).await {
+            // Raced against `stop` only where that is safe: over the network a claim
+            // cancelled midway could leave a fetched lease unheld until its TTL. It
+            // returns within CLAIM_WAIT anyway.
+            let claimed = if self.queue.claim_is_cancel_safe() {
+                tokio::select! {
+                    claimed = self.queue.claim(CLAIM_WAIT) => claimed,
+                    _ = stop.changed() => return,
+                }
+            } else {
+                self.queue.claim(CLAIM_WAIT).await
+            };
+            match claimed {
                 Ok(Some(lease)) => self.handle(lease).await,
                 Ok(None) => {}
                 Err(e) => {

@@ -186,6 +186,11 @@ impl LeaseQueue for EmbeddedQueue {
         Ok(())
     }
 
+    fn claim_is_cancel_safe(&self) -> bool {
+        // A lease is taken inside one lock, after the last await.
+        true
+    }
+
     async fn claim(&self, wait: Duration) -> Result<Option<Lease>> {
         let deadline = Instant::now() + wait;
         loop {

@@ -16,6 +16,8 @@ use crate::{Error, Result, RunState, RunStore, ShardState, Versioned};
 #[derive(Debug, Clone, Default)]
 pub struct EmbeddedStore {
     state: Arc<Mutex<StoreState>>,
+    /// Wakes a watcher ([`RunStore::changed`]) after a write.
+    written: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +89,7 @@ impl RunStore for EmbeddedStore {
         if state.phase.is_finished() && store.names.get(&state.name) == Some(&state.run_id) {
             store.names.remove(&state.name);
         }
+        self.written.notify_one();
         Ok(revision)
     }
 
@@ -112,7 +115,10 @@ impl RunStore for EmbeddedStore {
             });
         f(&mut stored.value);
         stored.revision += 1;
-        Ok(stored.value.clone())
+        let state = stored.value.clone();
+        drop(store);
+        self.written.notify_one();
+        Ok(state)
     }
 
     async fn shard(&self, run_id: &str, shard: &str) -> Result<Option<ShardState>> {
@@ -134,6 +140,10 @@ impl RunStore for EmbeddedStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn changed(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.written.notified()).await;
     }
 
     async fn pace(&self, run_id: &str, events: u64, per_second: u64) -> Result<Duration> {
