@@ -4,6 +4,7 @@ mod archive;
 mod audit;
 mod cli;
 mod deploy;
+mod engine;
 mod faults;
 mod fleet;
 mod openlineage;

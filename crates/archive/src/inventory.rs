@@ -333,7 +333,14 @@ async fn inventory_segment(
             (Some(t), Some(v)) => {
                 types.insert((Some(t.to_owned()), i32::try_from(v).ok()), rows);
             }
-            _ => wanted.extend(["event_type", "schema_version"]),
+            // A segment of one type and version (a sink writes one file per schema)
+            // says so in its statistics: min = max in every row group, no null.
+            _ => match footer_type(&open, &given) {
+                Some((t, v)) => {
+                    types.insert((Some(t), Some(v)), rows);
+                }
+                None => wanted.extend(["event_type", "schema_version"]),
+            },
         }
     }
     if !wanted.is_empty() {
@@ -509,6 +516,50 @@ fn footer_figures(open: &OpenSegment, given: &Plan, rows: u64) -> Option<Figures
         }],
         null_partition_rows: 0,
     })
+}
+
+/// The one (event type, version) of every row, when the footer's statistics say so:
+/// both columns mapped as plain columns, min = max over all row groups, no null. (A
+/// truncated string statistic has its max rounded up, so it never equals its min.)
+fn footer_type(open: &OpenSegment, given: &Plan) -> Option<(String, i32)> {
+    let (v_min, v_max) = match given.constant_int("schema_version") {
+        Some(v) => (v, v),
+        None => column_range(open, given.plain_column("schema_version")?)?,
+    };
+    if v_min != v_max {
+        return None;
+    }
+    let version = i32::try_from(v_min).ok()?;
+    if let Some(t) = given.constant_text("event_type") {
+        return Some((t.to_owned(), version));
+    }
+    let column = given.plain_column("event_type")?;
+    let builder = &open.builder;
+    let row_groups = builder.metadata().row_groups();
+    let converter =
+        StatisticsConverter::try_new(column, builder.schema(), builder.parquet_schema())
+            .ok()?
+            .with_missing_null_counts_as_zero(false);
+    let as_text = |a: arrow::array::ArrayRef| cast(&a, &DataType::Utf8).ok();
+    let mins = as_text(converter.row_group_mins(row_groups.iter()).ok()?)?;
+    let maxes = as_text(converter.row_group_maxes(row_groups.iter()).ok()?)?;
+    let nulls = converter.row_group_null_counts(row_groups.iter()).ok()?;
+    let (mins, maxes) = (mins.as_string::<i32>(), maxes.as_string::<i32>());
+    let mut found: Option<&str> = None;
+    for (i, group) in row_groups.iter().enumerate() {
+        if group.num_rows() == 0 {
+            continue;
+        }
+        if nulls.is_null(i) || nulls.value(i) != 0 || mins.is_null(i) || maxes.is_null(i) {
+            return None;
+        }
+        let (lo, hi) = (mins.value(i), maxes.value(i));
+        if lo != hi || found.is_some_and(|f| f != lo) {
+            return None;
+        }
+        found = Some(lo);
+    }
+    found.map(|t| (t.to_owned(), version))
 }
 
 /// `(min, max)` of an integer column over all row groups, from statistics; `None` when

@@ -235,18 +235,6 @@ pub(crate) fn value_to_val(value: Value) -> Val {
     }
 }
 
-/// Moves a jaq value that must be an object into a JSON object.
-#[cfg(test)]
-pub(crate) fn val_into_map(val: Val) -> Result<Map<String, Value>, String> {
-    match val {
-        Val::Obj(obj) => obj_into_map(unwrap_rc(obj)),
-        other => Err(format!(
-            "jq program yielded {}, not an object",
-            kind_of(&other)
-        )),
-    }
-}
-
 #[cfg(test)]
 fn obj_into_map(obj: jaq_json::Map) -> Result<Map<String, Value>, String> {
     let mut map = Map::with_capacity(obj.len());

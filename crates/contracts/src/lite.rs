@@ -327,15 +327,6 @@ pub fn parse_object(text: &str, capacity: usize) -> Result<Obj<'_>, String> {
         })
 }
 
-/// Parses any JSON value.
-#[cfg(test)]
-pub(crate) fn parse(text: &str) -> Result<Lite<'_>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let value = LiteSeed.deserialize(&mut de)?;
-    de.end()?;
-    Ok(value)
-}
-
 struct LiteSeed;
 
 impl<'de> DeserializeSeed<'de> for LiteSeed {
@@ -617,7 +608,7 @@ impl<'a> json::Object<'a, LiteJson> for &'a Obj<'a> {
     }
 
     fn get(&self, key: &String) -> Option<&'a Lite<'a>> {
-        Obj::get(*self, key)
+        Obj::get(self, key)
     }
 
     fn members(&self) -> Members<'a> {

@@ -507,41 +507,70 @@ fn decode(path: &str, bytes: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     Ok((schema, batches))
 }
 
+/// Above this many input segments, one listing of the archive replaces a HEAD each (an
+/// archive of small files would otherwise cost a request per file).
+const LIST_ABOVE: usize = 256;
+
 /// Every input segment still has the size and entity tag it had when planned.
 async fn inputs_unchanged(
     source: &Location,
     plan: &Plan,
     checks: &mut Vec<CheckResult>,
 ) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let storage = |path: String, source| {
+        crate::Error::from(replayfleet_archive::Error::Storage { path, source })
+    };
+    // What the store says of each planned segment now: (size, etag), or gone.
+    let now: Vec<Option<(u64, Option<String>)>> = if plan.segments.len() > LIST_ABOVE {
+        let prefix = source.prefix();
+        let listed: std::collections::HashMap<String, (u64, Option<String>)> = source
+            .store()
+            .list((!prefix.as_ref().is_empty()).then_some(prefix))
+            .map_ok(|meta| {
+                let path = source.relative(&meta.location).unwrap_or_default();
+                (path, (meta.size, meta.e_tag))
+            })
+            .try_collect()
+            .await
+            .map_err(|e| storage(source.url().to_string(), e))?;
+        plan.segments
+            .iter()
+            .map(|s| listed.get(&s.path).cloned())
+            .collect()
+    } else {
+        futures::stream::iter(&plan.segments)
+            .map(|segment| async move {
+                let path = source.child(&segment.path);
+                match source.store().head(&path).await {
+                    Ok(meta) => Ok(Some((meta.size, meta.e_tag))),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(storage(path.to_string(), e)),
+                }
+            })
+            .buffered(32)
+            .try_collect()
+            .await?
+    };
     let mut problems = Vec::new();
-    for segment in &plan.segments {
-        let path = source.child(&segment.path);
-        match source.store().head(&path).await {
-            Ok(meta) => {
-                if meta.size != segment.bytes {
+    for (segment, now) in plan.segments.iter().zip(now) {
+        match now {
+            Some((size, etag)) => {
+                if size != segment.bytes {
                     problems.push(Value::from(format!(
                         "{}: {} bytes, planned {}",
-                        segment.path, meta.size, segment.bytes
+                        segment.path, size, segment.bytes
                     )));
-                } else if segment.etag.is_some() && meta.e_tag != segment.etag {
+                } else if segment.etag.is_some() && etag != segment.etag {
                     problems.push(Value::from(format!(
                         "{}: etag {}, planned {}",
                         segment.path,
-                        meta.e_tag.as_deref().unwrap_or("-"),
+                        etag.as_deref().unwrap_or("-"),
                         segment.etag.as_deref().unwrap_or("-")
                     )));
                 }
             }
-            Err(object_store::Error::NotFound { .. }) => {
-                problems.push(Value::from(format!("{}: gone", segment.path)));
-            }
-            Err(source) => {
-                return Err(replayfleet_archive::Error::Storage {
-                    path: path.to_string(),
-                    source,
-                }
-                .into());
-            }
+            None => problems.push(Value::from(format!("{}: gone", segment.path))),
         }
     }
     checks.push(check(

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, Int64Type, UInt64Type};
 use replayfleet_config::AnomalyKind;
 
@@ -29,6 +29,16 @@ pub(crate) struct Bucket {
     /// Per batch: whether any envelope field is null in it (most batches have none, and
     /// their rows skip the check).
     nulls: Vec<bool>,
+    /// Per batch, the columns the hot loops read, downcast once.
+    cols: Vec<Cols>,
+}
+
+/// One raw batch's columns, typed.
+struct Cols {
+    id: StringArray,
+    event_type: StringArray,
+    version: Int32Array,
+    payload: StringArray,
 }
 
 /// The envelope fields a row must have, with the anomaly a null raises.
@@ -70,11 +80,40 @@ impl Bucket {
                     .any(|(c, _, _)| b.column(*c).null_count() > 0)
             })
             .collect();
+        let cols = batches
+            .iter()
+            .map(|b| Cols {
+                id: b.column(EVENT_ID).as_string::<i32>().clone(),
+                event_type: b.column(EVENT_TYPE).as_string::<i32>().clone(),
+                version: b.column(VERSION).as_primitive::<Int32Type>().clone(),
+                payload: b.column(PAYLOAD).as_string::<i32>().clone(),
+            })
+            .collect();
         Bucket {
             order: keys.into_iter().map(|k| (k.4, k.5)).collect(),
             batches,
             nulls,
+            cols,
         }
+    }
+
+    /// A row's event id (of a row without envelope nulls).
+    pub(crate) fn id(&self, (batch, row): (u32, u32)) -> &str {
+        self.cols[batch as usize].id.value(row as usize)
+    }
+
+    /// A row's (event type, schema version) (of a row without envelope nulls).
+    pub(crate) fn type_version(&self, (batch, row): (u32, u32)) -> (&str, i32) {
+        let c = &self.cols[batch as usize];
+        (
+            c.event_type.value(row as usize),
+            c.version.value(row as usize),
+        )
+    }
+
+    /// A row's payload text (of a row without envelope nulls).
+    pub(crate) fn payload(&self, (batch, row): (u32, u32)) -> &str {
+        self.cols[batch as usize].payload.value(row as usize)
     }
 
     /// The first null envelope field of a row, as the anomaly it raises.
@@ -204,7 +243,7 @@ pub(crate) fn dedupe(
             );
             continue;
         }
-        let id = row.str(EVENT_ID).expect("checked for null");
+        let id = bucket.id(at);
         if dups.is_empty() || !dups.contains(&id_digest(id)) {
             kept.push(at);
             continue;

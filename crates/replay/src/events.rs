@@ -10,11 +10,11 @@ use std::{collections::HashMap, sync::Arc};
 
 use arrow::{
     array::{
-        Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Array, Int64Builder,
-        RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+        Array, ArrayRef, BooleanBuilder, Float64Builder, Int32Array, Int64Builder, RecordBatch,
+        StringBuilder, TimestampMicrosecondBuilder,
     },
     compute::interleave,
-    datatypes::{DataType, Int32Type, SchemaRef},
+    datatypes::{DataType, SchemaRef},
 };
 use replayfleet_config::AnomalyKind;
 use replayfleet_contracts::{Anomaly, Catalog, Lite};
@@ -24,7 +24,7 @@ use crate::{
     anomaly::{Policies, Tally},
     dedupe::Bucket,
     order::arrow_error,
-    raw::{EVENT_TYPE, METADATA, OCCURRED_AT, ORD, PAYLOAD, VERSION},
+    raw::{METADATA, OCCURRED_AT, ORD},
 };
 
 /// Kept rows upcast at once: a few thousand keep their payloads' text in the cache.
@@ -283,17 +283,7 @@ fn chunk_events(
     let mut groups: Vec<((&str, i32), Vec<usize>)> = Vec::new();
     let mut index: HashMap<(&str, i32), usize> = HashMap::new();
     for (i, at) in chunk.iter().enumerate() {
-        let row = bucket.row(*at);
-        let key = (
-            row.batch
-                .column(EVENT_TYPE)
-                .as_string::<i32>()
-                .value(row.row),
-            row.batch
-                .column(VERSION)
-                .as_primitive::<Int32Type>()
-                .value(row.row),
-        );
+        let key = bucket.type_version(*at);
         let found = if groups.len() <= 16 {
             groups.iter().position(|(k, _)| *k == key)
         } else {
@@ -330,13 +320,7 @@ fn chunk_events(
             .versions
             .entry(((*event_type).to_owned(), *version))
             .or_default() += rows.len() as u64;
-        let texts: Vec<&str> = rows
-            .iter()
-            .map(|&i| {
-                let row = bucket.row(chunk[i]);
-                row.batch.column(PAYLOAD).as_string::<i32>().value(row.row)
-            })
-            .collect();
+        let texts: Vec<&str> = rows.iter().map(|&i| bucket.payload(chunk[i])).collect();
         // Which typed columns this type feeds, once per group.
         let feeds: Vec<bool> = shape
             .columns
@@ -428,6 +412,7 @@ fn chunk_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::AsArray;
 
     #[test]
     fn cells_follow_the_typed_column_mapping() {

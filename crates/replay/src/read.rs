@@ -44,6 +44,8 @@ use crate::{
     store::{Source, Store},
 };
 
+const MIB: usize = 1024 * 1024;
+
 /// Rows a part of a segment holds at least (whole row groups), so that a large segment
 /// is decoded on several threads and a small one is not cut at all.
 const PART_ROWS: u64 = 128 * 1024;
@@ -116,6 +118,8 @@ struct Part {
     row_groups: Option<Range<usize>>,
     /// Whether this part also hashes the segment's bytes (the first part does).
     hashes: bool,
+    /// The segment's share of the fetch budget, given back when its last part is done.
+    _fetched: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What a part read.
@@ -148,6 +152,8 @@ pub(crate) struct ReadOptions {
     pub buckets: usize,
     pub threads: usize,
     pub budget: usize,
+    /// Bytes of fetched segments held until decoded (at least one segment).
+    pub fetch_budget: usize,
     /// Which envelope columns the replay uses after reading; the others are not kept.
     pub needed: [bool; ORD],
 }
@@ -164,17 +170,23 @@ pub(crate) async fn read_shard(
         buckets,
         threads,
         budget,
+        fetch_budget,
         needed,
     } = options;
+    let by_path: std::collections::HashMap<&str, &InputSegment> =
+        plan.segments.iter().map(|s| (s.path.as_str(), s)).collect();
     let mut planned = Vec::with_capacity(shard.segments.len());
     for path in &shard.segments {
-        let segment = plan.segment(path).cloned().ok_or_else(|| Error::Format {
-            path: crate::Target::plan_path(&plan.run_id),
-            message: format!(
-                "shard {} names segment {path}, which the plan lacks",
-                shard.id
-            ),
-        })?;
+        let segment = by_path
+            .get(path.as_str())
+            .map(|s| (*s).clone())
+            .ok_or_else(|| Error::Format {
+                path: crate::Target::plan_path(&plan.run_id),
+                message: format!(
+                    "shard {} names segment {path}, which the plan lacks",
+                    shard.id
+                ),
+            })?;
         planned.push(Arc::new(segment));
     }
     let job = Arc::new(Job {
@@ -189,13 +201,26 @@ pub(crate) async fn read_shard(
     // so at most `threads` parts are decoded at once and the fetched bytes waiting are
     // bounded by the fetches in flight.
     let permits = Arc::new(Semaphore::new(threads.max(1)));
-    let ahead = (threads * 2).max(4);
+    // Many fetches in flight hide the store's latency on archives of small files; the
+    // fetch budget below bounds the bytes they hold.
+    let ahead = (threads * 8).max(32);
+    // Segments are fetched whole (their SHA-256 is in the lineage), and held until
+    // their parts are decoded: at most the fetch budget at once (or one segment, however
+    // large).
+    let fetch_mib = (fetch_budget / MIB).max(16);
+    let fetch_budget = Arc::new(Semaphore::new(fetch_mib));
     let mut fetches = futures::stream::iter(planned.iter().cloned().enumerate())
         .map(|(index, segment)| {
             let source = source.clone();
+            let fetch_budget = Arc::clone(&fetch_budget);
             async move {
+                let mib = (segment.bytes as usize).div_ceil(MIB).clamp(1, fetch_mib);
+                let share = fetch_budget
+                    .acquire_many_owned(mib as u32)
+                    .await
+                    .expect("never closed");
                 let bytes = fetch_segment(&source, &segment.segment_ref()).await?;
-                Ok::<_, Error>((index, segment, bytes))
+                Ok::<_, Error>((index, segment, bytes, Arc::new(share)))
             }
         })
         .buffered(ahead);
@@ -203,14 +228,14 @@ pub(crate) async fn read_shard(
     let mut parts = Vec::new();
     let mut failed: Option<Error> = None;
     'fetching: while let Some(fetched) = fetches.next().await {
-        let (index, segment, bytes) = match fetched {
+        let (index, segment, bytes, share) = match fetched {
             Ok(f) => f,
             Err(e) => {
                 failed = Some(e);
                 break;
             }
         };
-        let split = match split(index, &segment, bytes) {
+        let split = match split(index, &segment, bytes, share) {
             Ok(split) => split,
             Err(e) => {
                 failed = Some(e);
@@ -277,16 +302,22 @@ pub(crate) fn join_error(shard: &str, e: tokio::task::JoinError) -> Error {
 }
 
 /// Cuts a fetched segment into parts of whole row groups of about [`PART_ROWS`] rows.
-fn split(index: usize, segment: &Arc<InputSegment>, bytes: Bytes) -> Result<Vec<Part>> {
-    let whole = |bytes| Part {
+fn split(
+    index: usize,
+    segment: &Arc<InputSegment>,
+    bytes: Bytes,
+    share: Arc<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<Vec<Part>> {
+    let whole = |bytes, share| Part {
         segment: index,
         input: Arc::clone(segment),
         bytes,
         row_groups: None,
         hashes: true,
+        _fetched: share,
     };
     if segment.rows <= PART_ROWS {
-        return Ok(vec![whole(bytes)]);
+        return Ok(vec![whole(bytes, share)]);
     }
     let groups = row_group_rows(&segment.path, &bytes)?;
     let mut ranges = Vec::new();
@@ -300,7 +331,7 @@ fn split(index: usize, segment: &Arc<InputSegment>, bytes: Bytes) -> Result<Vec<
         }
     }
     if ranges.len() <= 1 {
-        return Ok(vec![whole(bytes)]);
+        return Ok(vec![whole(bytes, share)]);
     }
     Ok(ranges
         .into_iter()
@@ -311,6 +342,7 @@ fn split(index: usize, segment: &Arc<InputSegment>, bytes: Bytes) -> Result<Vec<
             bytes: bytes.clone(),
             row_groups: Some(range),
             hashes: i == 0,
+            _fetched: Arc::clone(&share),
         })
         .collect())
 }

@@ -107,9 +107,16 @@ fn threads() -> usize {
         .max(1)
 }
 
-/// How many buckets a shard of `rows` rows is folded in when its projection allows it.
+/// How many buckets a shard of `rows` rows is folded in when its projection allows it:
+/// one per [`BUCKET_ROWS`] rows, or per `REPLAYFLEET_BUCKET_ROWS` (a tuning knob of the
+/// process, which changes no output byte: the buckets' outputs merge into the same rows).
 fn bucket_count(rows: u64) -> usize {
-    rows.div_ceil(BUCKET_ROWS).clamp(1, MAX_BUCKETS) as usize
+    let per_bucket = std::env::var("REPLAYFLEET_BUCKET_ROWS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(BUCKET_ROWS);
+    rows.div_ceil(per_bucket).clamp(1, MAX_BUCKETS) as usize
 }
 
 /// What the replay of a shard produced, before anything is written.
@@ -269,8 +276,12 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
     } else {
         1
     };
-    // Half the memory holds the rows read; the other half the buckets being replayed.
-    let budget = (plan.memory_limit_bytes / 2) as usize;
+    // `limits.memory` split: 70% holds the rows read (past it they spill), 15% the
+    // segments fetched and not yet decoded, 15% the buckets' DataFusion pools (the
+    // buckets' own rows are a small share of the shard's).
+    let limit = plan.memory_limit_bytes;
+    let budget = (limit / 10 * 7) as usize;
+    let fetch_budget = (limit / 100 * 15) as usize;
     let started = std::time::Instant::now();
     tracing::debug!(shard = %shard.id, local = fold.local, "projection planned");
     let shape = Arc::new(EventsShape::new(&job.catalog, &full, &fold.read));
@@ -283,13 +294,14 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
             buckets,
             threads,
             budget,
+            fetch_budget,
             needed: shape.raw_columns(),
         },
     )
     .await?;
     tracing::debug!(shard = %shard.id, buckets, threads, seconds = started.elapsed().as_secs_f64(), "read");
     if read.spilled_rows > 0 {
-        tracing::info!(shard = %shard.id, rows = read.spilled_rows, "rows spilled to disk: the shard's rows exceed half of limits.memory");
+        tracing::info!(shard = %shard.id, rows = read.spilled_rows, "rows spilled to disk: the shard's rows exceed 70% of limits.memory");
     }
     let _spill = read.spill;
     let sources: Vec<Arc<Source>> = read.buckets.into_iter().map(Arc::new).collect();
@@ -341,14 +353,16 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
         .await?;
         find_gaps(kept).into_iter().map(Arc::new).collect()
     } else {
-        vec![Arc::new(HashMap::new()); sources.len()]
+        (0..sources.len())
+            .map(|_| Arc::new(HashMap::new()))
+            .collect()
     };
 
     // Each bucket from its rows to its folded output. Once a halting anomaly is found,
     // the folds left are skipped; every bucket is still deduped and upcast, so the shard
     // reports the same first anomaly however its buckets were scheduled.
-    let memory = (plan.memory_limit_bytes / 2 / threads.min(sources.len().max(1)) as u64)
-        .max(16 * 1024 * 1024);
+    let memory =
+        (limit / 100 * 15 / threads.min(sources.len().max(1)) as u64).max(16 * 1024 * 1024);
     let halted = Arc::new(AtomicBool::new(false));
     let work: Vec<_> = sources.into_iter().zip(gaps).collect();
     let folded = each(&shard.id, &permits, work, |_, (source, gaps)| {

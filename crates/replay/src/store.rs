@@ -1,5 +1,5 @@
 //! Where a shard's raw rows wait between reading and the buckets' replay: in memory up
-//! to a budget (half of `limits.memory`), then appended to one Arrow IPC file per bucket
+//! to a budget (70% of `limits.memory`), then appended to one Arrow IPC file per bucket
 //! in a spill folder (under the system's temp folder, `TMPDIR`), removed when the shard
 //! is done. A bucket is read back whole when its turn comes, so memory holds the rows
 //! not yet spilled and the buckets being replayed, whatever the shard's size.

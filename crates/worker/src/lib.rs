@@ -374,6 +374,11 @@ impl Worker {
                 let message = error.to_string();
                 let max = run.plan.max_attempts.max(1);
                 let final_now = error.is_halt() || !error.is_retryable();
+                if error.is_halt() {
+                    // The run halts first (by policy), so that a watcher that sees the
+                    // shard failed finds the run already halted, for its reason.
+                    self.halt_run(&lease.run_id, &message).await?;
+                }
                 let recorded = message.clone();
                 let state = self
                     .store
@@ -390,8 +395,8 @@ impl Worker {
                 tracing::warn!(worker = %self.id, run = %lease.run_id, shard = %lease.shard, attempt = state.failures, error = %message, "shard failed");
                 metrics::counter!("replayfleet_shard_failures_total").increment(1);
                 if error.is_halt() {
-                    // Halting removes the run's leases, this one included.
-                    return self.halt_run(&lease.run_id, &message).await;
+                    // Halting removed the run's leases, this one included.
+                    return Ok(());
                 }
                 if state.status == ShardStatus::Failed {
                     ignore_gone(self.queue.ack(lease).await)

@@ -1,0 +1,343 @@
+//! The replay engine (issue: columnar and on every core inside a shard): a shard's
+//! output is the same bytes whatever the threads, the buckets its streams are folded in,
+//! and whether its rows spilled to disk; duplicates across buckets, projections that
+//! read `events` twice, and projections that are not stream-local.
+
+use std::sync::Arc;
+
+use arrow::{
+    array::{
+        ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    },
+    datatypes::{DataType, Field, Schema, TimeUnit},
+};
+use serde_json::Value;
+
+use crate::replay::{Fixture, Settings};
+use crate::support::replayfleet_env;
+
+/// A run's outcome: the fingerprint and the SHA-256 of every output file (part files,
+/// then anomalies files), in shard order, from the lineage manifests.
+fn outputs(f: &Fixture, target: &str, run: &crate::support::Run) -> (String, Vec<String>) {
+    let json = run.json();
+    let run_id = json["run_id"].as_str().unwrap_or_default().to_owned();
+    let fingerprint = json["report"]["fingerprint"].as_str().unwrap().to_owned();
+    let shards = f.path(&format!("{target}/runs/{run_id}/shards"));
+    let mut names: Vec<_> = std::fs::read_dir(&shards)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{json:#}", shards.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let mut digests = Vec::new();
+    for shard in names {
+        let lineage: Value =
+            serde_json::from_slice(&std::fs::read(shard.join("lineage.json")).unwrap()).unwrap();
+        for o in lineage["outputs"].as_array().unwrap() {
+            digests.push(o["sha256"].as_str().unwrap().to_owned());
+        }
+        if let Some(a) = lineage["anomalies_file"].as_object() {
+            digests.push(a["sha256"].as_str().unwrap().to_owned());
+        }
+    }
+    (fingerprint, digests)
+}
+
+/// `replayfleet run` with `--threads` and a bucket size.
+fn run(config: &str, threads: &str, bucket_rows: &str) -> crate::support::Run {
+    let out = replayfleet_env(
+        &[
+            "run",
+            "--config",
+            config,
+            "--workers",
+            "1",
+            "--threads",
+            threads,
+            "--json",
+        ],
+        &[("REPLAYFLEET_BUCKET_ROWS".into(), bucket_rows.into())],
+    );
+    out.expect_code(0);
+    out
+}
+
+#[test]
+fn threads_buckets_and_spilling_do_not_change_a_byte() {
+    let f = Fixture::new(12_000, 3, 11, &["--all-edge-cases"]);
+    let one_shard = |name: &str, target: &'static str, extra: &str| {
+        f.config(
+            name,
+            &Settings {
+                target,
+                target_events: 1_000_000,
+                extra: extra.to_owned(),
+                ..Settings::default()
+            },
+        )
+    };
+    // One bucket on one thread: the reference.
+    let reference = run(&one_shard("reference", "ref", ""), "1", "1000000000");
+    let expected = outputs(&f, "ref", &reference);
+    assert!(
+        expected.1.len() >= 2,
+        "part file and anomalies file: {expected:?}"
+    );
+    for (threads, target) in [("1", "t1"), ("2", "t2"), ("4", "t4")] {
+        let name = format!("threads-{threads}");
+        let out = run(&one_shard(&name, target, ""), threads, "700");
+        assert_eq!(
+            outputs(&f, target, &out),
+            expected,
+            "{threads} threads, buckets of 700 rows"
+        );
+    }
+}
+
+#[test]
+fn a_shard_larger_than_its_memory_spills_and_gives_the_same_bytes() {
+    let f = Fixture::new(350_000, 2, 5, &["--all-edge-cases"]);
+    let config = |name: &str, target: &'static str, extra: &str| {
+        f.config(
+            name,
+            &Settings {
+                target,
+                target_events: 10_000_000,
+                extra: extra.to_owned(),
+                ..Settings::default()
+            },
+        )
+    };
+    let roomy = run(&config("roomy", "roomy", ""), "2", "20000");
+    let tight = replayfleet_env(
+        &[
+            "run",
+            "--config",
+            &config("tight", "tight", "[limits]\nmemory = \"64MiB\""),
+            "--workers",
+            "1",
+            "--threads",
+            "2",
+            "--json",
+        ],
+        &[
+            ("REPLAYFLEET_BUCKET_ROWS".into(), "20000".into()),
+            ("REPLAYFLEET_LOG".into(), "replayfleet_replay=info".into()),
+        ],
+    );
+    tight.expect_code(0);
+    assert!(
+        tight.stderr.contains("rows spilled to disk"),
+        "64 MiB must not hold this shard's rows: {}",
+        tight.stderr
+    );
+    assert_eq!(outputs(&f, "roomy", &roomy), outputs(&f, "tight", &tight));
+}
+
+/// Writes a segment of a few accounts into partition 0 whose event ids repeat across
+/// streams (`dup-*`) and inside one stream.
+fn write_shared_ids(f: &Fixture) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("stream_id", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("seq", DataType::Int64, false),
+        Field::new("event_type", DataType::Utf8, false),
+        Field::new("schema_version", DataType::Int32, false),
+        Field::new(
+            "occurred_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("payload", DataType::Utf8, false),
+    ]));
+    let opened = r#"{"holder": {"name": "Shared Ltd", "kind": "company"}, "currency": "EUR"}"#;
+    let deposit = |cents: i64| format!(r#"{{"amount_cents": {cents}, "currency": "EUR"}}"#);
+    let mut rows: Vec<(String, String, i64, &str, i32, String)> = Vec::new();
+    for s in 0..40 {
+        let stream = format!("shared-{s:02}");
+        let base = 8_000_000 + s * 10;
+        rows.push((
+            format!("{stream}-open"),
+            stream.clone(),
+            base,
+            "AccountOpened",
+            3,
+            opened.into(),
+        ));
+        rows.push((
+            format!("{stream}-d1"),
+            stream.clone(),
+            base + 1,
+            "Deposited",
+            2,
+            deposit(100 + s),
+        ));
+    }
+    // The same id in two streams: the copy with the lower seq stays, the other conflicts.
+    rows.push((
+        "dup-a".into(),
+        "shared-03".into(),
+        8_000_035,
+        "Deposited",
+        2,
+        deposit(7),
+    ));
+    rows.push((
+        "dup-a".into(),
+        "shared-17".into(),
+        8_000_005,
+        "Deposited",
+        2,
+        deposit(9),
+    ));
+    // The same id three times: twice in one stream (an exact resend), once in another.
+    rows.push((
+        "dup-b".into(),
+        "shared-21".into(),
+        8_000_215,
+        "Deposited",
+        2,
+        deposit(5),
+    ));
+    rows.push((
+        "dup-b".into(),
+        "shared-21".into(),
+        8_000_395,
+        "Deposited",
+        2,
+        r#"{"currency": "EUR", "amount_cents": 5}"#.into(),
+    ));
+    rows.push((
+        "dup-b".into(),
+        "shared-30".into(),
+        8_000_305,
+        "Deposited",
+        2,
+        deposit(5),
+    ));
+    let n = rows.len();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
+        Arc::new(Int32Array::from(vec![0; n])),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3))),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.4))),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|r| 1_700_000_000_000_000 + r.2),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.5))),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+    let path = f.path("events/partition=0/shared.parquet");
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn copies_of_an_event_id_in_different_streams_conflict_in_any_bucket() {
+    let f = Fixture::new(3_000, 1, 21, &[]);
+    write_shared_ids(&f);
+    let config = |name: &str, target: &'static str| {
+        f.config(
+            name,
+            &Settings {
+                target,
+                target_events: 1_000_000,
+                anomalies: r#"invalid_payload = "quarantine"
+unknown_type = "quarantine"
+upcast_failed = "quarantine"
+conflicting_duplicate = "quarantine"
+max_quarantined_ratio = 0.2"#,
+                ..Settings::default()
+            },
+        )
+    };
+    let whole = run(&config("whole", "whole"), "1", "1000000000");
+    let split = run(&config("split", "split"), "2", "50");
+    assert_eq!(outputs(&f, "whole", &whole), outputs(&f, "split", &split));
+    let totals = &split.json()["report"]["totals"];
+    assert_eq!(
+        totals["anomalies"]["conflicting_duplicate"], 2,
+        "{totals:#}"
+    );
+    assert_eq!(totals["duplicates_dropped"], 1, "{totals:#}");
+    // The kept copies: dup-a in shared-17 (seq 8,000,005), dup-b in shared-21.
+    let rows = crate::support::replayfleet(&[
+        "show",
+        "--target",
+        f.path("split").to_str().unwrap(),
+        "--limit",
+        "100000",
+        "--json",
+    ]);
+    rows.expect_code(0);
+    let rows = rows.json();
+    let balance = |account: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["account_id"] == account)
+            .map(|r| r["balance_cents"].as_i64().unwrap())
+    };
+    assert_eq!(balance("shared-17"), Some(100 + 17 + 9));
+    assert_eq!(balance("shared-03"), Some(100 + 3));
+    assert_eq!(balance("shared-21"), Some(100 + 21 + 5));
+    assert_eq!(balance("shared-30"), Some(100 + 30));
+}
+
+#[test]
+fn projections_reading_events_twice_or_across_streams_replay_the_same_in_any_bucket() {
+    let f = Fixture::new(6_000, 2, 3, &["--all-edge-cases"]);
+    let cases: [(&str, &'static str, &'static str, &'static str); 3] = [
+        // Not stream-local: the IN list holds other streams' seqs (one bucket).
+        (
+            "SELECT e.event_id, e.stream_id, e.seq FROM events e WHERE e.seq IN (SELECT max(seq) FROM events GROUP BY stream_id)",
+            r#"["event_id"]"#,
+            "q0-whole",
+            "q0-split",
+        ),
+        // Stream-local: the subquery is correlated on the stream (many buckets).
+        (
+            "SELECT e.stream_id AS account_id, e.seq FROM events e WHERE e.seq = (SELECT max(s.seq) FROM events s WHERE s.stream_id = e.stream_id)",
+            r#"["account_id"]"#,
+            "q1-whole",
+            "q1-split",
+        ),
+        // A rollup across streams (one bucket).
+        (
+            "SELECT currency, count(*) AS n FROM events WHERE currency IS NOT NULL GROUP BY currency",
+            r#"["currency"]"#,
+            "q2-whole",
+            "q2-split",
+        ),
+    ];
+    for (sql, key, whole_t, split_t) in cases {
+        let config = |name: &str, target: &'static str| {
+            f.config(
+                name,
+                &Settings {
+                    target,
+                    target_events: 1_000_000,
+                    sql: sql.to_owned(),
+                    key,
+                    ..Settings::default()
+                },
+            )
+        };
+        let whole = run(&config(whole_t, whole_t), "1", "1000000000");
+        let split = run(&config(split_t, split_t), "2", "100");
+        let rows = whole.json()["report"]["totals"]["rows"].as_u64().unwrap();
+        assert!(rows > 0, "{sql}: {}", whole.stdout);
+        assert_eq!(
+            outputs(&f, whole_t, &whole),
+            outputs(&f, split_t, &split),
+            "{sql}"
+        );
+    }
+}
