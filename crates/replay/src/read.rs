@@ -109,6 +109,67 @@ pub(crate) fn id_digest(event_id: &str) -> u64 {
     twox_hash::XxHash3_64::oneshot(event_id.as_bytes()) & !0xff
 }
 
+/// The seqs of one partition's rows in one part of a segment, in file order, folded so
+/// that the part's rows need not be kept to count the segment's rows out of order (a row
+/// is out of order when its seq is below a seq earlier in its segment and partition).
+///
+/// Rows below an earlier seq of the part are counted at once; the others (the part's
+/// running maxima, non-decreasing) are kept as runs of consecutive seqs, which are few in
+/// an archive whose seqs mostly step by one. Whether such a row is out of order depends
+/// only on the highest seq of the segment's earlier parts: [`SeqRuns::out_of_order_after`].
+#[derive(Debug, Default)]
+struct SeqRuns {
+    min: Option<i64>,
+    /// Rows below an earlier seq of the part.
+    below: u64,
+    /// The running maxima, as runs `(first, last, rows)`: `rows` rows whose seqs step by
+    /// one from `first` to `last` (`rows == last - first + 1`), or repeat one seq
+    /// (`first == last`).
+    runs: Vec<(i64, i64, u64)>,
+}
+
+impl SeqRuns {
+    fn push(&mut self, seq: i64) {
+        self.min = Some(self.min.map_or(seq, |m| m.min(seq)));
+        match self.runs.last_mut() {
+            Some((_, last, _)) if seq < *last => self.below += 1,
+            Some((first, last, rows))
+                if (seq == *last && first == last)
+                    || (Some(seq) == last.checked_add(1) && *rows == last.abs_diff(*first) + 1) =>
+            {
+                *last = seq;
+                *rows += 1;
+            }
+            _ => self.runs.push((seq, seq, 1)),
+        }
+    }
+
+    fn min(&self) -> Option<i64> {
+        self.min
+    }
+
+    fn max(&self) -> Option<i64> {
+        self.runs.last().map(|(_, last, _)| *last)
+    }
+
+    /// The part's rows out of order once the segment's earlier parts reached `earlier`.
+    fn out_of_order_after(&self, earlier: i64) -> u64 {
+        let mut n = self.below;
+        for &(first, last, rows) in &self.runs {
+            if first >= earlier {
+                break;
+            }
+            n += if first == last {
+                rows
+            } else {
+                // Seqs first..=last step by one: those below `earlier`.
+                earlier.abs_diff(first).min(rows)
+            };
+        }
+        n
+    }
+}
+
 /// One part of one segment: whole row groups (or the whole segment).
 struct Part {
     segment: usize,
@@ -129,8 +190,8 @@ struct PartRead {
     first_group: usize,
     sha256: Option<String>,
     rows: u64,
-    /// (partition, seq) of its rows with a seq, in file order.
-    seqs: Vec<(i32, i64)>,
+    /// What its rows' seqs say, per partition (see [`SeqRuns`]).
+    seqs: Vec<(i32, SeqRuns)>,
     /// [`id_digest`] with the bucket in its low byte, per row with an id.
     digests: Vec<u64>,
 }
@@ -370,6 +431,9 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
         digests: Vec::new(),
     };
     let mut batches = batches;
+    // Where each partition's seqs are in `read.seqs` (rows of a partition come in runs).
+    let mut seq_index: std::collections::HashMap<i32, usize> = Default::default();
+    let mut last_partition: Option<(i32, usize)> = None;
     loop {
         let first_row = batches.next_row();
         let Some(batch) = batches.next() else { break };
@@ -395,11 +459,22 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
         read.rows += n as u64;
         let partition = kept.column(PARTITION).as_primitive::<Int32Type>();
         let seq = kept.column(SEQ).as_primitive::<Int64Type>();
-        read.seqs.extend(
-            (0..n)
-                .filter(|&i| !seq.is_null(i))
-                .map(|i| (partition.value(i), seq.value(i))),
-        );
+        for i in (0..n).filter(|&i| !seq.is_null(i)) {
+            let p = partition.value(i);
+            let at = match last_partition {
+                Some((q, at)) if q == p => at,
+                _ => {
+                    let next = read.seqs.len();
+                    let at = *seq_index.entry(p).or_insert(next);
+                    if at == next {
+                        read.seqs.push((p, SeqRuns::default()));
+                    }
+                    last_partition = Some((p, at));
+                    at
+                }
+            };
+            read.seqs[at].1.push(seq.value(i));
+        }
         let (pieces, bytes) = route(&kept, job.buckets, &mut read.digests)?;
         job.store.push(pieces, bytes)?;
         // Decoding is CPU work on the runtime's threads: let heartbeats and other
@@ -561,21 +636,22 @@ async fn assemble(
             seq_min: None,
             seq_max: None,
         };
+        // The highest seq of each partition in the segment's parts before this one.
         let mut last_seq: std::collections::HashMap<i32, i64> = Default::default();
         while let Some(part) = parts.next_if(|p| p.segment == index) {
             if let Some(sha) = part.sha256 {
                 input.sha256 = sha;
             }
             input.rows += part.rows;
-            for (p, s) in part.seqs {
-                input.seq_min = Some(input.seq_min.map_or(s, |m| m.min(s)));
-                input.seq_max = Some(input.seq_max.map_or(s, |m| m.max(s)));
+            for (p, runs) in part.seqs {
+                let (Some(min), Some(max)) = (runs.min(), runs.max()) else {
+                    continue;
+                };
+                input.seq_min = Some(input.seq_min.map_or(min, |m| m.min(min)));
+                input.seq_max = Some(input.seq_max.map_or(max, |m| m.max(max)));
                 let last = last_seq.entry(p).or_insert(i64::MIN);
-                if s < *last {
-                    out_of_order += 1;
-                } else {
-                    *last = s;
-                }
+                out_of_order += runs.out_of_order_after(*last);
+                *last = (*last).max(max);
             }
             if !part.digests.is_empty() {
                 digests.push(part.digests);
@@ -674,6 +750,77 @@ mod tests {
         assert_eq!(bucket_of("acc-000001", 16), bucket_of("acc-000001", 16));
         assert_eq!(bucket_of("anything", 1), 0);
         assert_eq!(id_digest("e") & 0xff, 0);
+    }
+
+    /// The rows out of order of a segment's partition, row by row (the definition).
+    fn out_of_order(seqs: &[i64]) -> u64 {
+        let (mut last, mut n) = (i64::MIN, 0);
+        for &s in seqs {
+            if s < last {
+                n += 1;
+            } else {
+                last = s;
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn seq_runs_count_rows_out_of_order_across_parts_like_row_by_row() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for case in 0..2_000 {
+            // Mostly steps of one, with repeats, gaps, rows sent back and jumps ahead.
+            let len = rng.random_range(0..60);
+            let mut seq = rng.random_range(-5..5i64);
+            let seqs: Vec<i64> = (0..len)
+                .map(|_| {
+                    seq += match rng.random_range(0..10) {
+                        0 => 0,
+                        1 => rng.random_range(2..6),
+                        2 => -rng.random_range(1..8),
+                        _ => 1,
+                    };
+                    seq
+                })
+                .collect();
+            // Cut into parts at random, fold each, then put them together like `assemble`.
+            let mut cuts: Vec<usize> = (0..rng.random_range(0..4))
+                .map(|_| rng.random_range(0..=seqs.len()))
+                .collect();
+            cuts.extend([0, seqs.len()]);
+            cuts.sort_unstable();
+            let (mut last, mut n) = (i64::MIN, 0);
+            let (mut min, mut max) = (None::<i64>, None::<i64>);
+            for w in cuts.windows(2) {
+                let mut runs = SeqRuns::default();
+                seqs[w[0]..w[1]].iter().for_each(|s| runs.push(*s));
+                let (Some(lo), Some(hi)) = (runs.min(), runs.max()) else {
+                    continue;
+                };
+                min = Some(min.map_or(lo, |m| m.min(lo)));
+                max = Some(max.map_or(hi, |m| m.max(hi)));
+                n += runs.out_of_order_after(last);
+                last = last.max(hi);
+            }
+            assert_eq!(
+                n,
+                out_of_order(&seqs),
+                "case {case}: {seqs:?} cut at {cuts:?}"
+            );
+            assert_eq!(min, seqs.iter().min().copied(), "case {case}");
+            assert_eq!(max, seqs.iter().max().copied(), "case {case}");
+        }
+        // An archive whose seqs step by one keeps one run per part.
+        let mut runs = SeqRuns::default();
+        (0..100_000).for_each(|s| runs.push(s));
+        assert_eq!(runs.runs.len(), 1);
+        assert_eq!(runs.out_of_order_after(50_000), 50_000);
+        // Seqs at the ends of i64 neither overflow nor miscount.
+        let mut runs = SeqRuns::default();
+        [i64::MAX - 1, i64::MAX, i64::MAX, i64::MIN].map(|s| runs.push(s));
+        assert_eq!(runs.out_of_order_after(i64::MIN), 1);
+        assert_eq!(runs.out_of_order_after(i64::MAX), 2);
     }
 
     #[tokio::test]
