@@ -818,7 +818,9 @@ mod tests {
         assert_eq!(runs.out_of_order_after(50_000), 50_000);
         // Seqs at the ends of i64 neither overflow nor miscount.
         let mut runs = SeqRuns::default();
-        [i64::MAX - 1, i64::MAX, i64::MAX, i64::MIN].map(|s| runs.push(s));
+        for s in [i64::MAX - 1, i64::MAX, i64::MAX, i64::MIN] {
+            runs.push(s);
+        }
         assert_eq!(runs.out_of_order_after(i64::MIN), 1);
         assert_eq!(runs.out_of_order_after(i64::MAX), 2);
     }
