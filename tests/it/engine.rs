@@ -131,6 +131,62 @@ fn a_shard_larger_than_its_memory_spills_and_gives_the_same_bytes() {
         tight.stderr
     );
     assert_eq!(outputs(&f, "roomy", &roomy), outputs(&f, "tight", &tight));
+
+    // The spill folder (`limits.spill_dir`) full: a 1 MiB tmpfs, mounted in a user and
+    // mount namespace of the run's own (`unshare -rm`, no privilege needed). Exit 1
+    // naming the folder and the limits to raise, nothing committed, no spill file left.
+    let spill = f.path("small-tmpfs");
+    std::fs::create_dir_all(&spill).unwrap();
+    let listing = f.path("small-tmpfs-listing");
+    let full = config(
+        "full",
+        "full",
+        &format!(
+            "[limits]\nmemory = \"64MiB\"\nspill_dir = \"{}\"",
+            spill.display()
+        ),
+    );
+    let script = r#"mount -t tmpfs -o size=1m tmpfs "$SPILL" || exit 99
+"$@"; rc=$?
+ls -A "$SPILL" > "$LISTING"
+exit $rc"#;
+    let out = std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", script, "sh"])
+        .arg(crate::support::bin())
+        .args(["run", "--config", &full, "--workers", "1", "--threads", "2"])
+        .env("SPILL", &spill)
+        .env("LISTING", &listing)
+        .env("REPLAYFLEET_BUCKET_ROWS", "20000")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(99),
+        "cannot mount a tmpfs in a namespace of our own: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needle in [
+        format!("the spill folder `{}` is full", spill.display()),
+        "limits.spill_dir".to_owned(),
+        "limits.memory".to_owned(),
+    ] {
+        assert!(stderr.contains(&needle), "{needle}: {stderr}");
+    }
+    assert!(
+        !f.path("full/_commits").exists()
+            || std::fs::read_dir(f.path("full/_commits"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "nothing is committed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&listing).unwrap(),
+        "",
+        "spill files are removed when the shard fails"
+    );
 }
 
 /// Writes a segment of a few accounts into partition 0 whose event ids repeat across

@@ -3,13 +3,16 @@
 mod archive;
 mod audit;
 mod cli;
+mod crash;
 mod deploy;
 mod engine;
 mod faults;
 mod fleet;
+mod hostile;
 mod openlineage;
 mod queue;
 mod replay;
 mod schemas;
 mod sources;
+mod storage;
 mod support;

@@ -31,7 +31,7 @@ pub use inventory::{
     EventTypeCount, Inventory, InventoryOptions, PartitionRange, PartitionSummary, Sample,
     SegmentInventory, StatsSource, Totals, inventory, inventory_of, inventory_with, sample,
 };
-pub use location::Location;
+pub use location::{DEFAULT_RETRY_TIMEOUT, Location, RETRY_TIMEOUT_OPTION};
 pub use read::{
     SegmentBatches, decode_row_group, decode_row_groups, decode_segment, decode_segment_batches,
     fetch_segment, read_segment, read_segment_stream, row_group_rows,

@@ -1,11 +1,18 @@
 //! Where an archive (or a projection's home) lives: an object_store URL or a bare path.
 
-use std::{collections::BTreeMap, path::Path as FsPath, sync::Arc};
+use std::{collections::BTreeMap, path::Path as FsPath, sync::Arc, time::Duration};
 
 use object_store::{ObjectStore, path::Path};
 use url::Url;
 
 use crate::{Error, Result};
+
+/// The location option bounding how long a request is retried, in total, before the
+/// failure is reported (a humantime duration such as `60s` or `5m`).
+pub const RETRY_TIMEOUT_OPTION: &str = "retry_timeout";
+
+/// The retry budget when `retry_timeout` is not set.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A resolved storage location: the store, the prefix inside it, and the URL it came from.
 #[derive(Clone)]
@@ -13,6 +20,7 @@ pub struct Location {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     url: Url,
+    retry_budget: Duration,
 }
 
 impl std::fmt::Debug for Location {
@@ -36,13 +44,47 @@ impl Location {
         options: &BTreeMap<String, String>,
     ) -> Result<Self> {
         let url = to_url(input, base_dir)?;
-        let (store, prefix) = build_store(&url, options)?;
-        Ok(Self { store, prefix, url })
+        let mut options = options.clone();
+        let retry_budget = match options.remove(RETRY_TIMEOUT_OPTION) {
+            None => DEFAULT_RETRY_TIMEOUT,
+            Some(text) => humantime::parse_duration(text.trim())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| Error::InvalidLocation {
+                    location: url.to_string(),
+                    reason: format!(
+                        "option `{RETRY_TIMEOUT_OPTION}` = `{text}` is not a positive duration such as `60s` or `5m`"
+                    ),
+                })?,
+        };
+        let (store, prefix) = build_store(&url, &options, retry_budget)?;
+        Ok(Self {
+            store,
+            prefix,
+            url,
+            retry_budget,
+        })
     }
 
     /// A location over an existing store (tests, in-memory targets).
     pub fn from_store(store: Arc<dyn ObjectStore>, prefix: Path, url: Url) -> Self {
-        Self { store, prefix, url }
+        Self {
+            store,
+            prefix,
+            url,
+            retry_budget: DEFAULT_RETRY_TIMEOUT,
+        }
+    }
+
+    /// How long a failing request may be retried in all (option `retry_timeout`).
+    pub fn retry_budget(&self) -> Duration {
+        self.retry_budget
+    }
+
+    /// Whether the location is a local folder (`file://`), where a failed write is
+    /// never ambiguous and trying again does not help.
+    pub fn is_local(&self) -> bool {
+        self.url.scheme() == "file"
     }
 
     /// The object store.
@@ -94,6 +136,7 @@ impl Location {
             store: Arc::clone(&self.store),
             prefix: self.child(relative),
             url,
+            retry_budget: self.retry_budget,
         }
     }
 }
@@ -168,6 +211,7 @@ fn normalize(path: &FsPath) -> std::path::PathBuf {
 fn build_store(
     url: &Url,
     options: &BTreeMap<String, String>,
+    retry_budget: Duration,
 ) -> Result<(Arc<dyn ObjectStore>, Path)> {
     let invalid = |reason: String| Error::InvalidLocation {
         location: url.to_string(),
@@ -187,7 +231,7 @@ fn build_store(
         "s3" | "s3a" => {
             let mut builder = object_store::aws::AmazonS3Builder::from_env()
                 .with_url(url.as_str())
-                .with_retry(retry_config());
+                .with_retry(retry_config(retry_budget));
             for (k, v) in options {
                 let key = k.parse().map_err(|e: object_store::Error| {
                     invalid(format!("unknown S3 option `{k}`: {e}"))
@@ -212,10 +256,10 @@ fn url_prefix(url: &Url) -> Result<Path> {
     })
 }
 
-fn retry_config() -> object_store::RetryConfig {
+fn retry_config(retry_timeout: Duration) -> object_store::RetryConfig {
     object_store::RetryConfig {
         max_retries: 5,
-        retry_timeout: std::time::Duration::from_secs(60),
+        retry_timeout,
         backoff: object_store::BackoffConfig::default(),
     }
 }
@@ -240,5 +284,35 @@ mod tests {
         );
         let err = to_url("file://./x", None).unwrap_err().to_string();
         assert!(err.contains("file:///abs/path"), "{err}");
+    }
+
+    #[test]
+    fn retry_timeout_is_a_positive_duration_and_not_passed_to_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap();
+        let at = |v: &str| {
+            let options = BTreeMap::from([(RETRY_TIMEOUT_OPTION.to_owned(), v.to_owned())]);
+            Location::parse(path, None, &options)
+        };
+        assert_eq!(at("90s").unwrap().retry_budget(), Duration::from_secs(90));
+        assert_eq!(
+            Location::parse(path, None, &BTreeMap::new())
+                .unwrap()
+                .retry_budget(),
+            DEFAULT_RETRY_TIMEOUT
+        );
+        for bad in ["0s", "soon", ""] {
+            let err = at(bad).unwrap_err().to_string();
+            assert!(err.contains("`retry_timeout`"), "{bad}: {err}");
+        }
+        // S3 builders refuse unknown keys: the option must not reach them.
+        let options = BTreeMap::from([
+            (RETRY_TIMEOUT_OPTION.to_owned(), "5s".to_owned()),
+            ("endpoint".to_owned(), "http://127.0.0.1:1".to_owned()),
+            ("allow_http".to_owned(), "true".to_owned()),
+        ]);
+        let s3 = Location::parse("s3://bucket/prefix", None, &options).unwrap();
+        assert_eq!(s3.retry_budget(), Duration::from_secs(5));
+        assert!(!s3.is_local());
     }
 }

@@ -11,9 +11,11 @@
 //! The run is a BATCH job named after `run.name` in the configured namespace; each shard
 //! is a child run (job `<run.name>.<shard>`) carrying the ParentRunFacet. Inputs are the
 //! archive segments, outputs the projection segments. Every event is written to
-//! `runs/<run>/openlineage/<job>-<eventType>.json` and, when the plan has a `lineage_url`,
-//! POSTed to its `/api/v1/lineage` (Marquez's API path). Lineage is a record, not a
-//! control: a failure to write or post an event is logged and never fails the run.
+//! `runs/<run>/openlineage/<job>-<eventType>.json` and, when `lineage.url` is set, POSTed
+//! to its `/api/v1/lineage` (Marquez's API path). Lineage is a record, not a control: a
+//! failure to write or post an event is logged and never fails the run. The URL may carry
+//! credentials (`http://user:password@host/`): they are used to post, and every message
+//! shows the URL through [`redact_url`] (the plan keeps only the redacted URL).
 //!
 //! Run ids are UUIDs: the run's ULID with the version and variant bits of a UUIDv7 (its
 //! first 48 bits are already a millisecond timestamp), and for a shard the same timestamp
@@ -22,6 +24,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use replayfleet_config::redact_url;
 use replayfleet_finalizer::{Finalized, Report};
 use replayfleet_replay::{Build, Lineage, OutputFile, Plan, Target, to_json_bytes};
 use serde_json::{Value, json};
@@ -52,21 +55,30 @@ pub struct Emitter {
     plan: std::sync::Arc<Plan>,
     target: Target,
     namespace: String,
-    client: Option<(reqwest::Client, String)>,
+    /// The client, the endpoint to post to (credentials included) and the same endpoint
+    /// to show.
+    client: Option<(reqwest::Client, String, String)>,
 }
 
 impl Emitter {
-    /// An emitter for `plan`'s run, writing into `target`, its jobs in `namespace`.
-    pub fn new(plan: std::sync::Arc<Plan>, target: Target, namespace: &str) -> Self {
-        let client = plan.lineage_url.as_deref().and_then(|url| {
+    /// An emitter for `plan`'s run, writing into `target`, its jobs in `namespace`, and
+    /// posting to `url` (`lineage.url` as configured, credentials included) when given.
+    pub fn new(
+        plan: std::sync::Arc<Plan>,
+        target: Target,
+        namespace: &str,
+        url: Option<&str>,
+    ) -> Self {
+        let client = url.and_then(|url| {
             let endpoint = endpoint(url);
+            let shown = redact_url(&endpoint);
             match reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
             {
-                Ok(client) => Some((client, endpoint)),
+                Ok(client) => Some((client, endpoint, shown)),
                 Err(e) => {
-                    tracing::warn!(url, error = %e, "no OpenLineage client; events are only written to the run folder");
+                    tracing::warn!(url = %shown, error = %e.without_url(), "no OpenLineage client; events are only written to the run folder");
                     None
                 }
             }
@@ -244,7 +256,7 @@ impl Emitter {
         if let Err(e) = self.target.put(&self.path(name), bytes.clone()).await {
             tracing::warn!(event = name, error = %e, "writing an OpenLineage event failed");
         }
-        let Some((client, endpoint)) = &self.client else {
+        let Some((client, endpoint, shown)) = &self.client else {
             return;
         };
         let posted = client
@@ -255,7 +267,8 @@ impl Emitter {
             .await
             .and_then(reqwest::Response::error_for_status);
         if let Err(e) = posted {
-            tracing::warn!(event = name, endpoint, error = %e, "posting an OpenLineage event failed");
+            let error = post_error(e, endpoint, shown);
+            tracing::warn!(event = name, endpoint = %shown, %error, "posting an OpenLineage event failed");
         }
     }
 
@@ -478,6 +491,22 @@ fn producer() -> String {
         "https://example.invalid/replayfleet/v{}",
         Build::current().version
     )
+}
+
+/// A failed post's message and its causes (`error sending request: client error
+/// (Connect): tcp connect error: Connection refused`), never the URL: reqwest's own
+/// message embeds it, credentials and all, so it goes (`without_url`), and a cause that
+/// quotes it shows it redacted.
+fn post_error(e: reqwest::Error, endpoint: &str, shown: &str) -> String {
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    message.replace(endpoint, shown)
 }
 
 /// Marquez's API path under `url`, unless `url` names it already.

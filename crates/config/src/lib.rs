@@ -12,6 +12,7 @@ mod mapping;
 mod model;
 mod pattern;
 mod raw;
+mod redact;
 
 pub use anomaly::{AnomalyKind, Policy};
 pub use error::{Error, Result};
@@ -20,10 +21,13 @@ pub use mapping::{
     SourceMapping, TemplatePart, template_parts,
 };
 pub use model::{
-    Checks, Config, ENV_PREFIX, FleetConfig, ProjectionConfig, SourceConfig, StoreConfig, Window,
-    parse_bytes, store_options_from_env,
+    Checks, Config, DEFAULT_PROJECTION_TIME, ENV_PREFIX, FleetConfig, MAX_NAME_BYTES,
+    ProjectionConfig, SourceConfig, StoreConfig, Window, parse_bytes, store_options_from_env,
 };
 pub use pattern::{DEFAULT_SEGMENTS, KeyPattern, KeyPatterns, SegmentGlob};
+pub use redact::redact_url;
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     AnomalyKind, Error, Policy, Result, SourceMapping,
     raw::{RawConfig, RawPartitionSpec},
+    redact_url,
 };
 
 /// Prefix of every environment variable the config reads.
@@ -35,7 +36,9 @@ const SECRET_OPTIONS: [&str; 12] = [
 ];
 
 /// The run configuration, validated: what to replay.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its `Debug` shows URLs through [`redact_url`] and secret store options as `***`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     /// The run's human name.
     pub name: String,
@@ -63,12 +66,16 @@ pub struct Config {
     pub lineage_namespace: String,
     /// Memory per worker in bytes.
     pub memory_limit_bytes: u64,
+    /// Where spill files go (`limits.spill_dir`); `None`: the OS temp folder.
+    pub spill_dir: Option<PathBuf>,
+    /// The time one shard's projection SQL may run (`limits.projection_time`).
+    pub projection_time: Duration,
     /// The folder relative paths were resolved against (the config file's).
     pub base_dir: PathBuf,
 }
 
 /// The archive: where, how its columns map, and its store options.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceConfig {
     /// A URL, or an absolute path (relative paths are resolved at load).
     pub url: String,
@@ -84,7 +91,7 @@ pub struct SourceConfig {
 }
 
 /// A store location with its options.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreConfig {
     /// A URL, or an absolute path.
     pub url: String,
@@ -143,7 +150,7 @@ impl Checks {
 }
 
 /// Fleet settings (ignored by the embedded fleet except TTL and attempts).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetConfig {
     /// NATS URL; `None` runs the embedded fleet.
     pub nats_url: Option<String>,
@@ -162,6 +169,85 @@ pub struct FleetConfig {
     pub lease_ttl: Duration,
     /// Real failures of a shard before the run halts.
     pub max_attempts: u32,
+}
+
+/// Store options for `Debug`: the values of secret options as `***`.
+struct ShownOptions<'a>(&'a BTreeMap<String, String>);
+
+impl std::fmt::Debug for ShownOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let secret = SECRET_OPTIONS.contains(&k.to_ascii_lowercase().as_str());
+                (
+                    k,
+                    if secret {
+                        "***".to_owned()
+                    } else {
+                        redact_url(v)
+                    },
+                )
+            }))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .field("contracts_dir", &self.contracts_dir)
+            .field("projection", &self.projection)
+            .field("target", &self.target)
+            .field("shard_target_events", &self.shard_target_events)
+            .field("window", &self.window)
+            .field("checks", &self.checks)
+            .field("pacing_events_per_second", &self.pacing_events_per_second)
+            .field("fleet", &self.fleet)
+            .field("lineage_url", &self.lineage_url.as_deref().map(redact_url))
+            .field("lineage_namespace", &self.lineage_namespace)
+            .field("memory_limit_bytes", &self.memory_limit_bytes)
+            .field("spill_dir", &self.spill_dir)
+            .field("projection_time", &self.projection_time)
+            .field("base_dir", &self.base_dir)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("url", &redact_url(&self.url))
+            .field("mapping", &self.mapping)
+            .field("options", &ShownOptions(&self.options))
+            .field("contiguous_seq", &self.contiguous_seq)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .field("options", &ShownOptions(&self.options))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for FleetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetConfig")
+            .field("nats_url", &self.nats_url.as_deref().map(redact_url))
+            .field("nats_creds", &self.nats_creds)
+            .field("nats_nkey", &self.nats_nkey)
+            .field("nats_tls_ca", &self.nats_tls_ca)
+            .field("nats_tls_cert", &self.nats_tls_cert)
+            .field("nats_tls_key", &self.nats_tls_key)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
 }
 
 mod duration_ms {
@@ -364,7 +450,17 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
             "run.name",
             format!(
                 "`{}` must be non-empty and use only letters, digits, `-`, `_` and `.` (it names run ids)",
-                raw.run.name
+                shorten(&raw.run.name)
+            ),
+        ));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(invalid(
+            "run.name",
+            format!(
+                "`{}` is {} bytes long; at most {MAX_NAME_BYTES} are allowed (run ids `<name>-<ULID>` name the folder `runs/<run_id>/`, and a file name has at most 255 bytes)",
+                shorten(&name),
+                name.len()
             ),
         ));
     }
@@ -571,6 +667,24 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
             ),
         ));
     }
+    let projection_time = match &raw.limits.projection_time {
+        None => DEFAULT_PROJECTION_TIME,
+        Some(s) => humantime::parse_duration(s).map_err(|e| {
+            invalid(
+                "limits.projection_time",
+                format!("`{s}` is not a duration like \"1h\": {e}"),
+            )
+        })?,
+    };
+    if projection_time < Duration::from_secs(1) {
+        return Err(invalid(
+            "limits.projection_time",
+            format!(
+                "{} is too short: at least 1s",
+                humantime::format_duration(projection_time)
+            ),
+        ));
+    }
     let max_attempts = match raw.fleet.max_attempts {
         None => 3,
         Some(n) if (1..=1000).contains(&n) => n as u32,
@@ -590,8 +704,36 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
     {
         return Err(invalid(
             "fleet.nats_url",
-            format!("`{url}` is not a NATS URL (nats://host:4222)"),
+            format!(
+                "`{}` is not a NATS URL (nats://host:4222)",
+                shorten(&redact_url(url))
+            ),
         ));
+    }
+    if let Some(url) = &raw.lineage.url {
+        let shown = || shorten(&redact_url(url));
+        match url::Url::parse(url.trim()) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {}
+            Ok(parsed) => {
+                return Err(invalid(
+                    "lineage.url",
+                    format!(
+                        "`{}` is not an HTTP endpoint: expected http:// or https://, got {}://",
+                        shown(),
+                        parsed.scheme()
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(invalid(
+                    "lineage.url",
+                    format!(
+                        "`{}` is not a URL ({e}); an OpenLineage endpoint looks like http://marquez:5000",
+                        shown()
+                    ),
+                ));
+            }
+        }
     }
 
     let memory_limit_bytes = match &raw.limits.memory {
@@ -618,6 +760,18 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
     }
 
     let opt_path = |p: &Option<String>| p.as_deref().map(|p| resolve(&base_dir, p));
+    if raw
+        .limits
+        .spill_dir
+        .as_deref()
+        .is_some_and(|d| d.trim().is_empty())
+    {
+        return Err(invalid(
+            "limits.spill_dir",
+            "must not be empty (leave it out for the OS temp folder)".into(),
+        ));
+    }
+    let spill_dir = opt_path(&raw.limits.spill_dir);
     Ok(Config {
         name,
         source: SourceConfig {
@@ -659,11 +813,29 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
             lease_ttl,
             max_attempts,
         },
-        lineage_url: raw.lineage.url,
+        lineage_url: raw.lineage.url.map(|u| u.trim().to_owned()),
         lineage_namespace,
         memory_limit_bytes,
+        spill_dir,
+        projection_time,
         base_dir,
     })
+}
+
+/// The default of `limits.projection_time`: the time one shard's projection may run.
+pub const DEFAULT_PROJECTION_TIME: Duration = Duration::from_secs(3600);
+
+/// The longest `run.name`, in bytes: the run id `<name>-<ULID>` (27 bytes more) names a
+/// folder, and file names have at most 255 bytes on common file systems.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// `text` as quoted in a message: at most 64 characters, then `…`.
+fn shorten(text: &str) -> String {
+    const SHOWN: usize = 64;
+    match text.char_indices().nth(SHOWN) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 fn expand_partitions(
@@ -690,6 +862,12 @@ fn expand_partitions(
                     if lo > hi {
                         return Err(format!("range `{s}` is empty (low end above high end)"));
                     }
+                    let width = (hi - lo) as usize + 1;
+                    if out.len() + width > MAX_WINDOW_PARTITIONS {
+                        return Err(format!(
+                            "range `{s}` names {width} partitions; a window names at most {MAX_WINDOW_PARTITIONS}"
+                        ));
+                    }
                     out.extend(lo..=hi);
                 }
                 None => out.push(check(parse(s)?)?),
@@ -698,6 +876,9 @@ fn expand_partitions(
     }
     Ok(())
 }
+
+/// The most partitions `window.partitions` may name (its ranges are expanded in memory).
+const MAX_WINDOW_PARTITIONS: usize = 1_000_000;
 
 /// Parses "2GiB", "512MiB", "1.5GB", "1048576".
 pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {

@@ -211,4 +211,8 @@ pub(crate) struct RawLineage {
 pub(crate) struct RawLimits {
     /// Memory per worker ("2GiB"); above it, sorting and dedupe spill to disk.
     pub memory: Option<toml::Value>,
+    /// The folder spill files go in (default: the OS temp folder, `TMPDIR`).
+    pub spill_dir: Option<String>,
+    /// The time one shard's projection may take ("1h").
+    pub projection_time: Option<String>,
 }

@@ -40,6 +40,8 @@ fn minimal_file_gets_the_spec_defaults() {
     assert_eq!(c.fleet.max_attempts, 3);
     assert_eq!(c.lineage_namespace, "replayfleet");
     assert_eq!(c.memory_limit_bytes, 2 << 30);
+    assert_eq!(c.spill_dir, None);
+    assert_eq!(c.projection_time, crate::DEFAULT_PROJECTION_TIME);
     assert_eq!(c.checks.max_quarantined_ratio, 0.0);
     assert_eq!(c.checks.max_changed_ratio, 1.0);
     for kind in AnomalyKind::ALL {
@@ -148,6 +150,15 @@ fn values_out_of_range_name_their_key() {
         ),
         ("[shards]\ntarget_events = 0", "shards.target_events"),
         ("[limits]\nmemory = \"2 parsecs\"", "limits.memory"),
+        ("[limits]\nspill_dir = \" \"", "limits.spill_dir"),
+        (
+            "[limits]\nprojection_time = \"soon\"",
+            "limits.projection_time",
+        ),
+        (
+            "[limits]\nprojection_time = \"10ms\"",
+            "limits.projection_time",
+        ),
         (
             "[pacing]\nevents_per_second = -1",
             "pacing.events_per_second",
@@ -165,6 +176,16 @@ fn values_out_of_range_name_their_key() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("explode"), "{err}");
+}
+
+#[test]
+fn the_spill_folder_is_resolved_against_the_config_file() {
+    let c = parse(&format!(
+        "{MINIMAL}\n[limits]\nspill_dir = \"spill\"\nprojection_time = \"90s\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.spill_dir.as_deref(), Some(Path::new("/etc/rf/spill")));
+    assert_eq!(c.projection_time.as_secs(), 90);
 }
 
 #[test]
@@ -252,4 +273,87 @@ fn source_mappings_load_with_their_key_pattern_and_name_their_key() {
     // A plain column still comes from the environment as a string.
     let c = parse_env(MINIMAL, &[("REPLAYFLEET_SOURCE__COLUMNS__SEQ", "offset")]).unwrap();
     assert_eq!(c.source.mapping.columns.seq.plain_column(), Some("offset"));
+}
+
+#[test]
+fn run_names_that_cannot_name_a_folder_are_refused_by_key() {
+    let with_name =
+        |name: &str| MINIMAL.replace("name = \"balances\"", &format!("name = \"{name}\""));
+    let longest = "n".repeat(crate::MAX_NAME_BYTES);
+    assert_eq!(parse(&with_name(&longest)).unwrap().name, longest);
+    let err = parse(&with_name(&"n".repeat(300))).unwrap_err().to_string();
+    assert!(err.contains("run.name"), "{err}");
+    assert!(err.contains("backfill.toml"), "{err}");
+    assert!(err.contains("300 bytes") && err.contains("128"), "{err}");
+    assert!(
+        err.len() < 400,
+        "the message quotes a shortened name: {err}"
+    );
+    for bad in ["a/b", "..\\\\x", "a b", "é"] {
+        let err = parse(&with_name(bad)).unwrap_err().to_string();
+        assert!(err.contains("run.name"), "{bad}: {err}");
+    }
+    // A name only the environment makes too long is refused the same way.
+    let long = "x".repeat(129);
+    let err = parse_env(MINIMAL, &[("REPLAYFLEET_RUN__NAME", long.as_str())])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("run.name"), "{err}");
+}
+
+#[test]
+fn lineage_urls_are_checked_without_showing_their_credentials() {
+    let with_lineage = |url: &str| format!("{MINIMAL}\n[lineage]\nurl = \"{url}\"\n");
+    let c = parse(&with_lineage("http://user:pw@marquez:5000/")).unwrap();
+    // The real URL is kept to connect with...
+    assert_eq!(
+        c.lineage_url.as_deref(),
+        Some("http://user:pw@marquez:5000/")
+    );
+    // ...and never shown.
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("pw@"), "{shown}");
+    assert!(shown.contains("http://***@marquez:5000/"), "{shown}");
+    for (url, needle) in [
+        ("ftp://user:pw@marquez/", "ftp"),
+        ("http//user:pw@marquez", "not a URL"),
+        ("http://user:pw@", "not a URL"),
+    ] {
+        let err = parse(&with_lineage(url)).unwrap_err().to_string();
+        assert!(err.contains("lineage.url"), "{url}: {err}");
+        assert!(err.contains(needle), "{url}: {err}");
+        assert!(!err.contains(":pw"), "{url}: {err}");
+    }
+}
+
+#[test]
+fn debug_output_hides_nats_credentials_and_secret_options() {
+    let c = parse_env(
+        &format!("{MINIMAL}\n[fleet]\nnats_url = \"nats://user:secret@127.0.0.1:4222\"\n"),
+        &[("REPLAYFLEET_SOURCE_SECRET_ACCESS_KEY", "s3cr3t")],
+    )
+    .unwrap();
+    assert_eq!(
+        c.fleet.nats_url.as_deref(),
+        Some("nats://user:secret@127.0.0.1:4222")
+    );
+    assert_eq!(c.source.options["secret_access_key"], "s3cr3t");
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains("secret@") && !shown.contains("s3cr3t"),
+        "{shown}"
+    );
+    let err = parse(&format!(
+        "{MINIMAL}\n[fleet]\nnats_url = \"user:secret@host\"\n"
+    ));
+    if let Err(e) = err {
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
+    let err = parse(&format!("{MINIMAL}\n[fleet]\nnats_url = \"secret@host\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fleet.nats_url") && !err.contains("secret"),
+        "{err}"
+    );
 }

@@ -762,6 +762,47 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn hostile_jq_programs_are_refused_naming_file_version_and_step() {
+        let jq = |program: &str| {
+            err(&format!(
+                "{V1}  - version: 2\n    schema: {{}}\n    upcast:\n      - rename: {{a: b}}\n      - jq: '{program}'\n"
+            ))
+        };
+        for (program, message) in [
+            (
+                "{memo: env.AWS_SECRET_ACCESS_KEY}",
+                "jq program uses `env`: jq steps get no environment (the replay must not depend on the machine)",
+            ),
+            (
+                "$ENV.HOME",
+                "jq program uses `$ENV`: jq steps get no environment (the replay must not depend on the machine)",
+            ),
+            (
+                ". + {at: now}",
+                "jq program uses `now`: jq steps get no clock (the replay must not depend on the machine)",
+            ),
+            ("def f: f + 1; 0 | f", "jq program defines `f` recursively"),
+            ("def f: f; f", "jq program defines `f` recursively"),
+        ] {
+            let e = jq(program);
+            assert!(
+                e.starts_with(&format!("bad.yaml:9, version 2, step 2 (jq): {message}")),
+                "{program}: {e}"
+            );
+        }
+        let e = jq(&"[".repeat(300));
+        assert!(
+            e.starts_with("bad.yaml:9, version 2, step 2 (jq): jq syntax error"),
+            "{e}"
+        );
+        let e = jq(&format!("{}1{}", "[".repeat(300), "]".repeat(300)));
+        assert!(
+            e.starts_with("bad.yaml:9, version 2, step 2 (jq): jq program nests 301 levels deep"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn sql_errors_name_file_version_step_and_field() {
         let e = err(&format!(
             "{V1}  - version: 2\n    schema: {{}}\n    upcast:\n      - sql: {{b: \"a +\"}}\n"

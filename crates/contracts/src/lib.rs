@@ -12,6 +12,8 @@
 mod bench;
 mod catalog;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod jq;
 mod lite;
 mod matrix;

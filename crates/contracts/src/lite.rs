@@ -256,6 +256,19 @@ impl<'a> Lite<'a> {
         }
     }
 
+    /// The value of an `Int64` typed column (a `type: integer` property): an integer
+    /// that fits 64 bits, or an integral float below 9.2e18 in magnitude (JSON Schema
+    /// counts `12.0` as an integer); `None` for anything else. The upcast refuses an
+    /// event whose integer property has no such value, so a typed column is never null
+    /// for a value that was there.
+    pub fn as_int64(&self) -> Option<i64> {
+        self.as_i64().or_else(|| {
+            self.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                .map(|f| f as i64)
+        })
+    }
+
     /// As `Value::as_f64`.
     pub fn as_f64(&self) -> Option<f64> {
         match self {

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use crate::catalog::{Contracts, PathStatus};
 use crate::jq;
 use crate::lite::{Lite, LiteJson, Obj, parse_object};
-use crate::schema;
+use crate::schema::{self, ColumnKind};
 use crate::step::Step;
 
 /// The result of upcasting one event.
@@ -119,6 +119,8 @@ enum Segment {
 struct Target {
     validator: Arc<Validator<LiteJson>>,
     fields: usize,
+    /// The top-level `type: integer` properties: typed columns of Arrow type Int64.
+    integers: Arc<[String]>,
 }
 
 /// The steps from one version to another, cut at each SQL step (which needs the whole
@@ -228,6 +230,12 @@ impl Upcaster {
                             let target = Target {
                                 validator: Arc::clone(&v.validator),
                                 fields: schema::properties(&v.schema).count(),
+                                integers: schema::properties(&v.schema)
+                                    .filter(|(_, p)| {
+                                        ColumnKind::of_property(p) == ColumnKind::Int64
+                                    })
+                                    .map(|(name, _)| name.clone())
+                                    .collect(),
                             };
                             (v.version, v.steps.clone(), target)
                         })
@@ -367,11 +375,20 @@ fn uniform(
 }
 
 /// Validates an upcast object and lends it to `sink`, or hands over why it is invalid.
+/// Valid means against the target schema, and every integer property within its typed
+/// column's range (JSON Schema's `integer` has none: 2^63 and 1e300 are integers).
 fn finish_obj(obj: Obj<'_>, target: &Target, sink: impl FnOnce(Result<&Obj<'_>, Anomaly>)) {
     let value = Lite::Obj(obj);
     match schema::first_error(&target.validator, &value) {
         None => match &value {
-            Lite::Obj(obj) => sink(Ok(obj)),
+            Lite::Obj(obj) => match out_of_range(obj, &target.integers) {
+                None => sink(Ok(obj)),
+                Some(message) => sink(Err(Anomaly::new(
+                    AnomalyKind::InvalidPayload,
+                    None,
+                    message,
+                ))),
+            },
             _ => unreachable!("built from an object"),
         },
         Some(e) => sink(Err(Anomaly::new(
@@ -380,6 +397,20 @@ fn finish_obj(obj: Obj<'_>, target: &Target, sink: impl FnOnce(Result<&Obj<'_>, 
             format!("not valid against the target schema {e}"),
         ))),
     }
+}
+
+/// The first integer property whose value its Int64 column cannot hold, as a message.
+fn out_of_range(obj: &Obj<'_>, integers: &[String]) -> Option<String> {
+    integers.iter().find_map(|name| {
+        let value = obj.get(name)?;
+        if value.is_null() || value.as_int64().is_some() {
+            return None;
+        }
+        Some(format!(
+            "property {name}: {} does not fit its Int64 typed column",
+            crate::step::describe_lite(value)
+        ))
+    })
 }
 
 fn failed<'a>(label: &str, message: String) -> Work<'a> {
@@ -827,6 +858,72 @@ mod tests {
         }])
         .unwrap();
         assert_eq!(ok(one(&c, "T", 1, r#"{"a": 1}"#)), json!({"b": 2, "c": 10}));
+    }
+
+    #[test]
+    fn integers_beyond_int64_are_invalid_payloads_not_nulls() {
+        let c = example_catalog();
+        let (kind, step, message) = anomaly(one(
+            &c,
+            "Deposited",
+            2,
+            r#"{"amount_cents": 9223372036854775808, "currency": "USD"}"#,
+        ));
+        assert_eq!((kind, step), (AnomalyKind::InvalidPayload, None));
+        assert_eq!(
+            message,
+            "property amount_cents: number 9223372036854775808 does not fit its Int64 typed column"
+        );
+        let text = "event_type: T\nversions:\n  - version: 1\n    schema: {type: object}\n  - version: 2\n    schema: {type: object, properties: {n: {type: integer}, m: {type: [integer, \"null\"]}, f: {type: number}}}\n    upcast:\n      - jq: '. + {n: .x} | del(.x)'\n";
+        let c = Catalog::from_files(vec![CatalogFile {
+            path: "t.yaml".into(),
+            bytes: text.as_bytes().to_vec(),
+        }])
+        .unwrap();
+        for (v, payload) in [
+            (2, r#"{"n": 9223372036854775808}"#),
+            (2, r#"{"n": 18446744073709551615}"#),
+            (2, r#"{"n": -9223372036854775809}"#),
+            (2, r#"{"n": 1e300}"#),
+            (2, r#"{"n": -1e19}"#),
+            (2, r#"{"n": 1, "m": 1e20}"#),
+            (1, r#"{"x": 9223372036854775808}"#),
+            (1, r#"{"x": 100000000000000000000000000000}"#),
+        ] {
+            let (kind, step, message) = anomaly(one(&c, "T", v, payload));
+            assert_eq!(
+                (kind, step),
+                (AnomalyKind::InvalidPayload, None),
+                "{payload}"
+            );
+            assert!(
+                message.starts_with("property n: number ")
+                    || message.starts_with("property m: number "),
+                "{payload}: {message}"
+            );
+            assert!(
+                message.ends_with("does not fit its Int64 typed column"),
+                "{message}"
+            );
+        }
+        // Non-integral values never pass the schema.
+        let (kind, _, message) = anomaly(one(&c, "T", 2, r#"{"n": 1.5}"#));
+        assert_eq!(kind, AnomalyKind::InvalidPayload);
+        assert!(message.contains("/n"), "{message}");
+        // What the column holds passes: the extremes, integral floats, nulls, floats in
+        // a `number` property.
+        for payload in [
+            r#"{"n": 9223372036854775807, "m": -9223372036854775808}"#,
+            r#"{"n": 12.0, "m": null}"#,
+            r#"{"n": -9.1e18, "f": 1e300}"#,
+            r#"{}"#,
+        ] {
+            ok(one(&c, "T", 2, payload));
+        }
+        assert_eq!(
+            ok(one(&c, "T", 1, r#"{"x": 9223372036854775807}"#)),
+            json!({"n": 9223372036854775807i64})
+        );
     }
 
     #[test]

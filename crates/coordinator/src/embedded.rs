@@ -127,7 +127,7 @@ pub async fn coordinate(
             let bytes = target.get(&path).await?.ok_or_else(|| {
                 Error::Plan(format!(
                     "cannot resume run {run_id}: {}/{path} does not exist",
-                    config.target.url
+                    replayfleet_config::redact_url(&config.target.url)
                 ))
             })?;
             tracing::info!(run = %run_id, "resuming the run");
@@ -187,7 +187,13 @@ pub async fn coordinate(
         }
     }
 
-    let lineage = Emitter::new(Arc::clone(&plan), target.clone(), &config.lineage_namespace);
+    // The config's URL, credentials included (the plan keeps it redacted).
+    let lineage = Emitter::new(
+        Arc::clone(&plan),
+        target.clone(),
+        &config.lineage_namespace,
+        config.lineage_url.as_deref(),
+    );
     lineage.run_started().await;
 
     let runs = Runs::default();

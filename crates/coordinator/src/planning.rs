@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use chrono::Utc;
 use replayfleet_archive::{Inventory, InventoryOptions, Location, inventory_with};
-use replayfleet_config::{AnomalyKind, Config, Policy};
+use replayfleet_config::{AnomalyKind, Config, Policy, redact_url};
 use replayfleet_contracts::{Catalog, PathStatus};
 use replayfleet_replay::{
     Build, ChecksSnapshot, ContractsSnapshot, InputSegment, PLAN_FORMAT_VERSION, Plan,
@@ -82,7 +82,7 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
     if inventory.segments.is_empty() {
         return Err(Error::Plan(format!(
             "source `{}` holds no segment (source.segments = \"{}\")",
-            config.source.url,
+            redact_url(&config.source.url),
             config.source.mapping.segments.as_str()
         )));
     }
@@ -181,10 +181,14 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
         window: config.window.clone(),
         shard_target_events: config.shard_target_events,
         memory_limit_bytes: config.memory_limit_bytes,
+        spill_dir: config.spill_dir.as_ref().map(|d| d.display().to_string()),
         max_attempts: config.fleet.max_attempts,
         lease_ttl_ms: config.fleet.lease_ttl.as_millis() as u64,
+        projection_time_ms: config.projection_time.as_millis() as u64,
         pacing_events_per_second: config.pacing_events_per_second,
-        lineage_url: config.lineage_url.clone(),
+        // For the record only, without credentials: the coordinator posts to the
+        // config's URL.
+        lineage_url: config.lineage_url.as_deref().map(redact_url),
         segments,
         shards,
         event_types: coverage,

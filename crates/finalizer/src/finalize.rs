@@ -111,7 +111,10 @@ pub async fn finalize(
     let (outputs, totals) = outputs(target, &plan, &lineages, &mut checks).await?;
     inputs_unchanged(source, &plan, &mut checks).await?;
 
-    let ctx = session(plan.memory_limit_bytes)?;
+    let ctx = session(
+        plan.memory_limit_bytes,
+        plan.spill_dir.as_deref().map(std::path::Path::new),
+    )?;
     let schema = outputs
         .first()
         .map(|(_, batches, schema)| {

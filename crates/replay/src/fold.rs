@@ -13,7 +13,7 @@
 //!
 //! The analysis is conservative: what it does not recognise is not stream-local.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, path::Path, sync::Arc};
 
 use arrow::{array::RecordBatch, datatypes::SchemaRef};
 use datafusion::{
@@ -24,7 +24,7 @@ use datafusion::{
 
 use crate::{
     Error, Result,
-    project::{keyed_query, query_only, session},
+    project::{keyed_query, limit_message, query_only, session},
 };
 
 /// Where the rows of a plan node come from.
@@ -56,7 +56,7 @@ impl Fold {
     /// Plans the projection over an empty `events` table of the full schema.
     pub(crate) async fn new(full: &SchemaRef, sql: &str, key: &[String]) -> Result<Fold> {
         let sql = keyed_query(sql, key);
-        let ctx = session(64 * 1024 * 1024)?;
+        let ctx = session(64 * 1024 * 1024, None)?;
         let table = MemTable::try_new(Arc::clone(full), vec![vec![]])
             .map_err(|e| Error::BadProjection(e.to_string()))?;
         ctx.register_table("events", Arc::new(table))
@@ -91,12 +91,14 @@ impl Fold {
         schema: &SchemaRef,
         events: Vec<RecordBatch>,
         memory: u64,
+        spill_dir: Option<&Path>,
+        deadline: Option<Deadline>,
     ) -> Result<Vec<RecordBatch>> {
         let fail = |e: datafusion::error::DataFusionError| Error::Projection {
             shard: shard.to_owned(),
-            message: e.find_root().to_string(),
+            message: limit_message(&e, spill_dir),
         };
-        let ctx = session(memory)?;
+        let ctx = session(memory, spill_dir)?;
         let table = MemTable::try_new(Arc::clone(schema), vec![events]).map_err(fail)?;
         ctx.register_table("events", Arc::new(table))
             .map_err(fail)?;
@@ -114,7 +116,39 @@ impl Fold {
                 ),
             });
         }
-        frame.collect().await.map_err(fail)
+        let Some(deadline) = deadline else {
+            return frame.collect().await.map_err(fail);
+        };
+        // DataFusion's operators yield to the runtime between batches, so that the
+        // deadline can stop even a query that never ends (dropping it cancels it).
+        match tokio::time::timeout_at(deadline.at, frame.collect()).await {
+            Ok(result) => result.map_err(fail),
+            Err(_) => Err(Error::Projection {
+                shard: shard.to_owned(),
+                message: format!(
+                    "the projection SQL ran past its time budget of {} for one shard (`limits.projection_time`); it was stopped",
+                    humantime::format_duration(deadline.budget)
+                ),
+            }),
+        }
+    }
+}
+
+/// When a shard's projection must be done, and the budget that set it (for messages).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    pub at: tokio::time::Instant,
+    pub budget: std::time::Duration,
+}
+
+impl Deadline {
+    /// `budget_ms` from now (`limits.projection_time`); none for 0 (no limit).
+    pub(crate) fn after(budget_ms: u64) -> Option<Deadline> {
+        let budget = std::time::Duration::from_millis(budget_ms);
+        (budget_ms > 0).then(|| Deadline {
+            at: tokio::time::Instant::now() + budget,
+            budget,
+        })
     }
 }
 

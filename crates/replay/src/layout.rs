@@ -2,6 +2,12 @@
 //! lives, and the two ways replayfleet writes there — put-if-absent for files that decide
 //! something (lineage manifests, commits), attempt-unique paths for everything else.
 //!
+//! A write whose outcome is unknown (the connection reset after the request was sent, a
+//! timeout, a 5xx, or "already exists" on a retry of our own request) is never guessed:
+//! the object is read back. Our bytes there mean the write landed; other bytes mean
+//! another writer won; nothing there means the write is tried again, with jittered
+//! backoff, for at most the location's retry budget (`retry_timeout`).
+//!
 //! ```text
 //! <target>/_commits/00000000000000000001.json
 //! <target>/runs/<run_id>/plan.json
@@ -11,10 +17,13 @@
 //! <target>/runs/<run_id>/report.json
 //! ```
 
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, path::Path};
-use replayfleet_archive::Location;
+use replayfleet_archive::{Location, is_transient};
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
@@ -22,6 +31,10 @@ use crate::{Error, Result};
 
 /// Folder of the commit log.
 pub const COMMITS_DIR: &str = "_commits";
+
+/// The counter of storage writes tried again after an unknown outcome or a transient
+/// failure (label `op`: `put_if_absent` or `put`).
+pub const WRITE_RETRIES_METRIC: &str = "replayfleet_storage_write_retries_total";
 
 /// The outcome of a put-if-absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,33 +140,83 @@ impl Target {
             })
     }
 
-    /// Writes an object, replacing any previous one (only for files no decision rests on).
+    /// Writes an object, replacing any previous one (only for files no decision rests
+    /// on). An overwrite is idempotent: transient failures are tried again within the
+    /// retry budget.
     pub async fn put(&self, relative: &str, bytes: Bytes) -> Result<()> {
         let path = self.path(relative);
-        self.location
-            .store()
-            .put(&path, PutPayload::from(bytes))
-            .await
-            .map_err(|source| Error::storage(&path, source))?;
-        Ok(())
+        let mut retry = Retry::new(&self.location, "put", &path);
+        loop {
+            match self
+                .location
+                .store()
+                .put(&path, PutPayload::from(bytes.clone()))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(source) if self.location.is_local() || !is_transient(&source) => {
+                    return Err(Error::storage(&path, source));
+                }
+                Err(source) => retry.wait(source.to_string()).await?,
+            }
+        }
     }
 
-    /// Creates an object only if none exists (`PutMode::Create`).
+    /// Creates an object only if none exists (`PutMode::Create`): [`Created::Created`]
+    /// when the object now holds `bytes` because of this call (or an earlier try of it
+    /// whose answer was lost), [`Created::Existed`] when another writer's object was there.
+    ///
+    /// When the outcome is unknown — a transient failure after the request may have
+    /// landed, or "already exists" — the object is read back and compared with `bytes`;
+    /// absent, the write is tried again (jittered backoff, counted in
+    /// [`WRITE_RETRIES_METRIC`], logged once) until the location's retry budget is spent.
     pub async fn put_if_absent(&self, relative: &str, bytes: Bytes) -> Result<Created> {
         let path = self.path(relative);
         let options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self
-            .location
-            .store()
-            .put_opts(&path, PutPayload::from(bytes), options)
-            .await
-        {
-            Ok(_) => Ok(Created::Created),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::Existed),
-            Err(source) => Err(Error::storage(&path, source)),
+        let mut retry = Retry::new(&self.location, "put_if_absent", &path);
+        loop {
+            let failure = match self
+                .location
+                .store()
+                .put_opts(&path, PutPayload::from(bytes.clone()), options.clone())
+                .await
+            {
+                Ok(_) => return Ok(Created::Created),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    "the object exists (perhaps from an earlier try of this write)".to_owned()
+                }
+                Err(source) if self.location.is_local() || !is_transient(&source) => {
+                    return Err(Error::storage(&path, source));
+                }
+                Err(source) => format!("the outcome is unknown: {source}"),
+            };
+            match self.location.store().get(&path).await {
+                Ok(found) => match found.bytes().await {
+                    Ok(existing) if existing == bytes => {
+                        if retry.tried() {
+                            tracing::info!(path = %path, "an earlier try of the write landed: the object holds our bytes");
+                        }
+                        return Ok(Created::Created);
+                    }
+                    Ok(_) => return Ok(Created::Existed),
+                    Err(source) if is_transient(&source) => {
+                        retry
+                            .wait(format!("{failure}; reading it back: {source}"))
+                            .await?;
+                    }
+                    Err(source) => return Err(Error::storage(&path, source)),
+                },
+                Err(object_store::Error::NotFound { .. }) => retry.wait(failure).await?,
+                Err(source) if is_transient(&source) => {
+                    retry
+                        .wait(format!("{failure}; reading it back: {source}"))
+                        .await?;
+                }
+                Err(source) => return Err(Error::storage(&path, source)),
+            }
         }
     }
 
@@ -182,6 +245,68 @@ impl Target {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(Error::storage(&path, source)),
         }
+    }
+}
+
+/// The retries of one write: jittered exponential backoff whose total stays within the
+/// location's retry budget.
+struct Retry {
+    op: &'static str,
+    path: String,
+    budget: Duration,
+    started: Instant,
+    backoff: backon::ExponentialBackoff,
+    tries: u32,
+}
+
+impl Retry {
+    fn new(location: &Location, op: &'static str, path: &Path) -> Self {
+        let budget = location.retry_budget();
+        Retry {
+            op,
+            path: path.to_string(),
+            budget,
+            started: Instant::now(),
+            backoff: backon::ExponentialBuilder::default()
+                .with_jitter()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(5))
+                .without_max_times()
+                .with_total_delay(Some(budget))
+                .build(),
+            tries: 0,
+        }
+    }
+
+    fn tried(&self) -> bool {
+        self.tries > 0
+    }
+
+    /// Sleeps before the next try, or fails once the budget is spent.
+    async fn wait(&mut self, why: String) -> Result<()> {
+        let delay = match self.backoff.next() {
+            Some(delay) if self.started.elapsed() + delay <= self.budget => delay,
+            _ => {
+                return Err(Error::Write {
+                    path: self.path.clone(),
+                    message: format!(
+                        "gave up after {} tries in {:.1}s (retry budget {}s, location option `retry_timeout`): {why}",
+                        self.tries + 1,
+                        self.started.elapsed().as_secs_f64(),
+                        self.budget.as_secs()
+                    ),
+                });
+            }
+        };
+        if self.tries == 0 {
+            tracing::warn!(path = %self.path, op = self.op, "storage write failed or its outcome is unknown; trying again: {why}");
+        } else {
+            tracing::debug!(path = %self.path, op = self.op, try_ = self.tries + 1, "trying the write again: {why}");
+        }
+        metrics::counter!(WRITE_RETRIES_METRIC, "op" => self.op).increment(1);
+        self.tries += 1;
+        tokio::time::sleep(delay).await;
+        Ok(())
     }
 }
 

@@ -34,7 +34,7 @@ mod write;
 pub use anomaly::anomalies_schema;
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
-pub use layout::{COMMITS_DIR, Created, Target, sha256_hex, to_json_bytes};
+pub use layout::{COMMITS_DIR, Created, Target, WRITE_RETRIES_METRIC, sha256_hex, to_json_bytes};
 pub use lineage::{
     Applied, LINEAGE_FORMAT_VERSION, Lineage, LineageInput, OutputFile, VersionApplied,
 };
@@ -44,8 +44,8 @@ pub use plan::{
     shard_id,
 };
 pub use project::{
-    check_invariants, check_projection, columns, events_schema, keyed_query, query_only, quote,
-    session,
+    check_invariants, check_projection, columns, events_schema, keyed_query, limit_message,
+    query_only, quote, session,
 };
 pub use shard::{Pacer, ShardJob, ShardOutcome, replay_shard};
 pub use write::{PARQUET_FORMAT_VERSION, SEGMENT_ROWS, json_value, key_of, parquet_bytes};

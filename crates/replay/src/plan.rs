@@ -64,6 +64,14 @@ pub struct Plan {
     pub shard_target_events: u64,
     /// Memory per worker, bytes.
     pub memory_limit_bytes: u64,
+    /// The folder spill files go in, on each worker's machine (`limits.spill_dir`);
+    /// absent: the OS temp folder (`TMPDIR`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill_dir: Option<String>,
+    /// The time one shard's projection may run, milliseconds (`limits.projection_time`);
+    /// past it the shard fails. 0 (plans of older builds): no limit.
+    #[serde(default)]
+    pub projection_time_ms: u64,
     /// Real failures of a shard before the run halts.
     pub max_attempts: u32,
     /// Lease time-to-live, milliseconds.

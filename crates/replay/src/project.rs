@@ -1,10 +1,12 @@
 //! The projection: SQL over the `events` table, run by DataFusion in one partition so
 //! the fold sees events in `seq` order and the result never depends on thread count.
 
-use std::sync::Arc;
+use std::{path::Path, sync::Arc};
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::{
     datasource::MemTable,
     execution::{memory_pool::FairSpillPool, runtime_env::RuntimeEnvBuilder},
@@ -46,16 +48,52 @@ pub fn events_schema(catalog: &Catalog) -> SchemaRef {
 /// A DataFusion session for one shard (or one finalizer check): one partition, a memory
 /// pool of `memory_limit` bytes that spills sorts and aggregations to disk above it, and
 /// identifiers kept as written (payload fields are case-sensitive).
-pub fn session(memory_limit: u64) -> Result<SessionContext> {
+///
+/// Spill files go in `spill_dir` (`limits.spill_dir`), or the OS temp folder.
+pub fn session(memory_limit: u64, spill_dir: Option<&Path>) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(BATCH_SIZE)
         .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit as usize)))
+    let mut runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit as usize)));
+    if let Some(dir) = spill_dir {
+        runtime = runtime.with_temp_file_path(dir);
+    }
+    let runtime = runtime
         .build_arc()
         .map_err(|e| Error::BadProjection(e.to_string()))?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// What a DataFusion error says, and which limit to raise when it is one: the memory
+/// pool (`limits.memory`) too small for what the SQL must hold, or the spill folder
+/// (`limits.spill_dir`) full.
+pub fn limit_message(e: &datafusion::error::DataFusionError, spill_dir: Option<&Path>) -> String {
+    use datafusion::error::DataFusionError;
+    let root = e.find_root();
+    let text = root.to_string();
+    let folder = || {
+        spill_dir.map_or_else(
+            || format!("the OS temp folder ({})", std::env::temp_dir().display()),
+            |d| format!("`{}`", d.display()),
+        )
+    };
+    let disk_full = matches!(root, DataFusionError::IoError(io) if io.kind() == std::io::ErrorKind::StorageFull)
+        || text.contains("No space left on device")
+        || text.contains("os error 28");
+    if disk_full {
+        return format!(
+            "the spill folder {} is full: {text}; give `limits.spill_dir` a folder with more room, or raise `limits.memory` so that less spills",
+            folder()
+        );
+    }
+    if matches!(root, DataFusionError::ResourcesExhausted(_)) {
+        return format!(
+            "{text}; the projection needs more memory than `limits.memory` gives it: raise `limits.memory`"
+        );
+    }
+    text
 }
 
 /// Only queries: no DDL, no DML (`COPY`, `INSERT`), no `SET`.
@@ -86,7 +124,7 @@ async fn plan_over_no_events(
     catalog: &Catalog,
     sql: &str,
 ) -> Result<(SessionContext, datafusion::dataframe::DataFrame)> {
-    let ctx = session(64 * 1024 * 1024)?;
+    let ctx = session(64 * 1024 * 1024, None)?;
     let table = MemTable::try_new(events_schema(catalog), vec![vec![]])
         .map_err(|e| Error::BadProjection(e.to_string()))?;
     ctx.register_table("events", Arc::new(table))
@@ -98,10 +136,83 @@ async fn plan_over_no_events(
     Ok((ctx, frame))
 }
 
+/// The first function of `plan` (its subqueries included) whose result is not a pure
+/// function of its arguments — DataFusion's [`Volatility`] `Volatile` (`random()`,
+/// `uuid()`) or `Stable` (`now()`, `current_date()`) — as `(name, volatility)`.
+///
+/// `plan` must be the plan as written, not optimized: the optimizer folds `now()` into
+/// a constant of the day it runs.
+fn nondeterministic_function(plan: &LogicalPlan) -> Result<Option<(String, Volatility)>> {
+    let mut found = None;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e {
+                    let volatility = f.func.signature().volatility;
+                    if volatility != Volatility::Immutable {
+                        found = Some((f.func.name().to_owned(), volatility));
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })
+    .map_err(|e| Error::BadProjection(e.to_string()))?;
+    Ok(found)
+}
+
+/// Whether `plan` (its subqueries included) holds a recursive query (`WITH RECURSIVE`).
+fn has_recursive_query(plan: &LogicalPlan) -> Result<bool> {
+    let mut found = false;
+    plan.apply_with_subqueries(|node| {
+        if matches!(node, LogicalPlan::RecursiveQuery(_)) {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| Error::BadProjection(e.to_string()))?;
+    Ok(found)
+}
+
+/// Refuses `plan` when it calls a function that is not deterministic, naming `place`
+/// (the config key) and the function, or when it holds a recursive query: DataFusion
+/// keeps a recursive query's rows outside the memory pool, with no bound on how many
+/// turns it takes (an endless one was seen holding 5.8 GB in 30 s under a 128 MiB pool).
+fn refuse_nondeterministic(plan: &LogicalPlan, place: &str, because: &str) -> Result<()> {
+    if has_recursive_query(plan)? {
+        return Err(Error::BadProjection(format!(
+            "{place} uses a recursive query (`WITH RECURSIVE`), which is not allowed: DataFusion holds its rows outside `limits.memory` and nothing bounds how long it runs; express it without recursion"
+        )));
+    }
+    match nondeterministic_function(plan)? {
+        None => Ok(()),
+        Some((name, volatility)) => {
+            let why = match volatility {
+                Volatility::Volatile => "volatile: it returns another value on every call",
+                _ => {
+                    "stable, not immutable: it returns another value on another day or in another session"
+                }
+            };
+            Err(Error::BadProjection(format!(
+                "{place} calls `{name}()`, which is {why}; {because}, so only deterministic functions are allowed"
+            )))
+        }
+    }
+}
+
 /// Plans the projection over an empty `events` table: the SQL must parse, name only
-/// columns that exist, and produce every key column. Returns the output columns.
+/// columns that exist, produce every key column, and call only deterministic functions
+/// (no `random()`, `now()`, `uuid()`: DataFusion's `Volatility::Immutable` only).
+/// Returns the output columns.
 pub async fn check_projection(catalog: &Catalog, sql: &str, key: &[String]) -> Result<Vec<Column>> {
     let (_, frame) = plan_over_no_events(catalog, sql).await?;
+    refuse_nondeterministic(
+        frame.logical_plan(),
+        "`projection.sql`",
+        "a replay must give the same rows every time it runs (`verify` replays shards again and compares their bytes)",
+    )?;
     let output: Schema = frame.schema().as_arrow().clone();
     if key.is_empty() {
         return Err(Error::BadProjection(
@@ -130,19 +241,26 @@ pub async fn check_projection(catalog: &Catalog, sql: &str, key: &[String]) -> R
 }
 
 /// Plans every invariant over an empty `projection` table shaped like the projection's
-/// output, so a bad invariant is an input error before any work.
+/// output, so a bad invariant (one that does not plan, or calls a function that is not
+/// deterministic) is an input error before any work.
 pub async fn check_invariants(catalog: &Catalog, sql: &str, invariants: &[String]) -> Result<()> {
     let (ctx, frame) = plan_over_no_events(catalog, sql).await?;
     ctx.register_table("projection", frame.into_view())
         .map_err(|e| Error::BadProjection(e.to_string()))?;
     for (i, invariant) in invariants.iter().enumerate() {
-        ctx.sql_with_options(invariant, query_only())
+        let frame = ctx
+            .sql_with_options(invariant, query_only())
             .await
             .map_err(|e| {
                 Error::BadProjection(format!(
                     "`checks.invariants[{i}]` (`{invariant}`) does not plan over table `projection`: {e}"
                 ))
             })?;
+        refuse_nondeterministic(
+            frame.logical_plan(),
+            &format!("`checks.invariants[{i}]` (`{invariant}`)"),
+            "a check must decide the same way every time the projection is checked",
+        )?;
     }
     Ok(())
 }
@@ -158,4 +276,132 @@ pub fn columns(schema: &Schema) -> Vec<Column> {
             nullable: f.is_nullable(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn catalog() -> Catalog {
+        Catalog::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/accounts/contracts"),
+        )
+        .unwrap()
+    }
+
+    const KEY: &[&str] = &["account_id"];
+
+    fn key() -> Vec<String> {
+        KEY.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn functions_that_are_not_deterministic_are_refused_by_name() {
+        let catalog = catalog();
+        for (sql, function) in [
+            (
+                "SELECT stream_id AS account_id, max(seq) + random() AS x FROM events GROUP BY stream_id",
+                "random",
+            ),
+            (
+                "SELECT stream_id AS account_id, max(now()) AS x FROM events GROUP BY stream_id",
+                "now",
+            ),
+            (
+                "SELECT stream_id AS account_id, max(uuid()) AS x FROM events GROUP BY stream_id",
+                "uuid",
+            ),
+            (
+                "SELECT stream_id AS account_id, count(*) AS x FROM events WHERE occurred_at < current_date() GROUP BY stream_id",
+                "current_date",
+            ),
+            // in a subquery, in a CTE, in a join condition
+            (
+                "SELECT e.stream_id AS account_id, count(*) AS x FROM events e WHERE e.seq IN (SELECT max(seq) FROM events WHERE random() < 2 GROUP BY stream_id) GROUP BY e.stream_id",
+                "random",
+            ),
+            (
+                "WITH t AS (SELECT stream_id, uuid() AS u FROM events) SELECT stream_id AS account_id, max(u) AS x FROM t GROUP BY stream_id",
+                "uuid",
+            ),
+            (
+                "SELECT a.stream_id AS account_id, count(*) AS x FROM events a JOIN events b ON a.stream_id = b.stream_id AND b.seq < random() * 10 GROUP BY a.stream_id",
+                "random",
+            ),
+            (
+                "SELECT stream_id AS account_id, count(*) AS x FROM events WHERE EXISTS (SELECT 1 WHERE now() IS NOT NULL) GROUP BY stream_id",
+                "now",
+            ),
+        ] {
+            let err = check_projection(&catalog, sql, &key()).await.unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, Error::BadProjection(_)), "{sql}: {message}");
+            assert!(
+                message.contains("`projection.sql`")
+                    && message.contains(&format!("`{function}()`")),
+                "{sql}: {message}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn recursive_queries_are_refused() {
+        let catalog = catalog();
+        let sql = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT e.stream_id AS account_id, count(*) AS x FROM events e CROSS JOIN r GROUP BY e.stream_id";
+        let message = check_projection(&catalog, sql, &key())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("`projection.sql` uses a recursive query (`WITH RECURSIVE`)"),
+            "{message}"
+        );
+        let plain = "SELECT stream_id AS account_id, count(*) AS n FROM events GROUP BY stream_id";
+        let message = check_invariants(
+            &catalog,
+            plain,
+            &["WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT * FROM projection, r WHERE i < 0".to_owned()],
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("`checks.invariants[0]`") && message.contains("recursive query"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn deterministic_projections_and_invariants_plan() {
+        let catalog = catalog();
+        let sql = "SELECT e.stream_id AS account_id, e.seq, abs(e.seq) AS a, to_timestamp_seconds(1) AS t, md5(e.stream_id) AS h FROM events e WHERE e.seq IN (SELECT max(seq) FROM events GROUP BY stream_id)";
+        check_projection(&catalog, sql, &key()).await.unwrap();
+        check_invariants(
+            &catalog,
+            sql,
+            &["SELECT * FROM projection WHERE seq < 0 OR h IS NULL".to_owned()],
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn invariants_that_are_not_deterministic_are_refused_by_index() {
+        let catalog = catalog();
+        let sql = "SELECT stream_id AS account_id, count(*) AS n FROM events GROUP BY stream_id";
+        let invariants = vec![
+            "SELECT * FROM projection WHERE n < 0".to_owned(),
+            "SELECT * FROM projection WHERE n > random() * 10".to_owned(),
+        ];
+        let message = check_invariants(&catalog, sql, &invariants)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("`checks.invariants[1]`") && message.contains("`random()`"),
+            "{message}"
+        );
+    }
 }

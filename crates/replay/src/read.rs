@@ -256,7 +256,11 @@ pub(crate) async fn read_shard(
         partitions: Arc::new(shard.partitions.iter().copied().collect()),
         buckets,
         pacer,
-        store: Store::new(buckets, budget),
+        store: Store::new(
+            buckets,
+            budget,
+            plan.spill_dir.as_deref().map(std::path::PathBuf::from),
+        ),
     });
     // Fetches run ahead of decoding by a few segments; decoding takes a permit per part,
     // so at most `threads` parts are decoded at once and the fetched bytes waiting are

@@ -41,7 +41,7 @@ use crate::{
     anomaly::{Policies, Tally, quarantine_batch},
     dedupe::{Bucket, cross_bucket_candidates, cross_bucket_winners, dedupe},
     events::{EventsShape, events_of},
-    fold::Fold,
+    fold::{Deadline, Fold},
     layout::{Created, Target, sha256_hex, to_json_bytes},
     lineage::{LINEAGE_FORMAT_VERSION, Lineage, OutputFile, VersionApplied},
     merge::Merged,
@@ -364,6 +364,8 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
     let memory =
         (limit / 100 * 15 / threads.min(sources.len().max(1)) as u64).max(16 * 1024 * 1024);
     let halted = Arc::new(AtomicBool::new(false));
+    // One time budget for the shard's folds, together (`limits.projection_time`).
+    let deadline = Deadline::after(plan.projection_time_ms);
     let work: Vec<_> = sources.into_iter().zip(gaps).collect();
     let folded = each(&shard.id, &permits, work, |_, (source, gaps)| {
         let (catalog, policies, shape, fold, halted, repeated, winners) = (
@@ -376,6 +378,7 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
             Arc::clone(&winners),
         );
         let shard_id = shard.id.clone();
+        let spill_dir = plan.spill_dir.clone();
         async move {
             let rows = Arc::into_inner(source)
                 .expect("the passes before are done")
@@ -393,7 +396,15 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
             let output = if halted.load(Ordering::Relaxed) {
                 Vec::new()
             } else {
-                fold.run(&shard_id, &shape.schema, events, memory).await?
+                fold.run(
+                    &shard_id,
+                    &shape.schema,
+                    events,
+                    memory,
+                    spill_dir.as_deref().map(std::path::Path::new),
+                    deadline,
+                )
+                .await?
             };
             Ok((output, tally))
         }

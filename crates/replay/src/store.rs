@@ -1,10 +1,15 @@
 //! Where a shard's raw rows wait between reading and the buckets' replay: in memory up
 //! to a budget (70% of `limits.memory`), then appended to one Arrow IPC file per bucket
-//! in a spill folder (under the system's temp folder, `TMPDIR`), removed when the shard
-//! is done. A bucket is read back whole when its turn comes, so memory holds the rows
+//! in a spill folder (under `limits.spill_dir`, else the system's temp folder, `TMPDIR`),
+//! removed when the shard is done, or when it fails. A bucket is read back whole when its turn comes, so memory holds the rows
 //! not yet spilled and the buckets being replayed, whatever the shard's size.
 
-use std::{fs::File, io::BufWriter, sync::Mutex};
+use std::{
+    fs::File,
+    io::BufWriter,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
 
 use arrow::{
     array::RecordBatch,
@@ -20,6 +25,8 @@ pub(crate) struct Store {
 }
 
 struct Inner {
+    /// `limits.spill_dir`; `None`: the OS temp folder.
+    spill_dir: Option<PathBuf>,
     held: usize,
     buckets: Vec<Vec<RecordBatch>>,
     spill: Option<Spill>,
@@ -32,10 +39,12 @@ struct Spill {
 }
 
 impl Store {
-    /// A store for `buckets` buckets that holds up to `budget` bytes in memory.
-    pub(crate) fn new(buckets: usize, budget: usize) -> Store {
+    /// A store for `buckets` buckets that holds up to `budget` bytes in memory and
+    /// spills the rest into a folder it creates in `spill_dir` (else the OS temp folder).
+    pub(crate) fn new(buckets: usize, budget: usize, spill_dir: Option<PathBuf>) -> Store {
         Store {
             inner: Mutex::new(Inner {
+                spill_dir,
                 held: 0,
                 buckets: vec![Vec::new(); buckets],
                 spill: None,
@@ -92,15 +101,36 @@ impl Store {
 }
 
 impl Inner {
+    /// Where spill folders go, for messages.
+    fn spill_parent(&self) -> PathBuf {
+        self.spill_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
     fn spill_all(&mut self) -> Result<()> {
+        let parent = self.spill_parent();
+        let full = |path: &Path, e: &dyn std::fmt::Display, disk_full: bool| {
+            let message = if disk_full {
+                format!(
+                    "cannot spill rows to disk, the spill folder `{}` is full ({e}): give `limits.spill_dir` a folder with more room, or raise `limits.memory` so that less spills",
+                    parent.display()
+                )
+            } else {
+                format!(
+                    "cannot spill rows to disk in `{}` ({e}); the folder is `limits.spill_dir`, else the OS temp folder (`TMPDIR`)",
+                    parent.display()
+                )
+            };
+            Error::Write {
+                path: path.display().to_string(),
+                message,
+            }
+        };
         if self.spill.is_none() {
-            let dir = tempfile::Builder::new()
-                .prefix("replayfleet-spill-")
-                .tempdir()
-                .map_err(|e| Error::Write {
-                    path: std::env::temp_dir().display().to_string(),
-                    message: format!("cannot create a spill folder: {e}"),
-                })?;
+            let mut builder = tempfile::Builder::new();
+            builder.prefix("replayfleet-spill-");
+            let dir = builder
+                .tempdir_in(&parent)
+                .map_err(|e| full(&parent, &e, is_disk_full(&e)))?;
             self.spill = Some(Spill {
                 dir,
                 writers: (0..self.buckets.len()).map(|_| None).collect(),
@@ -112,34 +142,53 @@ impl Inner {
             if pieces.is_empty() {
                 continue;
             }
+            let path = spill.dir.path().join(format!("bucket-{b}.arrow"));
             let writer = match &mut spill.writers[b] {
                 Some(w) => w,
                 slot @ None => {
-                    let path = spill.dir.path().join(format!("bucket-{b}.arrow"));
-                    let file = File::create(&path).map_err(|e| Error::Write {
-                        path: path.display().to_string(),
-                        message: format!("cannot spill: {e}"),
-                    })?;
+                    let file =
+                        File::create(&path).map_err(|e| full(&path, &e, is_disk_full(&e)))?;
                     slot.insert(
                         FileWriter::try_new(BufWriter::new(file), &raw_schema())
-                            .map_err(spill_error)?,
+                            .map_err(|e| full(&path, &e, arrow_disk_full(&e)))?,
                     )
                 }
             };
             for piece in pieces.drain(..) {
                 spill.rows += piece.num_rows();
-                writer.write(&piece).map_err(spill_error)?;
+                writer
+                    .write(&piece)
+                    .map_err(|e| full(&path, &e, arrow_disk_full(&e)))?;
             }
+            // Written through now, so that a full disk shows here, not at the end.
+            writer
+                .flush()
+                .map_err(|e| full(&path, &e, arrow_disk_full(&e)))?;
         }
         self.held = 0;
         Ok(())
     }
 }
 
+/// Whether `e` says the disk is full.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+}
+
+/// Whether an Arrow error is an I/O error saying the disk is full.
+fn arrow_disk_full(e: &arrow::error::ArrowError) -> bool {
+    match e {
+        arrow::error::ArrowError::IoError(_, io) => is_disk_full(io),
+        other => other.to_string().contains("No space left on device"),
+    }
+}
+
 fn spill_error(e: arrow::error::ArrowError) -> Error {
     Error::Write {
         path: "(spill folder)".into(),
-        message: format!("cannot spill rows to disk: {e}"),
+        message: format!(
+            "cannot spill rows to disk: {e}; spill files go in `limits.spill_dir`, else the OS temp folder (`TMPDIR`)"
+        ),
     }
 }
 
@@ -213,12 +262,12 @@ mod tests {
 
     #[test]
     fn rows_come_back_whole_whether_spilled_or_not() {
-        let store = Store::new(2, 1);
+        let store = Store::new(2, 1, None);
         store
             .push(vec![(0, rows(3, 0)), (1, rows(2, 3))], 10)
             .unwrap();
         assert_eq!(store.spilled_rows(), 5);
-        let unspilled = Store::new(2, usize::MAX);
+        let unspilled = Store::new(2, usize::MAX, None);
         unspilled.push(vec![(1, rows(4, 5))], 10).unwrap();
         assert_eq!(unspilled.spilled_rows(), 0);
         store.push(vec![(1, rows(4, 5))], 0).unwrap();

@@ -67,6 +67,11 @@ impl S3Server {
         panic!("moto S3 server did not start after {START_ATTEMPTS} attempts: {last_failure}");
     }
 
+    /// The server's address (for a [`crate::FaultProxy`] in front of it).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)

@@ -168,7 +168,7 @@ pub async fn fleet(args: BenchFleetArgs) -> anyhow::Result<u8> {
         } else {
             "release"
         },
-        nats_url: args.nats.clone(),
+        nats_url: replayfleet_config::redact_url(&args.nats),
         publish,
         overhead,
         scaling,

@@ -122,7 +122,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
         let stop = stop_rx.clone();
         tasks.spawn(async move { worker.run(stop).await });
     }
-    tracing::info!(nats = %args.nats.nats, workers = args.workers, "worker started");
+    tracing::info!(nats = %replayfleet_config::redact_url(&args.nats.nats), workers = args.workers, "worker started");
     health.ready();
     shutdown_signal().await;
     health.draining();

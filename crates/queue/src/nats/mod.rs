@@ -241,6 +241,42 @@ mod tests {
         assert_eq!(tokens.len(), ids.len());
     }
 
+    #[tokio::test]
+    async fn a_failed_connect_names_the_server_without_its_credentials() {
+        for url in [
+            "nats://user:secret@127.0.0.1:1",
+            "nats://user:secret@127.0.0.1:1,nats://user:secret@127.0.0.1:2",
+            "user:secret@127.0.0.1:1",
+            "nats://secret@127.0.0.1:1",
+        ] {
+            let connect = NatsConnect {
+                url: url.to_owned(),
+                ..NatsConnect::default()
+            };
+            let err = connect
+                .connect()
+                .await
+                .expect_err("nothing listens on port 1");
+            let message = err.to_string();
+            assert!(matches!(err, Error::Unavailable { .. }), "{url}: {message}");
+            assert!(!message.contains("secret"), "{url}: {message}");
+            assert!(message.contains("***@127.0.0.1:1"), "{url}: {message}");
+        }
+    }
+
+    #[test]
+    fn urls_are_redacted_like_the_config_does() {
+        assert_eq!(redact_url("nats://u:p@h:4222"), "nats://***@h:4222");
+        assert_eq!(redact_url("tls://u:p@a,tls://b"), "tls://***@a,tls://b");
+        assert_eq!(redact_url("u:p@h:4222"), "***@h:4222");
+        assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
+        assert_eq!(redact_url("nats://u:p@[::1"), "nats://***@[::1");
+        assert_eq!(
+            without_credentials("bad url nats://u:hunter2@h: hunter2", "nats://u:hunter2@h"),
+            "bad url nats://***@h: ***"
+        );
+    }
+
     #[test]
     fn foreign_tokens_do_not_decode() {
         for token in ["a.b", "=2", "=zz", "=2e", "a b", "=FF"] {
@@ -267,10 +303,16 @@ pub struct NatsConnect {
 }
 
 impl NatsConnect {
-    /// Connects; a failure is [`Error::Unavailable`] naming the URL.
+    /// Connects with the URL as given; a failure is [`Error::Unavailable`] naming the
+    /// URL without its credentials (`redact_url`), and the server's or client's message
+    /// with any occurrence of them removed.
     pub async fn connect(&self) -> Result<async_nats::Client> {
+        let shown = redact_url(&self.url);
         let unavailable = |message: String| Error::Unavailable {
-            message: format!("connecting to {}: {message}", self.url),
+            message: format!(
+                "connecting to {shown}: {}",
+                without_credentials(&message, &self.url)
+            ),
         };
         let mut options = async_nats::ConnectOptions::new()
             .name("replayfleet")
@@ -306,4 +348,64 @@ impl NatsConnect {
             .await
             .map_err(|e| unavailable(e.to_string()))
     }
+}
+
+/// `url` with its user information (`user:password@`, `token@`) replaced by `***`, the
+/// rest as written; never fails (the text is scanned, not parsed), and a comma-separated
+/// list of servers is redacted server by server.
+///
+/// The same rule as `replayfleet_config::redact_url` (this crate depends on no crate of
+/// ours): the authority follows `scheme://` and ends at the first `/`, `?` or `#`, its
+/// user information is everything before its last `@`; text without `://` that is not a
+/// path (`user:pw@host:4222`) loses everything before its last `@` ahead of any `?`
+/// or `#`.
+pub(crate) fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let (start, end) = match one.find("://") {
+                Some(at) => {
+                    let rest = &one[at + 3..];
+                    (
+                        at + 3,
+                        at + 3 + rest.find(['/', '?', '#']).unwrap_or(rest.len()),
+                    )
+                }
+                None if one.trim_start().starts_with(['/', '.', '\\']) => return one.to_owned(),
+                None => (0, one.find(['?', '#']).unwrap_or(one.len())),
+            };
+            match one[start..end].rfind('@') {
+                Some(at) => format!("{}***{}", &one[..start], &one[start + at..]),
+                None => one.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `message` without the user information of `url` (a client error may quote the URL
+/// it was given): each server's `user:password` is replaced by `***`.
+fn without_credentials(message: &str, url: &str) -> String {
+    let mut message = message.to_owned();
+    for one in url.split(',') {
+        let redacted = redact_url(one);
+        if redacted != one {
+            message = message.replace(one.trim(), redacted.trim());
+            // The user information alone (`user:password`), however it is quoted.
+            let start = one.find("://").map_or(0, |at| at + 3);
+            if let Some(at) = one[start..].rfind('@') {
+                let userinfo = &one[start..start + at];
+                if !userinfo.is_empty() {
+                    message = message.replace(userinfo, "***");
+                    // A password alone too (but not a short one: it would star out
+                    // letters of the message itself).
+                    if let Some((_, password)) = userinfo.split_once(':')
+                        && password.len() >= 4
+                    {
+                        message = message.replace(password, "***");
+                    }
+                }
+            }
+        }
+    }
+    message
 }

@@ -1,0 +1,439 @@
+//! Hostile input (issue 14): SQL that cannot replay the same way twice, credentials in
+//! URLs, names too long for a path, the commit race's report — each refused (exit 2)
+//! naming its key, or kept out of every file and message.
+
+use std::net::TcpListener;
+
+use serde_json::Value;
+
+use crate::replay::{Fixture, Settings};
+use crate::support::{replayfleet, replayfleet_env};
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// `plan` and `run` both refuse a projection or invariant calling `random()`, `now()` or
+/// `uuid()` (exit 2, naming the key and the function), and nothing is committed.
+#[test]
+fn non_deterministic_sql_is_refused_at_plan_and_run() {
+    let f = Fixture::new(600, 2, 5, &[]);
+    let projection = |expr: &str| {
+        format!(
+            "SELECT stream_id AS account_id, count(*) AS events, max({expr}) AS x FROM events GROUP BY stream_id"
+        )
+    };
+    let cases: Vec<(&str, Settings, &[&str])> = vec![
+        (
+            "random",
+            Settings {
+                sql: projection("random()"),
+                ..Settings::default()
+            },
+            &["projection.sql", "`random()`", "volatile"],
+        ),
+        (
+            "now",
+            Settings {
+                sql: projection("now()"),
+                ..Settings::default()
+            },
+            &["projection.sql", "`now()`", "stable"],
+        ),
+        (
+            "uuid",
+            Settings {
+                // in a subquery: the plan is walked with its subqueries
+                sql: "SELECT stream_id AS account_id, count(*) AS events FROM events WHERE event_id IN (SELECT event_id FROM events WHERE uuid() <> '') GROUP BY stream_id".into(),
+                ..Settings::default()
+            },
+            &["projection.sql", "`uuid()`", "volatile"],
+        ),
+        (
+            "invariant",
+            Settings {
+                invariants: r#"["SELECT * FROM projection WHERE events < 0", "SELECT * FROM projection WHERE events > random() * 1000"]"#,
+                ..Settings::default()
+            },
+            &["checks.invariants[1]", "`random()`"],
+        ),
+        (
+            "recursive",
+            Settings {
+                // never ends, and its rows live outside the memory pool
+                sql: "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT e.stream_id AS account_id, count(*) AS events FROM events e CROSS JOIN r GROUP BY e.stream_id".into(),
+                ..Settings::default()
+            },
+            &["projection.sql", "recursive query", "WITH RECURSIVE"],
+        ),
+    ];
+    for (name, settings, needles) in cases {
+        let config = f.config(&format!("volatile-{name}"), &settings);
+        replayfleet(&["plan", "--config", &config])
+            .expect_code(2)
+            .stderr_names(needles);
+        f.run(&config, "1").expect_code(2).stderr_names(needles);
+    }
+    assert!(f.history("target").is_empty());
+    // The same projection without the function runs.
+    f.run(&f.config("steady", &Settings::default()), "1")
+        .expect_code(0);
+}
+
+/// A projection reading `events` twice (a subquery over the shard's events) commits over
+/// several shards, and `verify` replays every shard to the same bytes.
+#[test]
+fn a_projection_reading_events_twice_commits_and_verifies() {
+    let f = Fixture::new(3_000, 3, 9, &["--all-edge-cases"]);
+    let config = f.config(
+        "twice",
+        &Settings {
+            sql: "SELECT e.event_id, e.stream_id, e.seq FROM events e WHERE e.seq IN (SELECT max(seq) FROM events GROUP BY stream_id)".into(),
+            key: r#"["event_id"]"#,
+            target_events: 1_000,
+            ..Settings::default()
+        },
+    );
+    let run = f.run(&config, "2");
+    run.expect_code(0);
+    let report = &run.json()["report"];
+    assert_eq!(run.json()["outcome"], "committed", "{report:#}");
+    assert!(
+        report["totals"]["shards"].as_u64().unwrap() > 1,
+        "{report:#}"
+    );
+    assert!(report["totals"]["rows"].as_u64().unwrap() > 0, "{report:#}");
+    let verify = replayfleet(&[
+        "verify",
+        "--target",
+        f.path("target").to_str().unwrap(),
+        "--sample",
+        "1",
+        "--json",
+    ]);
+    verify.expect_code(0);
+    let verified = verify.json();
+    assert_eq!(verified["holds"], true, "{verified:#}");
+    assert!(
+        verified["verification"]["mismatches"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{verified:#}"
+    );
+}
+
+/// `lineage.url` with credentials: posting fails (nothing listens), and neither the plan,
+/// the run folder nor stderr (the WARN lines) ever holds the password or the user.
+#[test]
+fn lineage_credentials_never_reach_the_plan_or_stderr() {
+    let f = Fixture::new(600, 2, 7, &[]);
+    let port = closed_port();
+    let config = f.config(
+        "lineage-secret",
+        &Settings {
+            extra: format!(
+                "[lineage]\nurl = \"http://lineage-user:hunter2pw@127.0.0.1:{port}/\"\n"
+            ),
+            ..Settings::default()
+        },
+    );
+    let run = replayfleet_env(
+        &["run", "--config", &config, "--workers", "1", "--json"],
+        &[("REPLAYFLEET_LOG".into(), "warn".into())],
+    );
+    run.expect_code(0);
+    for secret in ["hunter2pw", "lineage-user"] {
+        assert!(
+            !run.stderr.contains(secret),
+            "stderr shows `{secret}`:\n{}",
+            run.stderr
+        );
+        assert!(!run.stdout.contains(secret), "stdout shows `{secret}`");
+    }
+    // The post was tried (and failed) and said so without the credentials.
+    run.stderr_names(&[
+        "OpenLineage",
+        &format!("http://***@127.0.0.1:{port}/api/v1/lineage"),
+    ]);
+    let run_id = run.json()["run_id"].as_str().unwrap().to_owned();
+    let plan: Value = serde_json::from_slice(
+        &std::fs::read(f.path(&format!("target/runs/{run_id}/plan.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        plan["lineage_url"],
+        format!("http://***@127.0.0.1:{port}/"),
+        "the plan keeps the URL without its credentials"
+    );
+    let files = files_under(&f.path("target"));
+    assert!(files.len() > 3);
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("hunter2pw"),
+            "{} holds the password",
+            file.display()
+        );
+    }
+    // `plan` shows the same redacted URL.
+    let planned = replayfleet(&["plan", "--config", &config, "--json"]);
+    planned.expect_code(0);
+    assert!(!planned.stdout.contains("hunter2pw"));
+    assert_eq!(
+        planned.json()["plan"]["lineage_url"],
+        format!("http://***@127.0.0.1:{port}/")
+    );
+}
+
+/// A coordinator that cannot reach `fleet.nats_url` names the server without its
+/// credentials (exit 1: an operational failure).
+#[test]
+fn nats_credentials_never_reach_the_coordinators_error() {
+    let f = Fixture::new(200, 1, 3, &[]);
+    let port = closed_port();
+    let config = f.config(
+        "nats-secret",
+        &Settings {
+            extra: format!(
+                "[fleet]\nnats_url = \"nats://fleet-user:hunter2pw@127.0.0.1:{port}\"\n"
+            ),
+            ..Settings::default()
+        },
+    );
+    let run = replayfleet(&["coordinator", "--config", &config]);
+    run.expect_code(1)
+        .stderr_names(&[&format!("nats://***@127.0.0.1:{port}")]);
+    assert!(!run.stderr.contains("hunter2pw"), "{}", run.stderr);
+    assert!(!run.stderr.contains("fleet-user"), "{}", run.stderr);
+}
+
+/// A 300-byte `run.name` (the run folder would be too long a file name) is refused
+/// before any work, naming the key (exit 2, not "File name too long", exit 1).
+#[test]
+fn a_run_name_too_long_for_a_path_exits_2_naming_the_key() {
+    let f = Fixture::new(200, 1, 3, &[]);
+    let config = f.config("long", &Settings::default());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let long = "n".repeat(300);
+    std::fs::write(
+        &config,
+        text.replace("name = \"long\"", &format!("name = \"{long}\"")),
+    )
+    .unwrap();
+    for command in ["plan", "run"] {
+        let run = replayfleet(&[command, "--config", &config]);
+        run.expect_code(2)
+            .stderr_names(&["run.name", "long.toml", "300 bytes", "128"]);
+        assert!(!run.stderr.contains("File name too long"), "{}", run.stderr);
+    }
+    assert!(!f.path("target/runs").exists());
+}
+
+/// Of two finalizers racing for one version, the loser's `report.json` says `refused`,
+/// with no version and a failed `commit` check naming the race (docs/FORMATS.md §5).
+#[test]
+fn the_commit_race_losers_report_reads_refused() {
+    let f = Fixture::new(1_500, 2, 41, &[]);
+    let refused = Settings {
+        invariants: r#"["SELECT * FROM projection WHERE events > 0"]"#,
+        ..Settings::default()
+    };
+    let location = |path: &std::path::Path| {
+        replayfleet_archive::Location::parse(path.to_str().unwrap(), None, &Default::default())
+            .unwrap()
+    };
+    let target = replayfleet_replay::Target::new(location(&f.path("target")));
+    let source = location(&f.path("events"));
+    let options = replayfleet_finalizer::FinalizeOptions {
+        accept: Some("race".into()),
+        by: "test".into(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Two finalizers started together nearly always race for one version; when the
+    // first happened to commit before the second read the log, both commit: race again.
+    let mut loser = None;
+    for attempt in 0..4 {
+        let ids: Vec<String> = ["x", "y"]
+            .iter()
+            .map(|side| {
+                let run = f.run(&f.config(&format!("race-{attempt}-{side}"), &refused), "2");
+                run.expect_code(3);
+                run.json()["run_id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        let (one, two) = runtime.block_on(async {
+            tokio::join!(
+                replayfleet_finalizer::finalize(&target, &source, &ids[0], &options, None),
+                replayfleet_finalizer::finalize(&target, &source, &ids[1], &options, None),
+            )
+        });
+        match (&one, &two) {
+            (Ok(_), Err(e)) | (Err(e), Ok(_)) => {
+                assert!(e.to_string().contains("lost the commit race"), "{e}");
+                loser = Some(if one.is_err() {
+                    ids[0].clone()
+                } else {
+                    ids[1].clone()
+                });
+                break;
+            }
+            (Ok(_), Ok(_)) => continue,
+            other => panic!("at least one finalizer must win: {other:?}"),
+        }
+    }
+    let loser = loser.expect("no race was lost in four tries");
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(f.path(&format!("target/runs/{loser}/report.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["outcome"], "refused", "{report:#}");
+    assert_eq!(report["version"], Value::Null, "{report:#}");
+    let commit = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "commit")
+        .unwrap_or_else(|| panic!("no commit check: {report:#}"));
+    assert_eq!(commit["passed"], false);
+    assert_eq!(commit["class"], "integrity");
+    assert!(
+        commit["detail"]
+            .as_str()
+            .unwrap()
+            .contains("lost the commit race"),
+        "{commit:#}"
+    );
+    let history = f.history("target");
+    assert!(
+        history.iter().all(|c| c["run_id"] != loser.as_str()),
+        "the loser committed nothing"
+    );
+}
+
+/// A receiver that answers 201 to every request and keeps each one's `Authorization`
+/// header (empty when there is none).
+fn authorization_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let keep = std::sync::Arc::clone(&keep);
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let (mut length, mut authorization) = (0, String::new());
+                    loop {
+                        let mut header = String::new();
+                        reader.read_line(&mut header).unwrap();
+                        let header = header.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = header.split_once(':') {
+                            if name.eq_ignore_ascii_case("content-length") {
+                                length = value.trim().parse().unwrap();
+                            } else if name.eq_ignore_ascii_case("authorization") {
+                                authorization = value.trim().to_owned();
+                            }
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    keep.lock().unwrap().push(authorization);
+                    writer
+                        .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// The credentials of `lineage.url` are still what the coordinator posts with (as
+/// HTTP basic authentication), though no file or message shows them.
+#[test]
+fn lineage_credentials_are_still_used_to_post() {
+    let (port, seen) = authorization_receiver();
+    let f = Fixture::new(400, 1, 13, &[]);
+    let config = f.config(
+        "lineage-auth",
+        &Settings {
+            extra: format!("[lineage]\nurl = \"http://lineage-user:hunter2pw@127.0.0.1:{port}\"\n"),
+            ..Settings::default()
+        },
+    );
+    let run = f.run(&config, "1");
+    run.expect_code(0);
+    assert!(!run.stderr.contains("hunter2pw"), "{}", run.stderr);
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() >= 2, "{seen:?}");
+    // base64("lineage-user:hunter2pw")
+    assert!(
+        seen.iter()
+            .all(|a| a == "Basic bGluZWFnZS11c2VyOmh1bnRlcjJwdw=="),
+        "{seen:?}"
+    );
+}
+
+/// A projection that runs too long (it counts a series of 10^12 rows) is stopped at
+/// `limits.projection_time`: the shard fails naming the setting, nothing is committed,
+/// and the run ends well before the query would.
+#[test]
+fn a_projection_past_its_time_budget_fails_its_shard_naming_the_setting() {
+    let f = Fixture::new(600, 2, 5, &[]);
+    let slow = f.config(
+        "slow",
+        &Settings {
+            // counts a series of 10^12 rows before it can filter a single event
+            sql: "SELECT stream_id AS account_id, count(*) AS events FROM events WHERE seq < (SELECT count(*) FROM generate_series(1, 1000000000000)) GROUP BY stream_id".into(),
+            extra: "[limits]\nprojection_time = \"2s\"\n[fleet]\nmax_attempts = 1\n".into(),
+            ..Settings::default()
+        },
+    );
+    let out = f.run(&slow, "1");
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    out.stderr_names(&["limits.projection_time", "time budget of 2s"]);
+    assert!(f.history("target").is_empty());
+    let bad = f.config(
+        "bad-budget",
+        &Settings {
+            extra: "[limits]\nprojection_time = \"soon\"\n".into(),
+            ..Settings::default()
+        },
+    );
+    replayfleet(&["plan", "--config", &bad])
+        .expect_code(2)
+        .stderr_names(&["limits.projection_time", "`soon`"]);
+}
