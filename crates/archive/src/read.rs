@@ -937,6 +937,13 @@ mod corrupt {
     use crate::testing::{envelope_columns, memory, parquet, put, segment};
 
     const NAME: &str = "p=0/corrupt.parquet";
+    /// `PROPTEST_CASES` when set (a longer search by hand), else `default` (CI's bound).
+    fn cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
 
     /// A small valid segment: 3 row groups of envelope columns.
     fn valid() -> Bytes {
@@ -1074,7 +1081,7 @@ mod corrupt {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: cases(128), ..ProptestConfig::default() })]
 
         #[test]
         fn damaged_segments_fail_naming_the_segment_and_never_panic(
