@@ -28,8 +28,9 @@ mod testing;
 pub use envelope::envelope_schema;
 pub use error::{Error, Result, is_transient};
 pub use inventory::{
-    EventTypeCount, Inventory, InventoryOptions, PartitionRange, PartitionSummary, Sample,
-    SegmentInventory, StatsSource, Totals, inventory, inventory_of, inventory_with, sample,
+    EventTypeCount, Inventory, InventoryOptions, PagesVerified, PartitionRange, PartitionSummary,
+    Sample, SegmentInventory, StatsSource, Totals, inventory, inventory_of, inventory_with, sample,
+    verify_pages,
 };
 pub use location::{DEFAULT_RETRY_TIMEOUT, Location, RETRY_TIMEOUT_OPTION};
 pub use read::{

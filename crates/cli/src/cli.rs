@@ -386,6 +386,11 @@ pub struct InventoryArgs {
     /// envelope), to check a `[source]` mapping before a run; 0 shows none.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub sample: usize,
+    /// Also read every page of every segment as a replay would (every byte fetched and
+    /// every row decoded): a corrupt page behind an intact footer, or text that is not
+    /// UTF-8, exits 2 naming the segment, before any run.
+    #[arg(long)]
+    pub verify: bool,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use replayfleet_archive::{Inventory, InventoryOptions, Location, Sample, inventory_with};
+use replayfleet_archive::{
+    Inventory, InventoryOptions, Location, Sample, inventory_with, verify_pages,
+};
 use replayfleet_config::{Config, SourceMapping};
 
 use crate::{
@@ -30,7 +32,16 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<u8> {
         sample_rows: args.sample,
         ..InventoryOptions::default()
     };
+    let concurrency = options.concurrency;
     let inv = inventory_with(&location, &mapping, options).await?;
+    if args.verify {
+        let done = verify_pages(&location, &inv, &mapping, concurrency).await?;
+        eprintln!(
+            "verified: every page of {} segments read, {} rows decoded",
+            thousands(done.segments),
+            thousands(done.rows)
+        );
+    }
     if args.json {
         print_json(&inv)?;
     } else {
