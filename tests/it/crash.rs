@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Kills to try; their moments come from a seeded random source.
-const KILLS: usize = 10;
+const KILLS: usize = 20;
 
 #[test]
 fn kill_9_of_the_embedded_run_at_seeded_moments_never_leaves_a_partial_commit() {
@@ -45,9 +45,10 @@ fn kill_9_of_the_embedded_run_at_seeded_moments_never_leaves_a_partial_commit() 
     let mut rng = ChaCha8Rng::seed_from_u64(20261205);
     let mut versions = 0;
     let mut killed_mid_run = 0;
+    let mut committed_before_kill = 0;
     for kill in 0..KILLS {
         // a moment between the start and a little after a clean run would have ended
-        let at = took.mul_f64(rng.random_range(0.0..1.1));
+        let at = took.mul_f64(rng.random_range(0.0..1.3));
         let mut child = Command::new(bin())
             .args(["run", "--config", &config, "--workers", "2", "--json"])
             .env_remove("RUST_LOG")
@@ -73,6 +74,9 @@ fn kill_9_of_the_embedded_run_at_seeded_moments_never_leaves_a_partial_commit() 
         for commit in &history {
             assert_eq!(commit["fingerprint"], fingerprint.as_str(), "kill {kill}");
         }
+        if history.len() > versions {
+            committed_before_kill += 1;
+        }
         versions = history.len();
 
         // a plain rerun completes and adds exactly one version
@@ -87,6 +91,9 @@ fn kill_9_of_the_embedded_run_at_seeded_moments_never_leaves_a_partial_commit() 
         );
         versions = history.len();
     }
+    eprintln!(
+        "{killed_mid_run} of {KILLS} kills landed before the process ended, {committed_before_kill} of them (or of the runs that ended) after the commit; {versions} versions"
+    );
     assert!(killed_mid_run >= KILLS / 2, "{killed_mid_run} kills landed");
 
     // what the last commit names is whole: verify replays a shard and re-checks every file

@@ -188,6 +188,7 @@ fn a_write_that_landed_but_whose_answer_was_lost_is_read_back_not_guessed() {
         setup.proxy.set(Faults::aimed(fault, path, "PUT", limit));
         let out = setup.run(&config);
         let injected = setup.proxy.injected();
+        eprintln!("injected {fault:?} at {path}: {injected:?}");
         setup.proxy.heal();
         succeeded(&out, &setup.proxy);
         assert!(
@@ -213,6 +214,7 @@ fn every_fault_class_at_once_the_embedded_run_commits_once_with_the_fault_free_f
         let config = setup.config(&name, "60s", "");
         setup.proxy.set(Faults::all(seed));
         let out = setup.run(&config);
+        eprintln!("seed {seed}: injected {:?}", setup.proxy.injected());
         injected += setup.proxy.injected().total();
         setup.proxy.heal();
         succeeded(&out, &setup.proxy);
@@ -332,6 +334,7 @@ fn the_fleet_with_every_fault_class_commits_once_with_the_fault_free_fingerprint
     setup.proxy.set(Faults::all(11));
     let out = replayfleet_env(&["coordinator", "--config", &config, "--json"], &env);
     let injected = setup.proxy.injected();
+    eprintln!("fleet: injected {injected:?}");
     setup.proxy.heal();
     succeeded(&out, &setup.proxy);
     assert!(injected.total() >= 5, "{injected:?}");
