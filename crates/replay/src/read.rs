@@ -62,7 +62,7 @@ pub(crate) struct Read {
     /// memory or spilled to disk.
     pub buckets: Vec<Source>,
     /// The spill folder, while any bucket's rows are in it.
-    pub spill: Option<tempfile::TempDir>,
+    pub spill: Option<crate::store::SpillDir>,
     /// Rows spilled to disk.
     pub spilled_rows: usize,
     /// Digests ([`id_digest`]) of the event ids seen more than once in the shard: only

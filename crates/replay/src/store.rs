@@ -33,7 +33,7 @@ struct Inner {
 }
 
 struct Spill {
-    dir: tempfile::TempDir,
+    dir: SpillDir,
     writers: Vec<Option<FileWriter<BufWriter<File>>>>,
     rows: usize,
 }
@@ -75,7 +75,7 @@ impl Store {
 
     /// Ends the reading: where each bucket's rows are, and the spill folder (removed
     /// with its files when dropped).
-    pub(crate) fn finish(self) -> Result<(Vec<Source>, Option<tempfile::TempDir>)> {
+    pub(crate) fn finish(self) -> Result<(Vec<Source>, Option<SpillDir>)> {
         let mut inner = self.inner.into_inner().expect("store lock");
         let mut files = vec![None; inner.buckets.len()];
         let dir = match inner.spill.take() {
@@ -84,7 +84,7 @@ impl Store {
                 for (b, writer) in spill.writers.iter_mut().enumerate() {
                     if let Some(mut w) = writer.take() {
                         w.finish().map_err(spill_error)?;
-                        files[b] = Some(spill.dir.path().join(format!("bucket-{b}.arrow")));
+                        files[b] = Some(spill.dir.dir.path().join(format!("bucket-{b}.arrow")));
                     }
                 }
                 Some(spill.dir)
@@ -126,11 +126,8 @@ impl Inner {
             }
         };
         if self.spill.is_none() {
-            let mut builder = tempfile::Builder::new();
-            builder.prefix("replayfleet-spill-");
-            let dir = builder
-                .tempdir_in(&parent)
-                .map_err(|e| full(&parent, &e, is_disk_full(&e)))?;
+            sweep_stale(&parent);
+            let dir = SpillDir::create(&parent).map_err(|e| full(&parent, &e, is_disk_full(&e)))?;
             self.spill = Some(Spill {
                 dir,
                 writers: (0..self.buckets.len()).map(|_| None).collect(),
@@ -142,7 +139,7 @@ impl Inner {
             if pieces.is_empty() {
                 continue;
             }
-            let path = spill.dir.path().join(format!("bucket-{b}.arrow"));
+            let path = spill.dir.dir.path().join(format!("bucket-{b}.arrow"));
             let writer = match &mut spill.writers[b] {
                 Some(w) => w,
                 slot @ None => {
@@ -167,6 +164,59 @@ impl Inner {
         }
         self.held = 0;
         Ok(())
+    }
+}
+
+/// The prefix of the spill folders a store creates.
+const SPILL_PREFIX: &str = "replayfleet-spill-";
+
+/// The file in a spill folder that its owner holds locked while the folder is in use.
+const LOCK_FILE: &str = ".lock";
+
+/// A shard's spill folder, removed with its files when dropped. Its owner holds an
+/// exclusive lock on a file inside it for as long as it lives, so that a folder whose
+/// lock can be taken was left by a process that died (`kill -9`) and can be removed.
+pub(crate) struct SpillDir {
+    dir: tempfile::TempDir,
+    /// Held locked; released (and the folder removed) on drop.
+    _lock: File,
+}
+
+impl SpillDir {
+    fn create(parent: &Path) -> std::io::Result<SpillDir> {
+        let dir = tempfile::Builder::new()
+            .prefix(SPILL_PREFIX)
+            .tempdir_in(parent)?;
+        let lock = File::create(dir.path().join(LOCK_FILE))?;
+        lock.try_lock().map_err(std::io::Error::from)?;
+        Ok(SpillDir { dir, _lock: lock })
+    }
+}
+
+/// Removes the spill folders in `parent` that no living process holds: those whose lock
+/// file can be locked (its owner died without cleaning up). A folder without a lock
+/// file (being created this very moment) is left alone. Best effort: failures are
+/// ignored.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(SPILL_PREFIX) {
+            continue;
+        }
+        let folder = entry.path();
+        let Ok(lock) = std::fs::OpenOptions::new()
+            .write(true)
+            .open(folder.join(LOCK_FILE))
+        else {
+            continue;
+        };
+        if lock.try_lock().is_ok() {
+            tracing::info!(folder = %folder.display(), "removing a spill folder left by a process that died");
+            let _ = std::fs::remove_dir_all(&folder);
+        }
     }
 }
 
@@ -229,6 +279,38 @@ impl Source {
 }
 
 #[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn stale_spill_folders_are_swept_and_live_ones_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        // A folder left by a process that died: its lock file is not held.
+        let stale = parent.path().join(format!("{SPILL_PREFIX}dead"));
+        std::fs::create_dir(&stale).unwrap();
+        File::create(stale.join(LOCK_FILE)).unwrap();
+        std::fs::write(stale.join("bucket-0.arrow"), b"rows").unwrap();
+        // A folder being created (no lock file yet), and another program's folder.
+        let young = parent.path().join(format!("{SPILL_PREFIX}young"));
+        std::fs::create_dir(&young).unwrap();
+        let other = parent.path().join("datafusion-xyz");
+        std::fs::create_dir(&other).unwrap();
+        // A live one.
+        let live = SpillDir::create(parent.path()).unwrap();
+        std::fs::write(live.dir.path().join("bucket-0.arrow"), b"rows").unwrap();
+
+        sweep_stale(parent.path());
+        assert!(!stale.exists());
+        assert!(young.exists() && other.exists());
+        assert!(live.dir.path().join("bucket-0.arrow").exists());
+
+        let path = live.dir.path().to_owned();
+        drop(live);
+        assert!(!path.exists(), "a spill folder is removed when dropped");
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
@@ -280,7 +362,10 @@ mod tests {
         let zero = sources.pop().unwrap().take().unwrap();
         assert_eq!((count(&zero), count(&one)), (3, 6));
         assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
+            std::fs::read_dir(dir.dir.path())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() != LOCK_FILE)
+                .count(),
             0,
             "files removed"
         );
