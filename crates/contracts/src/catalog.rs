@@ -822,6 +822,45 @@ pub(crate) mod tests {
             "{V1}  - version: 2\n    schema: {{}}\n    upcast:\n      - sql: {{b: \"random()\"}}\n"
         ));
         assert!(e.contains("random"), "{e}");
+        for (expr, needle) in [
+            (
+                "repeat('x', 2000000000)",
+                "repeat(…, 2000000000) would build a value of 2000000000 elements",
+            ),
+            (
+                "lpad(CAST(a AS VARCHAR), 100000)",
+                "lpad(…, 100000) would build",
+            ),
+            (
+                "rpad(CAST(a AS VARCHAR), CAST(a AS BIGINT))",
+                "the length given to rpad must be a literal integer of at most 65536",
+            ),
+            (
+                "array_repeat(1, 1000000)",
+                "array_repeat(…, 1000000) would build",
+            ),
+            (
+                "range(1, 1000000000)",
+                "function range is not allowed in a SQL step",
+            ),
+        ] {
+            let e = err(&format!(
+                "{V1}  - version: 2\n    schema: {{}}\n    upcast:\n      - sql: {{b: \"{expr}\"}}\n"
+            ));
+            assert!(
+                e.starts_with("bad.yaml:8, version 2, step 1 (sql): field b") && e.contains(needle),
+                "{expr}: {e}"
+            );
+        }
+        // Within the bound, they load.
+        let c = Catalog::from_files(vec![CatalogFile {
+            path: "ok.yaml".into(),
+            bytes: format!(
+                "{V1}  - version: 2\n    schema: {{}}\n    upcast:\n      - sql: {{b: \"lpad(CAST(a AS VARCHAR), 12, '0')\", c: \"repeat('-', 3)\"}}\n"
+            )
+            .into_bytes(),
+        }]);
+        assert!(c.is_ok(), "{:?}", c.err());
     }
 
     #[test]

@@ -302,12 +302,57 @@ fn check_allowed(expr: &Expr) -> Result<(), String> {
                     f.func.name()
                 ))
             }
+            Expr::ScalarFunction(f) => unbounded_size(f.func.name(), &f.args),
             _ => None,
         };
         Ok(problem.is_some())
     })
     .map_err(|e| message(&e))?;
     problem.map_or(Ok(()), Err)
+}
+
+/// The longest value a SQL step may ask a function to build (`repeat`, `lpad`, `rpad`,
+/// `array_repeat`): one event must not be able to demand unbounded memory.
+pub(crate) const MAX_BUILT_LENGTH: i64 = 65_536;
+
+/// Why a call of a function that builds a value as long as an argument says is refused:
+/// the length must be a literal of at most [`MAX_BUILT_LENGTH`] (`repeat('x',
+/// 2000000000)` would allocate 2 GB for every event). Functions that build arrays from
+/// ranges (`range`, `generate_series`) are refused outright.
+fn unbounded_size(name: &str, args: &[Expr]) -> Option<String> {
+    use datafusion::common::ScalarValue;
+    let length_arg = match name {
+        "repeat" | "lpad" | "rpad" | "array_repeat" => 1,
+        "range" | "generate_series" => {
+            return Some(format!(
+                "function {name} is not allowed in a SQL step: it builds an array as long as its arguments ask, without a bound"
+            ));
+        }
+        _ => return None,
+    };
+    let literal = match args.get(length_arg) {
+        Some(Expr::Literal(value, _)) => match value {
+            ScalarValue::Int8(Some(n)) => Some(i64::from(*n)),
+            ScalarValue::Int16(Some(n)) => Some(i64::from(*n)),
+            ScalarValue::Int32(Some(n)) => Some(i64::from(*n)),
+            ScalarValue::Int64(Some(n)) => Some(*n),
+            ScalarValue::UInt8(Some(n)) => Some(i64::from(*n)),
+            ScalarValue::UInt16(Some(n)) => Some(i64::from(*n)),
+            ScalarValue::UInt32(Some(n)) => Some(i64::from(*n)),
+            ScalarValue::UInt64(Some(n)) => i64::try_from(*n).ok().or(Some(i64::MAX)),
+            _ => None,
+        },
+        _ => None,
+    };
+    match literal {
+        Some(n) if n <= MAX_BUILT_LENGTH => None,
+        Some(n) => Some(format!(
+            "{name}(…, {n}) would build a value of {n} elements for every event, more than the {MAX_BUILT_LENGTH} a SQL step may"
+        )),
+        None => Some(format!(
+            "the length given to {name} must be a literal integer of at most {MAX_BUILT_LENGTH} (one event must not be able to demand unbounded memory)"
+        )),
+    }
 }
 
 /// DataFusion's message without its backtrace, on one line.
