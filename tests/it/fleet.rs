@@ -20,10 +20,16 @@ impl WorkerProcess {
 
     /// A worker with more flags after `--nats URL --lease-ttl 2s`.
     pub(crate) fn start_with(nats: &str, extra: &[&str]) -> Self {
+        Self::start_in(nats, extra, &[])
+    }
+
+    /// A worker with more flags and environment variables (store credentials).
+    pub(crate) fn start_in(nats: &str, extra: &[&str], env: &[(String, String)]) -> Self {
         let child = Command::new(bin())
             .args(["worker", "--nats", nats, "--lease-ttl", "2s"])
             .args(extra)
             .env_remove("RUST_LOG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -369,17 +375,7 @@ fn the_fleet_on_s3_commits_the_embedded_fingerprint_of_a_local_copy() {
     .expect_code(0);
 
     let workers: Vec<WorkerProcess> = (0..2)
-        .map(|_| {
-            let mut cmd = Command::new(bin());
-            cmd.args(["worker", "--nats", &nats.url(), "--lease-ttl", "2s"])
-                .env_remove("RUST_LOG")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            for (k, v) in &env {
-                cmd.env(k, v);
-            }
-            WorkerProcess(cmd.spawn().unwrap())
-        })
+        .map(|_| WorkerProcess::start_in(&nats.url(), &[], &env))
         .collect();
     let target = format!("s3://{bucket}/projections/balances");
     let config = f.config(

@@ -4,15 +4,13 @@
 //! it injects, a run commits exactly once with the fault-free fingerprint, or fails
 //! naming the endpoint with nothing committed, and the next run completes.
 
-use std::process::{Command, Stdio};
-
 use replayfleet_testkit::{Fault, FaultProxy, Faults, NatsServer, S3Server};
 use serde_json::Value;
 
 use crate::{
     fleet::WorkerProcess,
     replay::{Fixture, Settings},
-    support::{Run, bin, replayfleet_env},
+    support::{Run, replayfleet_env},
 };
 
 const EVENTS: &str = "3000";
@@ -311,17 +309,7 @@ fn the_fleet_with_every_fault_class_commits_once_with_the_fault_free_fingerprint
         env.push((k.to_owned(), v.to_owned()));
     }
     let workers: Vec<WorkerProcess> = (0..2)
-        .map(|_| {
-            let mut cmd = Command::new(bin());
-            cmd.args(["worker", "--nats", &nats.url(), "--lease-ttl", "2s"])
-                .env_remove("RUST_LOG")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            for (k, v) in &env {
-                cmd.env(k, v);
-            }
-            WorkerProcess(cmd.spawn().unwrap())
-        })
+        .map(|_| WorkerProcess::start_in(&nats.url(), &[], &env))
         .collect();
     let config = setup.config(
         "fleet",

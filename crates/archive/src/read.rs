@@ -937,13 +937,6 @@ mod corrupt {
     use crate::testing::{envelope_columns, memory, parquet, put, segment};
 
     const NAME: &str = "p=0/corrupt.parquet";
-    /// `PROPTEST_CASES` when set (a longer search by hand), else `default` (CI's bound).
-    fn cases(default: u32) -> u32 {
-        std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    }
 
     /// A small valid segment: 3 row groups of envelope columns.
     fn valid() -> Bytes {
@@ -1081,8 +1074,6 @@ mod corrupt {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: cases(128), ..ProptestConfig::default() })]
-
         #[test]
         fn damaged_segments_fail_naming_the_segment_and_never_panic(
             damages in prop::collection::vec(prop_oneof![3 => damage(), 1 => near_end()], 1..5),

@@ -231,17 +231,7 @@ fn a_window_range_too_wide_to_expand_is_refused() {
     );
 }
 
-/// `PROPTEST_CASES` when set (a longer search by hand), else `default` (CI's bound).
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
-
     #[test]
     fn any_text_loads_or_names_its_place(text in ".{0,400}") {
         if let Err(e) = parse(&text, Vec::new()) {

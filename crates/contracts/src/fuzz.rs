@@ -521,17 +521,7 @@ fn check_outcome(
     Ok(())
 }
 
-/// `PROPTEST_CASES` when set (a longer search by hand), else `default` (CI's bound).
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
-
     #[test]
     fn any_text_loads_or_names_its_file(text in ".{0,300}") {
         load_or_name_the_file(text.as_bytes())?;

@@ -330,16 +330,10 @@ fn unbounded_size(name: &str, args: &[Expr]) -> Option<String> {
         }
         _ => return None,
     };
+    // A literal of any numeric type, as the integer it says.
     let literal = match args.get(length_arg) {
-        Some(Expr::Literal(value, _)) => match value {
-            ScalarValue::Int8(Some(n)) => Some(i64::from(*n)),
-            ScalarValue::Int16(Some(n)) => Some(i64::from(*n)),
-            ScalarValue::Int32(Some(n)) => Some(i64::from(*n)),
-            ScalarValue::Int64(Some(n)) => Some(*n),
-            ScalarValue::UInt8(Some(n)) => Some(i64::from(*n)),
-            ScalarValue::UInt16(Some(n)) => Some(i64::from(*n)),
-            ScalarValue::UInt32(Some(n)) => Some(i64::from(*n)),
-            ScalarValue::UInt64(Some(n)) => i64::try_from(*n).ok().or(Some(i64::MAX)),
+        Some(Expr::Literal(value, _)) => match value.cast_to(&DataType::Int64) {
+            Ok(ScalarValue::Int64(n)) => n,
             _ => None,
         },
         _ => None,

@@ -79,7 +79,7 @@ pub fn limit_message(e: &datafusion::error::DataFusionError, spill_dir: Option<&
             |d| format!("`{}`", d.display()),
         )
     };
-    let disk_full = matches!(root, DataFusionError::IoError(io) if io.kind() == std::io::ErrorKind::StorageFull)
+    let disk_full = matches!(root, DataFusionError::IoError(io) if crate::store::is_disk_full(io))
         || text.contains("No space left on device")
         || text.contains("os error 28");
     if disk_full {

@@ -81,10 +81,13 @@ impl Store {
         let dir = match inner.spill.take() {
             None => None,
             Some(mut spill) => {
+                let parent = inner.spill_parent();
                 for (b, writer) in spill.writers.iter_mut().enumerate() {
                     if let Some(mut w) = writer.take() {
-                        w.finish().map_err(spill_error)?;
-                        files[b] = Some(spill.dir.dir.path().join(format!("bucket-{b}.arrow")));
+                        let path = spill.dir.dir.path().join(format!("bucket-{b}.arrow"));
+                        w.finish()
+                            .map_err(|e| spill_failed(&parent, &path, &e, arrow_disk_full(&e)))?;
+                        files[b] = Some(path);
                     }
                 }
                 Some(spill.dir)
@@ -109,21 +112,7 @@ impl Inner {
     fn spill_all(&mut self) -> Result<()> {
         let parent = self.spill_parent();
         let full = |path: &Path, e: &dyn std::fmt::Display, disk_full: bool| {
-            let message = if disk_full {
-                format!(
-                    "cannot spill rows to disk, the spill folder `{}` is full ({e}): give `limits.spill_dir` a folder with more room, or raise `limits.memory` so that less spills",
-                    parent.display()
-                )
-            } else {
-                format!(
-                    "cannot spill rows to disk in `{}` ({e}); the folder is `limits.spill_dir`, else the OS temp folder (`TMPDIR`)",
-                    parent.display()
-                )
-            };
-            Error::Write {
-                path: path.display().to_string(),
-                message,
-            }
+            spill_failed(&parent, path, e, disk_full)
         };
         if self.spill.is_none() {
             sweep_stale(&parent);
@@ -221,7 +210,7 @@ fn sweep_stale(parent: &Path) {
 }
 
 /// Whether `e` says the disk is full.
-fn is_disk_full(e: &std::io::Error) -> bool {
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
 
@@ -233,12 +222,23 @@ fn arrow_disk_full(e: &arrow::error::ArrowError) -> bool {
     }
 }
 
-fn spill_error(e: arrow::error::ArrowError) -> Error {
+/// Why spilling to `path` failed, and what to change: the folder (`limits.spill_dir`,
+/// else the OS temp folder `parent`) full, or not writable.
+fn spill_failed(parent: &Path, path: &Path, e: &dyn std::fmt::Display, disk_full: bool) -> Error {
+    let message = if disk_full {
+        format!(
+            "cannot spill rows to disk, the spill folder `{}` is full ({e}): give `limits.spill_dir` a folder with more room, or raise `limits.memory` so that less spills",
+            parent.display()
+        )
+    } else {
+        format!(
+            "cannot spill rows to disk in `{}` ({e}); the folder is `limits.spill_dir`, else the OS temp folder (`TMPDIR`)",
+            parent.display()
+        )
+    };
     Error::Write {
-        path: "(spill folder)".into(),
-        message: format!(
-            "cannot spill rows to disk: {e}; spill files go in `limits.spill_dir`, else the OS temp folder (`TMPDIR`)"
-        ),
+        path: path.display().to_string(),
+        message,
     }
 }
 
