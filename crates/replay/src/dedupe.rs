@@ -148,26 +148,36 @@ fn envelope_null(row: RowRef<'_>) -> Option<(&'static str, AnomalyKind)> {
         .map(|(_, name, kind)| (name, kind))
 }
 
-/// The rows of a bucket whose id is one of `cross` (digests of ids seen in several
+/// The rows of a bucket (its raw batches, in any order: the winner is the least key
+/// whatever the order) whose id is one of `cross` (digests of ids seen in several
 /// buckets), as candidates for [`cross_bucket_winners`]: (id, winner key). Rows with an
 /// envelope null are not candidates.
-pub(crate) fn cross_bucket_candidates(bucket: &Bucket, cross: &Digests) -> Vec<(String, Winner)> {
+pub(crate) fn cross_bucket_candidates(
+    batches: &[RecordBatch],
+    cross: &Digests,
+) -> Vec<(String, Winner)> {
     let mut found = Vec::new();
-    for &at in &bucket.order {
-        if bucket.envelope_null(at).is_some() {
-            continue;
-        }
-        let row = bucket.row(at);
-        let id = row.str(EVENT_ID).expect("checked for null");
-        if cross.contains(&id_digest(id)) {
-            found.push((
-                id.to_owned(),
-                Winner {
-                    partition: row.i32(PARTITION).expect("checked for null"),
-                    seq: row.i64(SEQ).expect("checked for null"),
-                    ord: row.ord(),
-                },
-            ));
+    for batch in batches {
+        let nulls = ENVELOPE
+            .iter()
+            .any(|(c, _, _)| batch.column(*c).null_count() > 0);
+        let ids = batch.column(EVENT_ID).as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            let row = RowRef { batch, row: i };
+            if nulls && envelope_null(row).is_some() {
+                continue;
+            }
+            let id = ids.value(i);
+            if cross.contains(&id_digest(id)) {
+                found.push((
+                    id.to_owned(),
+                    Winner {
+                        partition: row.i32(PARTITION).expect("checked for null"),
+                        seq: row.i64(SEQ).expect("checked for null"),
+                        ord: row.ord(),
+                    },
+                ));
+            }
         }
     }
     found

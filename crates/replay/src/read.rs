@@ -192,8 +192,48 @@ struct PartRead {
     rows: u64,
     /// What its rows' seqs say, per partition (see [`SeqRuns`]).
     seqs: Vec<(i32, SeqRuns)>,
-    /// [`id_digest`] with the bucket in its low byte, per row with an id.
-    digests: Vec<u64>,
+}
+
+/// How many ranges [`IdDigests`] spreads the digests over (by their top byte).
+const RANGES: usize = 256;
+
+/// The id digests ([`id_digest`], with the bucket in the low byte) of every row of a
+/// shard with an id, spread over [`RANGES`] ranges by their top byte as they are read, so
+/// that each range is sorted in place on its own at the end (no copy of them all).
+struct IdDigests {
+    ranges: Vec<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl IdDigests {
+    fn new() -> IdDigests {
+        IdDigests {
+            ranges: (0..RANGES).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Moves the digests of `local` (a part's, spread by range) in; returns the bytes the
+    /// ranges grew by.
+    fn append(&self, local: &mut [Vec<u64>]) -> usize {
+        let mut grown = 0;
+        for (range, digests) in self.ranges.iter().zip(local) {
+            if digests.is_empty() {
+                continue;
+            }
+            let mut range = range.lock().expect("digest lock");
+            let before = range.capacity();
+            range.extend_from_slice(digests);
+            grown += (range.capacity() - before) * std::mem::size_of::<u64>();
+            digests.clear();
+        }
+        grown
+    }
+
+    fn into_ranges(self) -> Vec<Vec<u64>> {
+        self.ranges
+            .into_iter()
+            .map(|r| r.into_inner().expect("digest lock"))
+            .collect()
+    }
 }
 
 /// Everything a part needs besides its bytes.
@@ -205,6 +245,8 @@ struct Job {
     buckets: usize,
     pacer: Option<Arc<dyn Pacer>>,
     store: Store,
+    /// Counted against the store's budget as they grow (they cannot spill).
+    digests: IdDigests,
 }
 
 /// How a shard is read: into how many buckets, on how many threads, holding how many
@@ -259,8 +301,10 @@ pub(crate) async fn read_shard(
         store: Store::new(
             buckets,
             budget,
+            shard.rows,
             plan.spill_dir.as_deref().map(std::path::PathBuf::from),
         ),
+        digests: IdDigests::new(),
     });
     // Fetches run ahead of decoding by a few segments; decoding takes a permit per part,
     // so at most `threads` parts are decoded at once and the fetched bytes waiting are
@@ -352,7 +396,7 @@ pub(crate) async fn read_shard(
     let job = Arc::into_inner(job).expect("every part is done");
     let spilled_rows = job.store.spilled_rows();
     let (sources, spill) = job.store.finish()?;
-    let mut read = assemble(&planned, parts, threads).await?;
+    let mut read = assemble(&planned, parts, job.digests.into_ranges(), threads).await?;
     read.buckets = sources;
     read.spill = spill;
     read.spilled_rows = spilled_rows;
@@ -432,8 +476,9 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
         sha256,
         rows: 0,
         seqs: Vec::new(),
-        digests: Vec::new(),
     };
+    // This part's digests of the batch being routed, by range.
+    let mut digests: Vec<Vec<u64>> = vec![Vec::new(); RANGES];
     let mut batches = batches;
     // Where each partition's seqs are in `read.seqs` (rows of a partition come in runs).
     let mut seq_index: std::collections::HashMap<i32, usize> = Default::default();
@@ -479,8 +524,10 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
             };
             read.seqs[at].1.push(seq.value(i));
         }
-        let (pieces, bytes) = route(&kept, job.buckets, &mut read.digests)?;
+        let (pieces, bytes) = route(&kept, job.buckets, &mut digests)?;
         job.store.push(pieces, bytes)?;
+        let grown = job.digests.append(&mut digests);
+        job.store.hold(grown as isize)?;
         // Decoding is CPU work on the runtime's threads: let heartbeats and other
         // tasks in between batches.
         tokio::task::yield_now().await;
@@ -558,21 +605,20 @@ fn keep(
     filter_record_batch(&with_ord, &mask).map_err(arrow_error)
 }
 
-/// Splits kept rows by bucket (one `take`, then slices) and records their id digests;
-/// returns the pieces and the memory they hold.
+/// Splits kept rows by bucket (one `take`, then slices) and records their id digests
+/// (by range, see [`IdDigests`]); returns the pieces and the memory they hold.
 fn route(
     kept: &RecordBatch,
     buckets: usize,
-    digests: &mut Vec<u64>,
+    digests: &mut [Vec<u64>],
 ) -> Result<(Vec<(usize, RecordBatch)>, usize)> {
     let n = kept.num_rows();
     let ids = kept.column(EVENT_ID).as_string::<i32>();
+    let mut record = |d: u64| digests[(d >> 56) as usize].push(d);
     if buckets == 1 {
-        digests.extend(
-            (0..n)
-                .filter(|&i| !ids.is_null(i))
-                .map(|i| id_digest(ids.value(i))),
-        );
+        (0..n)
+            .filter(|&i| !ids.is_null(i))
+            .for_each(|i| record(id_digest(ids.value(i))));
         return Ok((vec![(0, kept.clone())], kept.get_array_memory_size()));
     }
     let streams = kept.column(STREAM_ID).as_string::<i32>();
@@ -587,7 +633,7 @@ fn route(
         .collect();
     for (i, b) in of.iter().enumerate() {
         if !ids.is_null(i) {
-            digests.push(id_digest(ids.value(i)) | u64::from(*b));
+            record(id_digest(ids.value(i)) | u64::from(*b));
         }
     }
     // A counting sort by bucket keeps file order inside each bucket.
@@ -622,13 +668,13 @@ fn route(
 async fn assemble(
     planned: &[Arc<InputSegment>],
     mut parts: Vec<PartRead>,
+    digests: Vec<Vec<u64>>,
     threads: usize,
 ) -> Result<Read> {
     parts.sort_by_key(|p| (p.segment, p.first_group));
     let mut inputs = Vec::with_capacity(planned.len());
     let mut out_of_order = 0;
     let mut events_read = 0;
-    let mut digests: Vec<Vec<u64>> = Vec::new();
     let mut parts = parts.into_iter().peekable();
     for (index, segment) in planned.iter().enumerate() {
         let mut input = LineageInput {
@@ -657,9 +703,6 @@ async fn assemble(
                 out_of_order += runs.out_of_order_after(*last);
                 *last = (*last).max(max);
             }
-            if !part.digests.is_empty() {
-                digests.push(part.digests);
-            }
         }
         events_read += input.rows;
         inputs.push(input);
@@ -677,37 +720,19 @@ async fn assemble(
     })
 }
 
-/// The id digests seen more than once, and those seen in more than one bucket. The
-/// digests are spread over 256 ranges by their top byte, and each range is sorted on its
-/// own (on every thread): equal digests become neighbours, and their low bytes say in
-/// which buckets they were seen.
-async fn repeated_ids(parts: Vec<Vec<u64>>, threads: usize) -> Result<(Digests, Digests)> {
-    const RANGES: usize = 256;
-    let mut counts = vec![0usize; RANGES + 1];
-    for d in parts.iter().flatten() {
-        counts[(d >> 56) as usize + 1] += 1;
-    }
-    for r in 0..RANGES {
-        counts[r + 1] += counts[r];
-    }
-    let starts = counts.clone();
-    let mut all = vec![0u64; starts[RANGES]];
-    for d in parts.into_iter().flatten() {
-        let slot = &mut counts[(d >> 56) as usize];
-        all[*slot] = d;
-        *slot += 1;
-    }
-    let groups = threads.max(1);
+/// The id digests seen more than once, and those seen in more than one bucket. Each of
+/// the [`RANGES`] ranges of digests (by their top byte) is sorted in place on its own (on
+/// every thread): equal digests become neighbours, and their low bytes say in which
+/// buckets they were seen.
+async fn repeated_ids(mut ranges: Vec<Vec<u64>>, threads: usize) -> Result<(Digests, Digests)> {
+    let groups = threads.max(1).min(ranges.len().max(1));
     let mut tasks = JoinSet::new();
-    // Each task takes a run of whole ranges, split off the end of the flat vector.
+    // Each task takes a run of whole ranges, split off the end.
     for g in (0..groups).rev() {
-        let (first, last) = (RANGES * g / groups, RANGES * (g + 1) / groups);
-        let mut mine = all.split_off(starts[first]);
-        let bounds: Vec<usize> = (first..=last).map(|r| starts[r] - starts[first]).collect();
+        let mine = ranges.split_off(ranges.len() * g / (g + 1));
         tasks.spawn(async move {
             let (mut repeated, mut cross) = (Vec::new(), Vec::new());
-            for w in bounds.windows(2) {
-                let range = &mut mine[w[0]..w[1]];
+            for mut range in mine {
                 range.sort_unstable();
                 let mut i = 0;
                 while i < range.len() {
@@ -837,7 +862,16 @@ mod tests {
             vec![d("a", 1), d("b", 4), d("z", 0)],
             vec![d("c", 3), d("c", 5)],
         ];
-        let (repeated, cross) = repeated_ids(parts, 3).await.unwrap();
+        // As the reading spreads them: by range, whatever part they came from.
+        let digests = IdDigests::new();
+        for part in parts {
+            let mut local = vec![Vec::new(); RANGES];
+            part.into_iter()
+                .for_each(|d| local[(d >> 56) as usize].push(d));
+            digests.append(&mut local);
+            assert!(local.iter().all(Vec::is_empty));
+        }
+        let (repeated, cross) = repeated_ids(digests.into_ranges(), 3).await.unwrap();
         let expected: Digests = [id_digest("b"), id_digest("c")].into_iter().collect();
         assert_eq!(cross, expected);
         let expected: Digests = [id_digest("a"), id_digest("b"), id_digest("c")]

@@ -318,10 +318,7 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
         let cross = Arc::new(read.cross_bucket);
         let candidates = each(&shard.id, &permits, sources.clone(), |_, source| {
             let cross = Arc::clone(&cross);
-            async move {
-                let bucket = Bucket::sorted(source.load()?);
-                Ok(cross_bucket_candidates(&bucket, &cross))
-            }
+            async move { Ok(cross_bucket_candidates(&source.load()?, &cross)) }
         })
         .await?;
         Arc::new(cross_bucket_winners(

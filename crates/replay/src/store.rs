@@ -1,8 +1,16 @@
 //! Where a shard's raw rows wait between reading and the buckets' replay: in memory up
 //! to a budget (70% of `limits.memory`), then appended to one Arrow IPC file per bucket
-//! in a spill folder (under `limits.spill_dir`, else the system's temp folder, `TMPDIR`),
-//! removed when the shard is done, or when it fails. A bucket is read back whole when its turn comes, so memory holds the rows
-//! not yet spilled and the buckets being replayed, whatever the shard's size.
+//! (LZ4-compressed) in a spill folder (under `limits.spill_dir`, else the system's temp
+//! folder, `TMPDIR`), removed when the shard is done, or when it fails. A bucket is read
+//! back whole when its turn comes, so memory holds the rows not yet spilled and the
+//! buckets being replayed, whatever the shard's size.
+//!
+//! Spilling does not stop the reading: the thread whose rows pass the budget takes every
+//! row held, and writes them while the other threads go on decoding into memory. Once
+//! the rows read so far say the shard will not fit (rows per byte so far × the plan's
+//! rows), a spill starts at half the budget, so that one half is written while the other
+//! fills. Rows held, rows being written and the bytes that cannot spill (the id digests,
+//! [`Store::hold`]) never pass the budget by more than one push.
 
 use std::{
     fs::File,
@@ -13,7 +21,11 @@ use std::{
 
 use arrow::{
     array::RecordBatch,
-    ipc::{reader::FileReader, writer::FileWriter},
+    ipc::{
+        CompressionType,
+        reader::FileReader,
+        writer::{FileWriter, IpcWriteOptions},
+    },
 };
 
 use crate::{Error, Result, raw::raw_schema};
@@ -21,14 +33,48 @@ use crate::{Error, Result, raw::raw_schema};
 /// The rows of every bucket of a shard.
 pub(crate) struct Store {
     inner: Mutex<Inner>,
+    /// Held by the thread writing spill files (one at a time).
+    spiller: Mutex<Spiller>,
     budget: usize,
+    /// The shard's rows, from the plan (an estimate: the window and the partitions
+    /// filter some out).
+    expected_rows: u64,
 }
 
 struct Inner {
+    /// Bytes of rows in `buckets`.
+    held: usize,
+    /// Bytes of rows taken from `buckets` and being written to the spill folder.
+    spilling: usize,
+    /// Bytes held outside the store that count against its budget (see [`Store::hold`]).
+    fixed: usize,
+    /// Rows and bytes pushed so far, to estimate the shard's size.
+    rows_seen: u64,
+    bytes_seen: usize,
+    buckets: Vec<Vec<RecordBatch>>,
+}
+
+impl Inner {
+    /// Whether the rows held should be spilled now: they pass the budget, or the shard
+    /// will not fit and no spill is being written while half the budget is held.
+    fn wants_spill(&self, budget: usize, expected_rows: u64) -> bool {
+        if self.held == 0 {
+            return false;
+        }
+        if self.held + self.spilling + self.fixed > budget {
+            return true;
+        }
+        let will_not_fit = self.rows_seen > 0
+            && (self.bytes_seen as u128 * u128::from(expected_rows) / u128::from(self.rows_seen))
+                + self.fixed as u128
+                > budget as u128;
+        will_not_fit && self.spilling == 0 && self.held + self.fixed > budget / 2
+    }
+}
+
+struct Spiller {
     /// `limits.spill_dir`; `None`: the OS temp folder.
     spill_dir: Option<PathBuf>,
-    held: usize,
-    buckets: Vec<Vec<RecordBatch>>,
     spill: Option<Spill>,
 }
 
@@ -39,49 +85,97 @@ struct Spill {
 }
 
 impl Store {
-    /// A store for `buckets` buckets that holds up to `budget` bytes in memory and
-    /// spills the rest into a folder it creates in `spill_dir` (else the OS temp folder).
-    pub(crate) fn new(buckets: usize, budget: usize, spill_dir: Option<PathBuf>) -> Store {
+    /// A store for `buckets` buckets of a shard of about `expected_rows` rows that holds
+    /// up to `budget` bytes in memory and spills the rest into a folder it creates in
+    /// `spill_dir` (else the OS temp folder).
+    pub(crate) fn new(
+        buckets: usize,
+        budget: usize,
+        expected_rows: u64,
+        spill_dir: Option<PathBuf>,
+    ) -> Store {
         Store {
             inner: Mutex::new(Inner {
-                spill_dir,
                 held: 0,
+                spilling: 0,
+                fixed: 0,
+                rows_seen: 0,
+                bytes_seen: 0,
                 buckets: vec![Vec::new(); buckets],
+            }),
+            spiller: Mutex::new(Spiller {
+                spill_dir,
                 spill: None,
             }),
             budget,
+            expected_rows,
         }
     }
 
     /// Adds rows of buckets (`bytes`: the memory they hold, counted once however they
-    /// share buffers); spills everything held once the budget is passed.
+    /// share buffers); spills the rows held when the budget says so.
     pub(crate) fn push(&self, pieces: Vec<(usize, RecordBatch)>, bytes: usize) -> Result<()> {
-        let mut inner = self.inner.lock().expect("store lock");
-        for (b, piece) in pieces {
-            inner.buckets[b].push(piece);
-        }
-        inner.held += bytes;
-        if inner.held > self.budget {
-            inner.spill_all()?;
-        }
-        Ok(())
+        let spill = {
+            let mut inner = self.inner.lock().expect("store lock");
+            for (b, piece) in pieces {
+                inner.rows_seen += piece.num_rows() as u64;
+                inner.buckets[b].push(piece);
+            }
+            inner.held += bytes;
+            inner.bytes_seen += bytes;
+            inner.wants_spill(self.budget, self.expected_rows)
+        };
+        if spill { self.spill() } else { Ok(()) }
+    }
+
+    /// Counts `bytes` more (or fewer) held outside the store against its budget: memory
+    /// the reading needs that cannot spill. Spills the rows held if that passes the budget.
+    pub(crate) fn hold(&self, bytes: isize) -> Result<()> {
+        let spill = {
+            let mut inner = self.inner.lock().expect("store lock");
+            inner.fixed = inner.fixed.saturating_add_signed(bytes);
+            inner.wants_spill(self.budget, self.expected_rows)
+        };
+        if spill { self.spill() } else { Ok(()) }
+    }
+
+    /// Writes every row held to the spill folder, without holding the rows' lock: other
+    /// threads push meanwhile. A thread that finds a spill being written waits for it
+    /// (the rows it holds meanwhile are bounded by the budget).
+    fn spill(&self) -> Result<()> {
+        let mut spiller = self.spiller.lock().expect("spill lock");
+        let (taken, bytes) = {
+            let mut inner = self.inner.lock().expect("store lock");
+            if !inner.wants_spill(self.budget, self.expected_rows) {
+                return Ok(());
+            }
+            let taken: Vec<Vec<RecordBatch>> =
+                inner.buckets.iter_mut().map(std::mem::take).collect();
+            let bytes = std::mem::take(&mut inner.held);
+            inner.spilling += bytes;
+            (taken, bytes)
+        };
+        let written = spiller.write(taken);
+        self.inner.lock().expect("store lock").spilling -= bytes;
+        written
     }
 
     /// Rows written to the spill folder so far.
     pub(crate) fn spilled_rows(&self) -> usize {
-        let inner = self.inner.lock().expect("store lock");
-        inner.spill.as_ref().map_or(0, |s| s.rows)
+        let spiller = self.spiller.lock().expect("spill lock");
+        spiller.spill.as_ref().map_or(0, |s| s.rows)
     }
 
     /// Ends the reading: where each bucket's rows are, and the spill folder (removed
     /// with its files when dropped).
     pub(crate) fn finish(self) -> Result<(Vec<Source>, Option<SpillDir>)> {
-        let mut inner = self.inner.into_inner().expect("store lock");
+        let inner = self.inner.into_inner().expect("store lock");
+        let mut spiller = self.spiller.into_inner().expect("spill lock");
         let mut files = vec![None; inner.buckets.len()];
-        let dir = match inner.spill.take() {
+        let dir = match spiller.spill.take() {
             None => None,
             Some(mut spill) => {
-                let parent = inner.spill_parent();
+                let parent = spiller.parent();
                 for (b, writer) in spill.writers.iter_mut().enumerate() {
                     if let Some(mut w) = writer.take() {
                         let path = spill.dir.dir.path().join(format!("bucket-{b}.arrow"));
@@ -103,14 +197,15 @@ impl Store {
     }
 }
 
-impl Inner {
+impl Spiller {
     /// Where spill folders go, for messages.
-    fn spill_parent(&self) -> PathBuf {
+    fn parent(&self) -> PathBuf {
         self.spill_dir.clone().unwrap_or_else(std::env::temp_dir)
     }
 
-    fn spill_all(&mut self) -> Result<()> {
-        let parent = self.spill_parent();
+    /// Appends each bucket's `taken` rows to its spill file.
+    fn write(&mut self, taken: Vec<Vec<RecordBatch>>) -> Result<()> {
+        let parent = self.parent();
         let full = |path: &Path, e: &dyn std::fmt::Display, disk_full: bool| {
             spill_failed(&parent, path, e, disk_full)
         };
@@ -119,12 +214,18 @@ impl Inner {
             let dir = SpillDir::create(&parent).map_err(|e| full(&parent, &e, is_disk_full(&e)))?;
             self.spill = Some(Spill {
                 dir,
-                writers: (0..self.buckets.len()).map(|_| None).collect(),
+                writers: (0..taken.len()).map(|_| None).collect(),
                 rows: 0,
             });
         }
         let spill = self.spill.as_mut().expect("created above");
-        for (b, pieces) in self.buckets.iter_mut().enumerate() {
+        // LZ4 (arrow-ipc's `lz4` feature, which DataFusion enables): the rows' text
+        // (ids, payloads) shrinks to about a third, and writing and reading the files
+        // back is what a spilling shard pays for.
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .expect("LZ4 is built in");
+        for (b, pieces) in taken.into_iter().enumerate() {
             if pieces.is_empty() {
                 continue;
             }
@@ -135,23 +236,30 @@ impl Inner {
                     let file =
                         File::create(&path).map_err(|e| full(&path, &e, is_disk_full(&e)))?;
                     slot.insert(
-                        FileWriter::try_new(BufWriter::new(file), &raw_schema())
-                            .map_err(|e| full(&path, &e, arrow_disk_full(&e)))?,
+                        FileWriter::try_new_with_options(
+                            BufWriter::new(file),
+                            &raw_schema(),
+                            options.clone(),
+                        )
+                        .map_err(|e| full(&path, &e, arrow_disk_full(&e)))?,
                     )
                 }
             };
-            for piece in pieces.drain(..) {
-                spill.rows += piece.num_rows();
-                writer
-                    .write(&piece)
-                    .map_err(|e| full(&path, &e, arrow_disk_full(&e)))?;
-            }
+            // One batch per bucket and spill: the pieces are a decoded batch's rows of
+            // one bucket each (tens of rows), and each IPC message costs a header and a
+            // compressed frame per buffer.
+            let batch = arrow::compute::concat_batches(&raw_schema(), &pieces)
+                .map_err(|e| full(&path, &e, false))?;
+            drop(pieces);
+            spill.rows += batch.num_rows();
+            writer
+                .write(&batch)
+                .map_err(|e| full(&path, &e, arrow_disk_full(&e)))?;
             // Written through now, so that a full disk shows here, not at the end.
             writer
                 .flush()
                 .map_err(|e| full(&path, &e, arrow_disk_full(&e)))?;
         }
-        self.held = 0;
         Ok(())
     }
 }
@@ -343,13 +451,56 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_that_will_not_fit_spills_from_half_the_budget() {
+        // 10 rows held in 60 bytes: 1,000 rows will not fit in 100 bytes, 15 rows will.
+        let big = Store::new(1, 100, 1_000, None);
+        big.push(vec![(0, rows(10, 0))], 40).unwrap();
+        assert_eq!(big.spilled_rows(), 0, "under half the budget");
+        big.push(vec![(0, rows(5, 10))], 20).unwrap();
+        assert_eq!(big.spilled_rows(), 15, "past half the budget");
+        let small = Store::new(1, 100, 15, None);
+        small.push(vec![(0, rows(10, 0))], 40).unwrap();
+        small.push(vec![(0, rows(5, 10))], 20).unwrap();
+        assert_eq!(small.spilled_rows(), 0, "it fits: nothing spills");
+        small.push(vec![(0, rows(10, 15))], 50).unwrap();
+        assert_eq!(
+            small.spilled_rows(),
+            25,
+            "past the budget, whatever the plan said"
+        );
+        let (sources, _dir) = big.finish().unwrap();
+        assert_eq!(
+            sources[0]
+                .load()
+                .unwrap()
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>(),
+            15
+        );
+    }
+
+    #[test]
+    fn memory_held_outside_counts_against_the_budget() {
+        let store = Store::new(1, 100, 0, None);
+        store.push(vec![(0, rows(4, 0))], 40).unwrap();
+        store.hold(50).unwrap();
+        assert_eq!(store.spilled_rows(), 0);
+        store.hold(20).unwrap();
+        assert_eq!(store.spilled_rows(), 4, "40 held + 70 outside pass 100");
+        store.hold(-70).unwrap();
+        store.push(vec![(0, rows(4, 4))], 90).unwrap();
+        assert_eq!(store.spilled_rows(), 4, "released");
+    }
+
+    #[test]
     fn rows_come_back_whole_whether_spilled_or_not() {
-        let store = Store::new(2, 1, None);
+        let store = Store::new(2, 1, 0, None);
         store
             .push(vec![(0, rows(3, 0)), (1, rows(2, 3))], 10)
             .unwrap();
         assert_eq!(store.spilled_rows(), 5);
-        let unspilled = Store::new(2, usize::MAX, None);
+        let unspilled = Store::new(2, usize::MAX, 0, None);
         unspilled.push(vec![(1, rows(4, 5))], 10).unwrap();
         assert_eq!(unspilled.spilled_rows(), 0);
         store.push(vec![(1, rows(4, 5))], 0).unwrap();
