@@ -438,6 +438,37 @@ fn a_projection_past_its_time_budget_fails_its_shard_naming_the_setting() {
         .stderr_names(&["limits.projection_time", "`soon`"]);
 }
 
+/// A projection whose state outgrows its memory pool (an ungrouped `array_agg` of every
+/// event 400 times: state that DataFusion cannot spill) fails its shard with exit 1
+/// naming `limits.memory`, on the first attempt (retrying cannot help); nothing is
+/// committed, and no spill file is left in `limits.spill_dir`.
+#[test]
+fn a_projection_larger_than_its_memory_pool_fails_naming_the_limit() {
+    let f = Fixture::new(5_000, 1, 5, &[]);
+    let spill = f.path("spill");
+    std::fs::create_dir_all(&spill).unwrap();
+    let hungry = f.config(
+        "hungry",
+        &Settings {
+            sql: "SELECT 'all' AS account_id, cardinality(array_agg(e.payload)) AS events FROM events e CROSS JOIN (SELECT * FROM unnest(range(0, 400))) v".into(),
+            extra: format!(
+                "[limits]\nmemory = \"64MiB\"\nspill_dir = \"{}\"\n[fleet]\nmax_attempts = 3\n",
+                spill.display()
+            ),
+            ..Settings::default()
+        },
+    );
+    let out = f.run(&hungry, "1");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    out.stderr_names(&[
+        "Resources exhausted",
+        "raise `limits.memory`",
+        "after 1 attempts",
+    ]);
+    assert!(f.history("target").is_empty(), "nothing is committed");
+    assert_eq!(files_under(&spill), Vec::<std::path::PathBuf>::new());
+}
+
 /// A data page corrupted behind an intact footer: `inventory` (footers only) passes;
 /// `inventory --verify` reads every page and exits 2 naming the segment, and a clean
 /// archive verifies with exit 0.

@@ -27,7 +27,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use replayfleet_archive::Location;
 use replayfleet_queue::{RunPhase, RunStore};
 use replayfleet_replay::{
-    Fingerprint, Lineage, Plan, Target, columns, query_only, quote, session, sha256_hex,
+    Fingerprint, Lineage, Plan, SpillDir, Target, columns, query_only, quote, session, sha256_hex,
     to_json_bytes,
 };
 use serde_json::Value;
@@ -111,10 +111,10 @@ pub async fn finalize(
     let (outputs, totals) = outputs(target, &plan, &lineages, &mut checks).await?;
     inputs_unchanged(source, &plan, &mut checks).await?;
 
-    let ctx = session(
-        plan.memory_limit_bytes,
-        plan.spill_dir.as_deref().map(std::path::Path::new),
-    )?;
+    // DataFusion's spill files in a locked folder of the finalizer's own, swept after a
+    // kill like a shard's.
+    let scratch = SpillDir::scratch(plan.spill_dir.as_deref().map(std::path::Path::new))?;
+    let ctx = session(plan.memory_limit_bytes, Some(scratch.path()))?;
     let schema = outputs
         .first()
         .map(|(_, batches, schema)| {

@@ -92,13 +92,14 @@ impl Fold {
         events: Vec<RecordBatch>,
         memory: u64,
         spill_dir: Option<&Path>,
+        scratch: &Path,
         deadline: Option<Deadline>,
     ) -> Result<Vec<RecordBatch>> {
         let fail = |e: datafusion::error::DataFusionError| Error::Projection {
             shard: shard.to_owned(),
             message: limit_message(&e, spill_dir),
         };
-        let ctx = session(memory, spill_dir)?;
+        let ctx = session(memory, Some(scratch))?;
         let table = MemTable::try_new(Arc::clone(schema), vec![events]).map_err(fail)?;
         ctx.register_table("events", Arc::new(table))
             .map_err(fail)?;

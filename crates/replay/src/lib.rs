@@ -48,4 +48,5 @@ pub use project::{
     query_only, quote, session,
 };
 pub use shard::{Pacer, ShardJob, ShardOutcome, replay_shard};
+pub use store::SpillDir;
 pub use write::{PARQUET_FORMAT_VERSION, SEGMENT_ROWS, json_value, key_of, parquet_bytes};

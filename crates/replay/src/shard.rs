@@ -361,6 +361,11 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
     let memory =
         (limit / 100 * 15 / threads.min(sources.len().max(1)) as u64).max(16 * 1024 * 1024);
     let halted = Arc::new(AtomicBool::new(false));
+    // DataFusion's spill files go in a locked folder of the shard's own (swept after a
+    // kill like the store's), removed when the shard is done.
+    let scratch = Arc::new(crate::store::SpillDir::scratch(
+        plan.spill_dir.as_deref().map(std::path::Path::new),
+    )?);
     // One time budget for the shard's folds, together (`limits.projection_time`).
     let deadline = Deadline::after(plan.projection_time_ms);
     let work: Vec<_> = sources.into_iter().zip(gaps).collect();
@@ -376,6 +381,7 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
         );
         let shard_id = shard.id.clone();
         let spill_dir = plan.spill_dir.clone();
+        let scratch = Arc::clone(&scratch);
         async move {
             let rows = Arc::into_inner(source)
                 .expect("the passes before are done")
@@ -399,6 +405,7 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
                     events,
                     memory,
                     spill_dir.as_deref().map(std::path::Path::new),
+                    scratch.path(),
                     deadline,
                 )
                 .await?

@@ -210,7 +210,7 @@ impl Spiller {
             spill_failed(&parent, path, e, disk_full)
         };
         if self.spill.is_none() {
-            sweep_stale(&parent);
+            sweep_once(&parent);
             let dir = SpillDir::create(&parent).map_err(|e| full(&parent, &e, is_disk_full(&e)))?;
             self.spill = Some(Spill {
                 dir,
@@ -273,13 +273,31 @@ const LOCK_FILE: &str = ".lock";
 /// A shard's spill folder, removed with its files when dropped. Its owner holds an
 /// exclusive lock on a file inside it for as long as it lives, so that a folder whose
 /// lock can be taken was left by a process that died (`kill -9`) and can be removed.
-pub(crate) struct SpillDir {
+///
+/// The store spills its rows into one; DataFusion's sessions (a shard's folds, the
+/// finalizer's checks) are given another as their temp folder ([`SpillDir::scratch`]), so
+/// that the `datafusion-*` folders they create inside are swept with it.
+pub struct SpillDir {
     dir: tempfile::TempDir,
     /// Held locked; released (and the folder removed) on drop.
     _lock: File,
 }
 
 impl SpillDir {
+    /// A locked folder in `spill_dir` (`limits.spill_dir`, else the OS temp folder) for
+    /// DataFusion's spill files, after removing the folders there that processes which
+    /// died left (once per process and folder).
+    pub fn scratch(spill_dir: Option<&Path>) -> Result<SpillDir> {
+        let parent = spill_dir.map_or_else(std::env::temp_dir, Path::to_owned);
+        sweep_once(&parent);
+        SpillDir::create(&parent).map_err(|e| spill_failed(&parent, &parent, &e, is_disk_full(&e)))
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
     fn create(parent: &Path) -> std::io::Result<SpillDir> {
         let dir = tempfile::Builder::new()
             .prefix(SPILL_PREFIX)
@@ -287,6 +305,20 @@ impl SpillDir {
         let lock = File::create(dir.path().join(LOCK_FILE))?;
         lock.try_lock().map_err(std::io::Error::from)?;
         Ok(SpillDir { dir, _lock: lock })
+    }
+}
+
+/// [`sweep_stale`], once per process and folder: folders left by processes that died
+/// before this one started.
+fn sweep_once(parent: &Path) {
+    static SWEPT: Mutex<std::collections::BTreeSet<PathBuf>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    let first = SWEPT
+        .lock()
+        .map(|mut swept| swept.insert(parent.to_owned()))
+        .unwrap_or(false);
+    if first {
+        sweep_stale(parent);
     }
 }
 
@@ -415,6 +447,19 @@ mod sweep_tests {
         let path = live.dir.path().to_owned();
         drop(live);
         assert!(!path.exists(), "a spill folder is removed when dropped");
+
+        // DataFusion's temp folder: a scratch folder, swept with what DataFusion left in
+        // it when its process died.
+        let dead = parent.path().join(format!("{SPILL_PREFIX}dead-scratch"));
+        std::fs::create_dir_all(dead.join("datafusion-abc")).unwrap();
+        File::create(dead.join(LOCK_FILE)).unwrap();
+        std::fs::write(dead.join("datafusion-abc/sort.arrow"), b"rows").unwrap();
+        let scratch = SpillDir::scratch(Some(parent.path())).unwrap();
+        assert!(
+            !dead.exists(),
+            "swept before the first scratch folder is made"
+        );
+        assert!(scratch.path().starts_with(parent.path()) && scratch.path().is_dir());
     }
 }
 
