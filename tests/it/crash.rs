@@ -46,6 +46,8 @@ fn kill_9_of_the_embedded_run_at_seeded_moments_never_leaves_a_partial_commit() 
     let mut versions = 0;
     let mut killed_mid_run = 0;
     let mut committed_before_kill = 0;
+    // shards the reruns kept from the killed runs (a_rerun_after_a_kill_… asserts it)
+    let mut reused = 0;
     for kill in 0..KILLS {
         // a moment between the start and a little after a clean run would have ended
         let at = took.mul_f64(rng.random_range(0.0..1.3));
@@ -82,6 +84,7 @@ fn kill_9_of_the_embedded_run_at_seeded_moments_never_leaves_a_partial_commit() 
         // a plain rerun completes and adds exactly one version
         let rerun = f.run(&config, "2");
         rerun.expect_code(0);
+        reused += rerun.json()["shards_reused"].as_u64().unwrap();
         let history = f.history("target");
         assert_eq!(history.len(), versions + 1, "kill {kill} at {at:?}");
         assert_eq!(
@@ -92,7 +95,7 @@ fn kill_9_of_the_embedded_run_at_seeded_moments_never_leaves_a_partial_commit() 
         versions = history.len();
     }
     eprintln!(
-        "{killed_mid_run} of {KILLS} kills landed before the process ended, {committed_before_kill} of them (or of the runs that ended) after the commit; {versions} versions"
+        "{killed_mid_run} of {KILLS} kills landed before the process ended, {committed_before_kill} of them (or of the runs that ended) after the commit; {versions} versions; the reruns kept {reused} shards of the killed runs"
     );
     assert!(killed_mid_run >= KILLS / 2, "{killed_mid_run} kills landed");
 
@@ -171,4 +174,100 @@ fn kill_9_of_the_fleet_coordinator_then_a_restart_commits_each_run_exactly_once(
         );
         versions = history.len();
     }
+}
+
+/// Starts `replayfleet run` of `config` paced to 1,500 events a second, waits until the
+/// run has a plan and at least one shard's lineage manifest in `target`, and kills it
+/// (`kill -9`); returns the killed run's id.
+fn kill_after_a_shard(f: &Fixture, config: &str, target: &str) -> String {
+    let mut child = Command::new(bin())
+        .args(["run", "--config", config, "--workers", "1"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let runs = f.path(&format!("{target}/runs"));
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let run_id = loop {
+        assert!(Instant::now() < deadline, "no shard finished in 60 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before a kill"
+        );
+        let unfinished = std::fs::read_dir(&runs)
+            .into_iter()
+            .flatten()
+            .find_map(|e| {
+                let run = e.unwrap().path();
+                let has_shard = std::fs::read_dir(run.join("shards"))
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s.unwrap().path().join("lineage.json").exists());
+                (has_shard && !run.join("report.json").exists())
+                    .then(|| run.file_name().unwrap().to_string_lossy().into_owned())
+            });
+        if let Some(id) = unfinished {
+            break id;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    child.wait().unwrap();
+    run_id
+}
+
+/// A plain rerun after a kill resumes the killed run when it plans the same work: the
+/// shards the killed process finished are kept (not replayed), the run commits once with
+/// the fault-free fingerprint. A rerun whose config changed the work (another
+/// projection) plans a run of its own instead.
+#[test]
+fn a_rerun_after_a_kill_keeps_the_finished_shards_of_the_same_plan() {
+    let f = Fixture::new(3_000, 4, 97, &["--all-edge-cases"]);
+    let settings = |target, sql: &str| Settings {
+        target,
+        target_events: 300,
+        sql: sql.to_owned(),
+        extra: "[pacing]\nevents_per_second = 1500\n".into(),
+        ..Settings::default()
+    };
+    let default_sql = Settings::default().sql;
+    let reference = f.run(
+        &f.config("reference", &settings("reference", &default_sql)),
+        "1",
+    );
+    reference.expect_code(0);
+    let fingerprint = reference.json()["report"]["fingerprint"].clone();
+
+    let config = f.config("resumed", &settings("target", &default_sql));
+    let killed = kill_after_a_shard(&f, &config, "target");
+    assert!(
+        f.history("target").is_empty(),
+        "nothing committed by the kill"
+    );
+    let rerun = f.run(&config, "2");
+    rerun.expect_code(0);
+    let json = rerun.json();
+    assert_eq!(json["run_id"], killed.as_str(), "the killed run is resumed");
+    assert_eq!(json["resumed"], true);
+    let reused = json["shards_reused"].as_u64().unwrap();
+    assert!(reused >= 1, "{json:#}");
+    assert_eq!(json["report"]["fingerprint"], fingerprint);
+    let history = f.history("target");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["run_id"], killed.as_str());
+
+    // The same name, another projection: the killed run's plan is not this work.
+    let other_sql = default_sql.replace("count(*) AS events", "count(*) + 0 AS events");
+    assert_ne!(other_sql, default_sql);
+    let killed = kill_after_a_shard(&f, &config, "target");
+    let changed = f.config("resumed", &settings("target", &other_sql));
+    assert_eq!(changed, config, "the same config file, rewritten");
+    let rerun = f.run(&changed, "2");
+    rerun.expect_code(0);
+    let json = rerun.json();
+    assert_ne!(json["run_id"], killed.as_str(), "{json:#}");
+    assert_eq!(json["resumed"], false);
+    assert_eq!(json["shards_reused"], 0);
+    assert_eq!(f.history("target").len(), 2);
 }

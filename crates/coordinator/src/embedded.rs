@@ -12,7 +12,7 @@ use replayfleet_finalizer::{FinalizeOptions, Finalized, finalize};
 use replayfleet_queue::{
     EmbeddedQueue, EmbeddedStore, LeaseQueue, RunPhase, RunState, RunStore, ShardStatus,
 };
-use replayfleet_replay::{Created, Plan, Target, to_json_bytes};
+use replayfleet_replay::{Created, Lineage, Plan, Target, to_json_bytes};
 use replayfleet_worker::{RunContext, Runs, Worker};
 
 use crate::{Error, Estimate, Result, new_run_id, openlineage, plan_run};
@@ -52,6 +52,10 @@ pub struct RunResult {
     pub finalized: Finalized,
     /// Wall time from plan (or resume) to commit.
     pub elapsed: std::time::Duration,
+    /// Whether this process resumed a run that an earlier process started.
+    pub resumed: bool,
+    /// Shards an earlier process of the run had finished (kept, not replayed again).
+    pub shards_reused: usize,
 }
 
 /// The queue and store a run is coordinated over, and the worker tasks of this process.
@@ -121,6 +125,7 @@ pub async fn coordinate(
         Some(id) => Some(id.clone()),
         None => store.unfinished_run(&config.name).await?,
     };
+    let mut resumed = resume.is_some();
     let (plan, estimate) = match resume {
         Some(run_id) => {
             let path = Target::plan_path(&run_id);
@@ -136,14 +141,23 @@ pub async fn coordinate(
         None => {
             let run_id = new_run_id(&config.name);
             let planned = plan_run(config, &run_id).await?;
-            if target
-                .put_if_absent(&Target::plan_path(&run_id), to_json_bytes(&planned.plan))
-                .await?
-                == Created::Existed
-            {
-                return Err(Error::Plan(format!("run {run_id} exists already")));
+            // A run of this name that stopped before its end (a killed process; an
+            // embedded run's store dies with it) and plans the same work: resumed, so
+            // its finished shards are kept.
+            if let Some(earlier) = unfinished_same_work(&target, &planned.plan).await? {
+                tracing::info!(run = %earlier.run_id, "resuming the unfinished run of the same plan: its finished shards are kept");
+                resumed = true;
+                (earlier, Some(planned.estimate))
+            } else {
+                if target
+                    .put_if_absent(&Target::plan_path(&run_id), to_json_bytes(&planned.plan))
+                    .await?
+                    == Created::Existed
+                {
+                    return Err(Error::Plan(format!("run {run_id} exists already")));
+                }
+                (planned.plan, Some(planned.estimate))
             }
-            (planned.plan, Some(planned.estimate))
         }
     };
     let plan = Arc::new(plan);
@@ -165,7 +179,11 @@ pub async fn coordinate(
             .await?;
     }
     let shard_ids: Vec<&str> = plan.shards.iter().map(|s| s.id.as_str()).collect();
+    if resumed {
+        record_finished(&**store, &target, &plan).await?;
+    }
     let pending = publish_leases(&*fleet.queue, &target, &run_id, &shard_ids).await?;
+    let shards_reused = shard_ids.len() - pending;
     tracing::info!(run = %run_id, shards = plan.shards.len(), published = pending, "leases published");
     loop {
         let current = store
@@ -252,7 +270,60 @@ pub async fn coordinate(
         estimate,
         finalized,
         elapsed: started.elapsed(),
+        resumed,
+        shards_reused,
     })
+}
+
+/// On resuming a run: the shards an earlier process finished (their lineage manifest
+/// exists) that the store does not know as done (an embedded run's store died with its
+/// process; a fleet's store was emptied) are recorded as done, with their manifest's
+/// counts, so that the run can end without them being replayed again.
+async fn record_finished(store: &dyn RunStore, target: &Target, plan: &Plan) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let done: std::collections::HashSet<String> = store
+        .shards(&plan.run_id)
+        .await?
+        .into_iter()
+        .filter(|(_, s)| s.status == ShardStatus::Done)
+        .map(|(id, _)| id)
+        .collect();
+    futures::stream::iter(plan.shards.iter().filter(|s| !done.contains(&s.id)))
+        .map(|shard| async move {
+            let path = Target::lineage_path(&plan.run_id, &shard.id);
+            let Some(lineage) = target.get_json::<Lineage>(&path).await? else {
+                return Ok::<_, Error>(());
+            };
+            let applied = lineage.applied;
+            store
+                .update_shard(&plan.run_id, &shard.id, &move |s| {
+                    s.status = ShardStatus::Done;
+                    s.events = applied.events_read;
+                    s.anomalies = applied.anomalies.values().sum();
+                })
+                .await?;
+            Ok(())
+        })
+        .buffer_unordered(PUBLISH_CONCURRENCY)
+        .try_collect::<()>()
+        .await
+}
+
+/// The newest run of `plan`'s name in the target when it has not ended (no report) and
+/// plans the same work as `plan` ([`Plan::same_work`]).
+async fn unfinished_same_work(target: &Target, plan: &Plan) -> Result<Option<Plan>> {
+    let Some(run_id) = target.unfinished_run(&plan.name).await? else {
+        return Ok(None);
+    };
+    let path = Target::plan_path(&run_id);
+    let Some(bytes) = target.get(&path).await? else {
+        return Ok(None);
+    };
+    // A plan this build cannot read is another build's: plan anew.
+    let Ok(earlier) = Plan::from_json(&path, &bytes) else {
+        return Ok(None);
+    };
+    Ok(earlier.same_work(plan).then_some(earlier))
 }
 
 /// `replayfleet_run_phase{run, phase}`: 1 for the run's phase, 0 for the others, so

@@ -84,17 +84,20 @@ impl Fold {
     }
 
     /// Folds one bucket's `events` (of `schema`, in (partition, seq) order) in one
-    /// DataFusion partition under a pool of `memory` bytes: the rows, sorted by the key.
+    /// DataFusion partition within `limits`: the rows, sorted by the key.
     pub(crate) async fn run(
         &self,
         shard: &str,
         schema: &SchemaRef,
         events: Vec<RecordBatch>,
-        memory: u64,
-        spill_dir: Option<&Path>,
-        scratch: &Path,
-        deadline: Option<Deadline>,
+        limits: &FoldLimits<'_>,
     ) -> Result<Vec<RecordBatch>> {
+        let FoldLimits {
+            memory,
+            spill_dir,
+            scratch,
+            deadline,
+        } = *limits;
         let fail = |e: datafusion::error::DataFusionError| Error::Projection {
             shard: shard.to_owned(),
             message: limit_message(&e, spill_dir),
@@ -133,6 +136,16 @@ impl Fold {
             }),
         }
     }
+}
+
+/// What one fold may use: a memory pool of `memory` bytes, DataFusion's spill files in
+/// `scratch` (a folder in `spill_dir`, which messages name), and the shard's deadline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FoldLimits<'a> {
+    pub memory: u64,
+    pub spill_dir: Option<&'a Path>,
+    pub scratch: &'a Path,
+    pub deadline: Option<Deadline>,
 }
 
 /// When a shard's projection must be done, and the budget that set it (for messages).

@@ -238,6 +238,51 @@ impl Target {
         Ok(paths)
     }
 
+    /// The ids of the runs with a folder under `runs/`, oldest first (a run id ends in a
+    /// ULID, which sorts by time). One listing of the run folders, not of their files.
+    pub async fn runs(&self) -> Result<Vec<String>> {
+        let prefix = self.path("runs");
+        let listed = self
+            .location
+            .store()
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|source| Error::storage(&prefix, source))?;
+        let mut ids: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| {
+                let relative = self.location.relative(p)?;
+                Some(relative.strip_prefix("runs/")?.to_owned())
+            })
+            .collect();
+        ids.sort_by(|a, b| {
+            let ulid = |id: &str| id.rsplit('-').next().unwrap_or_default().to_owned();
+            ulid(a).cmp(&ulid(b)).then_with(|| a.cmp(b))
+        });
+        Ok(ids)
+    }
+
+    /// The newest run named `name` (its id is `<name>-<ULID>`) when it has a plan and no
+    /// report yet: a run that stopped before its finalizer ended (killed, or failed).
+    /// `None` when the newest run of the name has ended, or there is none.
+    pub async fn unfinished_run(&self, name: &str) -> Result<Option<String>> {
+        let newest = self.runs().await?.into_iter().rev().find(|id| {
+            id.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|ulid| ulid.len() == 26 && !ulid.contains('-'))
+        });
+        let Some(run_id) = newest else {
+            return Ok(None);
+        };
+        if self.exists(&Self::report_path(&run_id)).await?
+            || !self.exists(&Self::plan_path(&run_id)).await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(run_id))
+    }
+
     /// Deletes an object (missing is fine).
     pub async fn delete(&self, relative: &str) -> Result<()> {
         let path = self.path(relative);

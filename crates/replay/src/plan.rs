@@ -284,6 +284,22 @@ impl Plan {
         self.segments.iter().find(|s| s.path == path)
     }
 
+    /// Whether `other` plans the same work as this plan: everything but the run id and
+    /// the planning time is equal (the same inputs with the same ETags and sizes, the
+    /// same shards, contracts, projection, checks, limits and build). Then the shards
+    /// `other`'s run finished are this plan's shards' outputs too.
+    pub fn same_work(&self, other: &Plan) -> bool {
+        let strip = |plan: &Plan| {
+            let mut value = serde_json::to_value(plan).expect("a plan serialises");
+            if let Some(object) = value.as_object_mut() {
+                object.remove("run_id");
+                object.remove("created_at");
+            }
+            value
+        };
+        strip(self) == strip(other)
+    }
+
     /// Parses plan JSON, refusing unknown format versions.
     pub fn from_json(path: &str, bytes: &[u8]) -> Result<Self> {
         let plan: Plan = serde_json::from_slice(bytes).map_err(|e| crate::Error::Format {

@@ -41,7 +41,7 @@ use crate::{
     anomaly::{Policies, Tally, quarantine_batch},
     dedupe::{Bucket, cross_bucket_candidates, cross_bucket_winners, dedupe},
     events::{EventsShape, events_of},
-    fold::{Deadline, Fold},
+    fold::{Deadline, Fold, FoldLimits},
     layout::{Created, Target, sha256_hex, to_json_bytes},
     lineage::{LINEAGE_FORMAT_VERSION, Lineage, OutputFile, VersionApplied},
     merge::Merged,
@@ -399,16 +399,13 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
             let output = if halted.load(Ordering::Relaxed) {
                 Vec::new()
             } else {
-                fold.run(
-                    &shard_id,
-                    &shape.schema,
-                    events,
+                let limits = FoldLimits {
                     memory,
-                    spill_dir.as_deref().map(std::path::Path::new),
-                    scratch.path(),
+                    spill_dir: spill_dir.as_deref().map(std::path::Path::new),
+                    scratch: scratch.path(),
                     deadline,
-                )
-                .await?
+                };
+                fold.run(&shard_id, &shape.schema, events, &limits).await?
             };
             Ok((output, tally))
         }

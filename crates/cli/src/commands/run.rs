@@ -85,6 +85,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
             "outcome": outcome,
             "version": version,
             "elapsed_seconds": result.elapsed.as_secs_f64(),
+            "resumed": result.resumed,
+            "shards_reused": result.shards_reused,
             "events_per_second": rate(&result, report),
             "report": report,
         }))?;
@@ -134,7 +136,17 @@ fn summary(result: &RunResult, report: &Report) -> String {
         table.row(vec![format!("anomalies: {kind}"), thousands(*n)]);
     }
     table.row(vec!["quarantined".into(), thousands(t.quarantined)]);
-    table.row(vec!["shards".into(), t.shards.to_string()]);
+    table.row(vec![
+        "shards".into(),
+        if result.shards_reused > 0 {
+            format!(
+                "{} ({} kept from an earlier, unfinished attempt at this run)",
+                t.shards, result.shards_reused
+            )
+        } else {
+            t.shards.to_string()
+        },
+    ]);
     table.row(vec!["projection rows".into(), thousands(t.rows)]);
     table.row(vec![
         "version committed".into(),
