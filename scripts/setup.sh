@@ -49,8 +49,8 @@ if ! command -v promtool >/dev/null 2>&1; then
     say "installing promtool (Debian package prometheus)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
       || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; } \
-      || say "note: could not install promtool; the alert rules' promtool checks will be skipped"
+      || say "note: could not install promtool; the alert rules' checks (tests/deploy/check_alerts.py) will fail"
   else
-    say "note: promtool is not installed; the alert rules' promtool checks will be skipped"
+    say "note: promtool is not installed and apt-get cannot run here; the alert rules' checks will fail"
   fi
 fi

@@ -8,9 +8,9 @@ Every `replayfleet_*` metric an expression uses must be one the Rust sources rec
 (`metrics::counter!` / `gauge!` / `histogram!` under crates/), with labels they give it
 or labels Prometheus adds when it scrapes; counters and histogram series only under
 rate()/increase(), gauges never. Other metrics are allowed only from EXTERNAL below.
-When `promtool` is on PATH (Debian's `prometheus` package has it), it also checks the
-rules and runs their unit tests (deploy/prometheus/alerts.test.yaml), and parses every
-dashboard query; without it those parts are skipped and say so.
+`promtool` (Debian's `prometheus` package has it; scripts/setup.sh installs it) also checks
+the rules, runs their unit tests (deploy/prometheus/alerts.test.yaml) and parses every
+dashboard query. Without it the checks fail: a check that can skip proves nothing.
 """
 
 from __future__ import annotations
@@ -239,14 +239,18 @@ def scenario_alerts(_: argparse.Namespace) -> None:
     external = sorted(n for n in used if not n.startswith("replayfleet_"))
     if external:
         say("external metrics: " + ", ".join(f"{n} ({EXTERNAL[n][0]})" for n in external))
+    promtool = need_promtool()
+    for args in (["check", "rules", str(ALERTS)], ["test", "rules", str(ALERT_TESTS)]):
+        out = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=120)
+        check(out.returncode == 0, f"promtool {' '.join(args[:2])} failed:\n{out.stdout}\n{out.stderr}")
+    say("promtool check rules and promtool test rules (alerts.test.yaml) pass")
+
+
+def need_promtool() -> str:
     promtool = shutil.which("promtool")
-    if promtool:
-        for args in (["check", "rules", str(ALERTS)], ["test", "rules", str(ALERT_TESTS)]):
-            out = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=120)
-            check(out.returncode == 0, f"promtool {' '.join(args[:2])} failed:\n{out.stdout}\n{out.stderr}")
-        say("promtool check rules and promtool test rules (alerts.test.yaml) pass")
-    else:
-        print("  skipped: promtool is not on PATH (Debian's `prometheus` package has it): rules not parsed nor unit-tested by Prometheus")
+    check(promtool is not None,
+          "promtool is not on PATH: install Debian's `prometheus` package (scripts/setup.sh does)")
+    return promtool
 
 
 def dashboard_exprs(dashboard: dict) -> list[tuple[str, str]]:
@@ -298,18 +302,15 @@ def scenario_dashboard(_: argparse.Namespace) -> None:
     for topic in ("progress", "events/s", "backlog", "anomalies by kind", "redeliveries", "shard duration"):
         check(topic in titles, f"no panel about {topic}")
     say(f"{len(panels)} panels, {len(exprs)} queries over {', '.join(sorted(used))}: all recorded by crates/")
-    promtool = shutil.which("promtool")
-    if promtool:
-        rules = {"groups": [{"name": "dashboard", "rules": [
-            {"record": f"dashboard:query_{i}", "expr": grafana_to_promql(e)} for i, (_, e) in enumerate(exprs)]}]}
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            yaml.safe_dump(rules, f)
-        out = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True, timeout=120)
-        pathlib.Path(f.name).unlink()
-        check(out.returncode == 0, f"promtool cannot parse the dashboard's queries:\n{out.stdout}\n{out.stderr}")
-        say("promtool parses every dashboard query")
-    else:
-        print("  skipped: promtool is not on PATH: dashboard queries not parsed by Prometheus")
+    promtool = need_promtool()
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{i}", "expr": grafana_to_promql(e)} for i, (_, e) in enumerate(exprs)]}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(rules, f)
+    out = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True, timeout=120)
+    pathlib.Path(f.name).unlink()
+    check(out.returncode == 0, f"promtool cannot parse the dashboard's queries:\n{out.stdout}\n{out.stderr}")
+    say("promtool parses every dashboard query")
 
 
 SCENARIOS = {"alerts": scenario_alerts, "dashboard": scenario_dashboard}

@@ -30,6 +30,26 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Flips 64 bytes of `bytes` (the segment `victim`'s) from `at` on, writes them back and
+/// returns the segment's path relative to `events`.
+fn damage(
+    victim: &std::path::Path,
+    events: &std::path::Path,
+    mut bytes: Vec<u8>,
+    at: usize,
+) -> String {
+    for b in &mut bytes[at..at + 64] {
+        *b ^= 0xA5;
+    }
+    std::fs::write(victim, &bytes).unwrap();
+    victim
+        .strip_prefix(events)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// `plan` and `run` both refuse a projection or invariant calling `random()`, `now()` or
 /// `uuid()` (exit 2, naming the key and the function), and nothing is committed.
 #[test]
@@ -488,7 +508,7 @@ fn inventory_verify_reads_every_page_and_names_a_corrupt_segment() {
         .collect();
     segments.sort();
     let victim = &segments[0];
-    let mut bytes = std::fs::read(victim).unwrap();
+    let bytes = std::fs::read(victim).unwrap();
     // Flip 64 bytes in the middle of the `payload` column's pages; the footer stays as
     // it was. (Flipped bytes in a column of fixed-width values, stored raw, would read
     // as other values: Parquet pages carry no checksum unless the writer adds one.)
@@ -505,20 +525,248 @@ fn inventory_verify_reads_every_page_and_names_a_corrupt_segment() {
             .unwrap_or(column.data_page_offset()) as usize;
         (start, column.compressed_size() as usize)
     };
-    let middle = start + size / 2;
-    for b in &mut bytes[middle..middle + 64] {
-        *b ^= 0xA5;
-    }
-    std::fs::write(victim, &bytes).unwrap();
-    let name = victim
-        .strip_prefix(&events)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let name = damage(victim, &events, bytes, start + size / 2);
 
     replayfleet(&["inventory", "--source", source, "--sample", "0"]).expect_code(0);
     replayfleet(&["inventory", "--source", source, "--sample", "0", "--verify"])
         .expect_code(2)
         .stderr_names(&[&name]);
+
+    // A run meets it when its plan samples the segment's first rows: exit 2 naming it.
+    let config = f.config("corrupt", &Settings::default());
+    f.run(&config, "2").expect_code(2).stderr_names(&[&name]);
+    assert!(
+        files_under(&f.path("target/_commits")).is_empty(),
+        "nothing is committed"
+    );
+}
+
+/// A corrupt page past the rows the plan samples is met by the shard that reads it: the
+/// shard fails on its first attempt (no retry can help) and the run exits 2 naming the
+/// segment — it exited 1, "a shard out of attempts", as for a machine's failure.
+#[test]
+fn a_corrupt_page_met_by_a_shard_fails_the_run_with_exit_2_naming_the_segment() {
+    // One segment of 30,000 rows: its payload column spans several pages.
+    let f = Fixture::new(30_000, 1, 5, &["--segment-rows", "30000"]);
+    let events = f.path("events");
+    let victim = files_under(&events)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    let bytes = std::fs::read(&victim).unwrap();
+    // Where the payload's last page is, from the offset index.
+    let (at, size, pages) = {
+        use parquet::file::{
+            reader::{FileReader, SerializedFileReader},
+            serialized_reader::ReadOptionsBuilder,
+        };
+        let options = ReadOptionsBuilder::new().with_page_index().build();
+        let reader =
+            SerializedFileReader::new_with_options(bytes::Bytes::from(bytes.clone()), options)
+                .unwrap();
+        let row_group = reader.metadata().row_group(0);
+        let c = (0..row_group.num_columns())
+            .find(|c| row_group.column(*c).column_path().string() == "payload")
+            .unwrap();
+        let index = reader.metadata().offset_index().expect("an offset index");
+        let pages = index[0][c].page_locations();
+        let last = pages.last().unwrap();
+        (
+            last.offset as usize,
+            last.compressed_page_size as usize,
+            pages.len(),
+        )
+    };
+    assert!(pages >= 2, "the payload has {pages} pages");
+    // Flip bytes in the middle of the last page, far from the rows the plan samples.
+    let name = damage(&victim, &events, bytes, at + size / 2);
+    let config = f.config("corrupt", &Settings::default());
+    f.run(&config, "2")
+        .expect_code(2)
+        .stderr_names(&[&name, "failed after 1 attempts"]);
+    assert!(
+        files_under(&f.path("target/_commits")).is_empty(),
+        "nothing is committed"
+    );
+}
+
+/// Rewrites segment `victim` uncompressed, without dictionaries or payload statistics,
+/// and with the payloads of `rows` replaced by markers that are then patched into bytes
+/// that are not UTF-8 (an 0xFF inside the JSON text). With `drop_rows`, the rows are
+/// removed instead (the same archive without them, to compare with).
+fn rewrite_with_bad_payloads(victim: &std::path::Path, rows: &[usize], drop_rows: bool) {
+    use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
+    use parquet::{
+        arrow::{ArrowWriter, arrow_reader::ParquetRecordBatchReaderBuilder},
+        basic::Compression,
+        file::properties::{EnabledStatistics, WriterProperties},
+        schema::types::ColumnPath,
+    };
+    let file = std::fs::File::open(victim).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    let schema = batches[0].schema();
+    let batch = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let payload_at = schema.index_of("payload").unwrap();
+    let batch = if drop_rows {
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|i| Some(!rows.contains(&i)))
+            .collect();
+        arrow::compute::filter_record_batch(&batch, &keep).unwrap()
+    } else {
+        let old = batch.column(payload_at).as_string::<i32>();
+        let new: StringArray = (0..batch.num_rows())
+            .map(|i| {
+                if let Some(k) = rows.iter().position(|r| *r == i) {
+                    Some(format!("{{\"note\":\"@@BAD{k}@@\"}}"))
+                } else {
+                    (!old.is_null(i)).then(|| old.value(i).to_owned())
+                }
+            })
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns[payload_at] = std::sync::Arc::new(new);
+        RecordBatch::try_new(schema.clone(), columns).unwrap()
+    };
+    let props = WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .set_column_statistics_enabled(ColumnPath::from("payload"), EnabledStatistics::None)
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    if !drop_rows {
+        for k in 0..rows.len() {
+            let marker = format!("@@BAD{k}@@");
+            let at = bytes
+                .windows(marker.len())
+                .position(|w| w == marker.as_bytes())
+                .expect("the marker is in the file");
+            bytes[at] = 0xFF;
+            bytes[at + 1] = 0xFE;
+        }
+    }
+    std::fs::write(victim, bytes).unwrap();
+}
+
+/// A payload whose bytes are not UTF-8 used to stop the whole run (exit 1) while
+/// `inventory` called the file fine. Now the row is an `undecodable` anomaly with its
+/// policy: `halt` (the default) stops the run naming the segment, row and column (exit 3,
+/// nothing committed); `quarantine` sets the rows aside with their raw bytes and
+/// commits what a run over the archive without them commits; `inventory --verify`
+/// counts them.
+#[test]
+fn a_payload_that_is_not_utf8_is_an_undecodable_anomaly_with_its_policy() {
+    let bad_rows = [3usize, 17];
+    let victim_of = |f: &Fixture| {
+        let mut segments: Vec<_> = files_under(&f.path("events"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        segments.sort();
+        segments.remove(0)
+    };
+    let f = Fixture::new(1_200, 2, 9, &[]);
+    let victim = victim_of(&f);
+    rewrite_with_bad_payloads(&victim, &bad_rows, false);
+    let name = victim
+        .strip_prefix(f.path("events"))
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    // The default policy halts, naming the kind, the segment, the column and the row.
+    let halt = f.config("halt", &Settings::default());
+    f.run(&halt, "2").expect_code(3).stderr_names(&[
+        "undecodable",
+        &name,
+        "column `payload` row 3",
+        "not UTF-8",
+    ]);
+    assert!(
+        !f.path("target/_commits").exists() || files_under(&f.path("target/_commits")).is_empty(),
+        "nothing is committed"
+    );
+
+    // inventory --verify reads the segment and counts the values.
+    replayfleet(&[
+        "inventory",
+        "--source",
+        f.path("events").to_str().unwrap(),
+        "--sample",
+        "0",
+        "--verify",
+    ])
+    .expect_code(0)
+    .stderr_names(&["2 values are not UTF-8", &name, "row 17"]);
+
+    // Quarantined: set aside with their raw bytes, the rest committed.
+    let quarantine = f.config(
+        "quarantine",
+        &Settings {
+            target: "target-q",
+            anomalies: r#"invalid_payload = "quarantine"
+unknown_type = "quarantine"
+upcast_failed = "quarantine"
+undecodable = "quarantine"
+max_quarantined_ratio = 0.2"#,
+            ..Settings::default()
+        },
+    );
+    let run = f.run(&quarantine, "2");
+    run.expect_code(0);
+    let json = run.json();
+    assert_eq!(json["outcome"], "committed", "{json:#}");
+    let totals = &json["report"]["totals"];
+    assert_eq!(totals["anomalies"]["undecodable"], 2, "{json:#}");
+    let run_id = json["run_id"].as_str().unwrap();
+    let mut raw = Vec::new();
+    for file in files_under(&f.path(&format!("target-q/runs/{run_id}/anomalies"))) {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(file).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for batch in reader {
+            use arrow::array::{Array, AsArray};
+            let batch = batch.unwrap();
+            let kind = batch.column_by_name("kind").unwrap().as_string::<i32>();
+            let bytes = batch.column_by_name("raw").unwrap().as_binary::<i32>();
+            let segment = batch.column_by_name("segment").unwrap().as_string::<i32>();
+            for i in 0..batch.num_rows() {
+                if kind.value(i) == "undecodable" {
+                    assert_eq!(segment.value(i), name);
+                    assert!(!bytes.is_null(i));
+                    raw.push(bytes.value(i).to_vec());
+                }
+            }
+        }
+    }
+    raw.sort();
+    assert_eq!(
+        raw,
+        vec![
+            b"{\"note\":\"\xff\xfeBAD0@@\"}".to_vec(),
+            b"{\"note\":\"\xff\xfeBAD1@@\"}".to_vec()
+        ]
+    );
+
+    // The same archive without those rows commits the same projection.
+    let g = Fixture::new(1_200, 2, 9, &[]);
+    rewrite_with_bad_payloads(&victim_of(&g), &bad_rows, true);
+    let without = g.config("quarantine", &Settings::default());
+    let clean = g.run(&without, "2");
+    clean.expect_code(0);
+    assert_eq!(
+        clean.json()["report"]["fingerprint"],
+        json["report"]["fingerprint"],
+        "the undecodable rows are the only difference"
+    );
 }

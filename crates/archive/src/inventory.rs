@@ -184,19 +184,29 @@ pub async fn inventory(location: &Location, mapping: &SourceMapping) -> Result<I
 }
 
 /// What [`verify_pages`] read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PagesVerified {
     /// Segments read whole.
     pub segments: u64,
     /// Their rows, decoded and mapped onto the envelope.
     pub rows: u64,
+    /// Values that are not UTF-8 (each an `undecodable` anomaly in a run).
+    pub undecodable: u64,
+    /// The first few of them, in segment and row order: "segment `s`: column `c` row r
+    /// is not UTF-8 (...)".
+    pub undecodable_examples: Vec<String>,
 }
+
+/// How many undecodable values [`PagesVerified`] describes.
+const UNDECODABLE_EXAMPLES: usize = 10;
 
 /// Reads every page of every segment of `inventory` as a replay would (fetched whole and
 /// checked against the listing's size and entity tag, every row decoded and mapped onto
 /// the envelope), `concurrency` segments at a time: a corrupt data page behind an intact
-/// footer, text that is not UTF-8, a value the mapping cannot convert, or fewer or more
-/// rows than the footer promises fail here, naming the segment, before any work.
+/// footer, a value the mapping cannot convert, or fewer or more rows than the footer
+/// promises fail here, naming the segment, before any work. Values that are not UTF-8 do
+/// not fail: a run sets their rows aside as `undecodable` anomalies, so they are counted
+/// and the first few described.
 pub async fn verify_pages(
     location: &Location,
     inventory: &Inventory,
@@ -217,9 +227,13 @@ pub async fn verify_pages(
             let path = segment.path.clone();
             tokio::task::spawn_blocking(move || {
                 let mut rows = 0u64;
-                for batch in crate::read::decode_segment_batches(&segment.path, bytes, &mapping)? {
+                let mut batches =
+                    crate::read::decode_segment_batches(&segment.path, bytes, &mapping)?
+                        .keep_undecodable();
+                for batch in batches.by_ref() {
                     rows += batch?.num_rows() as u64;
                 }
+                let undecodable = batches.take_undecodable();
                 if rows != expected {
                     return Err(crate::Error::BadSegment {
                         segment: segment.path,
@@ -228,7 +242,12 @@ pub async fn verify_pages(
                         ),
                     });
                 }
-                Ok(rows)
+                let described = undecodable
+                    .iter()
+                    .take(UNDECODABLE_EXAMPLES)
+                    .map(|u| format!("segment `{}`: {u}", segment.path))
+                    .collect::<Vec<_>>();
+                Ok((rows, undecodable.len() as u64, described))
             })
             .await
             .map_err(|e| crate::Error::BadSegment {
@@ -238,11 +257,18 @@ pub async fn verify_pages(
         }
     }))
     .buffered(concurrency.max(1))
-    .try_fold(PagesVerified::default(), |mut done, rows| async move {
-        done.segments += 1;
-        done.rows += rows;
-        Ok(done)
-    })
+    .try_fold(
+        PagesVerified::default(),
+        |mut done, (rows, undecodable, described)| async move {
+            done.segments += 1;
+            done.rows += rows;
+            done.undecodable += undecodable;
+            let room = UNDECODABLE_EXAMPLES.saturating_sub(done.undecodable_examples.len());
+            done.undecodable_examples
+                .extend(described.into_iter().take(room));
+            Ok(done)
+        },
+    )
     .await
 }
 

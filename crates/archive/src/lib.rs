@@ -24,6 +24,7 @@ mod read;
 mod segment;
 #[cfg(test)]
 mod testing;
+mod undecodable;
 
 pub use envelope::envelope_schema;
 pub use error::{Error, Result, is_transient};
@@ -38,3 +39,4 @@ pub use read::{
     fetch_segment, read_segment, read_segment_stream, row_group_rows,
 };
 pub use segment::{SegmentRef, list_segments, list_segments_matching};
+pub use undecodable::Undecodable;

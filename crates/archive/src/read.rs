@@ -19,7 +19,11 @@ use parquet::{
 };
 use replayfleet_config::{ENVELOPE_COLUMNS, SourceMapping};
 
-use crate::{Error, Location, Result, SegmentRef, envelope::Plan};
+use crate::{
+    Error, Location, Result, SegmentRef,
+    envelope::Plan,
+    undecodable::{self, Undecodable},
+};
 
 /// Rows per batch when reading segments.
 const BATCH_ROWS: usize = 8192;
@@ -339,9 +343,10 @@ fn open_batches(
     mapping: &SourceMapping,
     row_groups: Option<Range<usize>>,
 ) -> Result<SegmentBatches> {
+    use arrow::record_batch::RecordBatchReader;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let bad = |e: ParquetError| Error::from_parquet(segment, segment, e);
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(bad)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(bad)?;
     let plan = Plan::new(
         segment,
         builder.schema(),
@@ -349,46 +354,113 @@ fn open_batches(
         mapping,
         &ENVELOPE_COLUMNS,
     )?;
-    let mut next_row = 0;
-    if let Some(wanted) = row_groups {
-        let groups = builder.metadata().row_groups();
-        if wanted.start >= wanted.end || wanted.end > groups.len() {
-            return Err(bad(ParquetError::General(format!(
-                "row groups {}..{} do not exist ({} row groups)",
-                wanted.start,
-                wanted.end,
-                groups.len()
-            ))));
+    let groups = builder.metadata().row_groups();
+    let (selection, first_row) = match row_groups {
+        Some(wanted) => {
+            if wanted.start >= wanted.end || wanted.end > groups.len() {
+                return Err(bad(ParquetError::General(format!(
+                    "row groups {}..{} do not exist ({} row groups)",
+                    wanted.start,
+                    wanted.end,
+                    groups.len()
+                ))));
+            }
+            let first_row = groups[..wanted.start]
+                .iter()
+                .map(|g| g.num_rows() as u64)
+                .sum();
+            (wanted.collect(), first_row)
         }
-        next_row = groups[..wanted.start]
-            .iter()
-            .map(|g| g.num_rows() as u64)
-            .sum();
-        builder = builder.with_row_groups(wanted.collect());
-    }
-    let mask = ProjectionMask::roots(builder.parquet_schema(), plan.roots().iter().copied());
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(bad)?;
+        None => ((0..groups.len()).collect(), 0),
+    };
+    let source = Source {
+        bytes,
+        metadata: Arc::clone(builder.metadata()),
+        arrow: Arc::clone(builder.schema()),
+        roots: plan.roots().to_vec(),
+        selection,
+        first_row,
+    };
+    let reader = source.reader(builder, 0).map_err(bad)?;
     Ok(SegmentBatches {
         segment: segment.to_owned(),
+        schema: reader.schema(),
         reader,
         plan,
-        next_row,
+        next_row: first_row,
         failed: false,
+        source,
+        keep_undecodable: false,
+        binary: false,
+        undecodable: Vec::new(),
     })
+}
+
+/// What a [`SegmentBatches`] reads, kept to read it again with its strings as bytes.
+struct Source {
+    bytes: Bytes,
+    metadata: Arc<ParquetMetaData>,
+    /// The segment's Arrow schema (every column).
+    arrow: arrow::datatypes::SchemaRef,
+    /// The top-level columns read.
+    roots: Vec<usize>,
+    /// The row groups read.
+    selection: Vec<usize>,
+    /// The file row number of the selection's first row.
+    first_row: u64,
+}
+
+impl Source {
+    /// A reader of the selection's rows from its `offset`-th on.
+    fn reader<T: parquet::file::reader::ChunkReader + 'static>(
+        &self,
+        builder: parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<T>,
+        offset: u64,
+    ) -> std::result::Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, ParquetError>
+    {
+        let mask = ProjectionMask::roots(builder.parquet_schema(), self.roots.iter().copied());
+        let mut builder = builder.with_row_groups(self.selection.clone());
+        if offset > 0 {
+            builder = builder.with_offset(offset as usize);
+        }
+        builder
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+    }
+
+    /// A reader of the selection's rows from its `offset`-th on, strings as bytes.
+    fn binary_reader(
+        &self,
+        offset: u64,
+    ) -> std::result::Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, ParquetError>
+    {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let metadata = undecodable::binary_metadata(&self.metadata, &self.arrow)?;
+        self.reader(
+            ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), metadata),
+            offset,
+        )
+    }
 }
 
 /// The batches of one in-memory segment, converted onto the envelope as they are read.
 pub struct SegmentBatches {
     segment: String,
     reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    /// The schema the reader's batches have when strings are read as strings.
+    schema: arrow::datatypes::SchemaRef,
     plan: Plan,
     next_row: u64,
     /// A decoder panicked: no batch follows.
     failed: bool,
+    source: Source,
+    /// Values that are not UTF-8 become nulls handed out by
+    /// [`take_undecodable`](Self::take_undecodable) instead of failing the segment.
+    keep_undecodable: bool,
+    /// The reader reads strings as bytes (a value was not UTF-8).
+    binary: bool,
+    undecodable: Vec<Undecodable>,
 }
 
 impl std::fmt::Debug for SegmentBatches {
@@ -405,6 +477,69 @@ impl SegmentBatches {
     pub fn next_row(&self) -> u64 {
         self.next_row
     }
+
+    /// Reads on past values that are not UTF-8 (in top-level columns): each becomes a
+    /// null in its batch and an [`Undecodable`] that [`take_undecodable`](Self::take_undecodable)
+    /// hands out, instead of failing the segment. Without it such a value fails the
+    /// segment with [`Error::BadSegment`] naming it.
+    pub fn keep_undecodable(mut self) -> Self {
+        self.keep_undecodable = true;
+        self
+    }
+
+    /// The values found not UTF-8 since the last call, in row order (see
+    /// [`keep_undecodable`](Self::keep_undecodable)).
+    pub fn take_undecodable(&mut self) -> Vec<Undecodable> {
+        std::mem::take(&mut self.undecodable)
+    }
+
+    fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
+        let bad_segment = |segment: &str, reason: String| Error::BadSegment {
+            segment: segment.to_owned(),
+            reason,
+        };
+        let batch = match self.reader.next()? {
+            Ok(batch) => batch,
+            Err(e) => {
+                let e: ParquetError = e.into();
+                if !undecodable::is_utf8_error(&e) {
+                    return Some(Err(Error::from_parquet(&self.segment, &self.segment, e)));
+                }
+                if !self.keep_undecodable || self.binary {
+                    return Some(Err(bad_segment(
+                        &self.segment,
+                        format!(
+                            "a text column holds bytes that are not UTF-8 at or after row {} ({e})",
+                            self.next_row
+                        ),
+                    )));
+                }
+                // Read again from this batch on, strings as bytes.
+                let offset = self.next_row - self.source.first_row;
+                match self.source.binary_reader(offset) {
+                    Ok(reader) => {
+                        self.reader = reader;
+                        self.binary = true;
+                        return self.next_batch();
+                    }
+                    Err(e) => {
+                        return Some(Err(Error::from_parquet(&self.segment, &self.segment, e)));
+                    }
+                }
+            }
+        };
+        let first_row = self.next_row;
+        self.next_row += batch.num_rows() as u64;
+        let batch = if self.binary {
+            match undecodable::restore(&batch, &self.schema, first_row, &mut self.undecodable) {
+                Ok(batch) => batch,
+                Err(reason) => return Some(Err(bad_segment(&self.segment, reason))),
+            }
+        } else {
+            batch
+        };
+        Some(self.plan.convert(&batch, first_row))
+    }
 }
 
 impl Iterator for SegmentBatches {
@@ -414,21 +549,7 @@ impl Iterator for SegmentBatches {
         if self.failed {
             return None;
         }
-        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let batch = match self.reader.next()? {
-                Ok(batch) => batch,
-                Err(e) => {
-                    return Some(Err(Error::from_parquet(
-                        &self.segment,
-                        &self.segment,
-                        e.into(),
-                    )));
-                }
-            };
-            let first_row = self.next_row;
-            self.next_row += batch.num_rows() as u64;
-            Some(self.plan.convert(&batch, first_row))
-        }));
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.next_batch()));
         match next {
             Ok(next) => next,
             Err(panic) => {

@@ -21,11 +21,14 @@ pub enum AnomalyKind {
     ConflictingDuplicate,
     /// A hole in per-partition offsets (only with `source.contiguous_seq`).
     Gap,
+    /// A row a segment holds but that cannot be decoded: a text column's value is not
+    /// UTF-8. Quarantined with the value's raw bytes.
+    Undecodable,
 }
 
 impl AnomalyKind {
     /// All kinds, in policy-key order.
-    pub const ALL: [AnomalyKind; 7] = [
+    pub const ALL: [AnomalyKind; 8] = [
         AnomalyKind::NoUpcastPath,
         AnomalyKind::UnknownType,
         AnomalyKind::UnknownVersion,
@@ -33,6 +36,7 @@ impl AnomalyKind {
         AnomalyKind::UpcastFailed,
         AnomalyKind::ConflictingDuplicate,
         AnomalyKind::Gap,
+        AnomalyKind::Undecodable,
     ];
 
     /// The policy key and the name used in reports and metrics.
@@ -45,6 +49,7 @@ impl AnomalyKind {
             AnomalyKind::UpcastFailed => "upcast_failed",
             AnomalyKind::ConflictingDuplicate => "conflicting_duplicate",
             AnomalyKind::Gap => "gap",
+            AnomalyKind::Undecodable => "undecodable",
         }
     }
 }

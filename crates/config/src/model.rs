@@ -608,6 +608,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
         (AnomalyKind::UpcastFailed, a.upcast_failed),
         (AnomalyKind::ConflictingDuplicate, a.conflicting_duplicate),
         (AnomalyKind::Gap, a.gap),
+        (AnomalyKind::Undecodable, a.undecodable),
     ]
     .into_iter()
     .map(|(k, p)| (k, p.unwrap_or_default()))

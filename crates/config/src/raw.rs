@@ -158,6 +158,7 @@ pub(crate) struct RawAnomalies {
     pub upcast_failed: Option<crate::Policy>,
     pub conflicting_duplicate: Option<crate::Policy>,
     pub gap: Option<crate::Policy>,
+    pub undecodable: Option<crate::Policy>,
     /// Quarantined / events read, over the run (0..1, default 0).
     pub max_quarantined_ratio: Option<f64>,
 }

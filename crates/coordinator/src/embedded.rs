@@ -144,7 +144,7 @@ pub async fn coordinate(
             // A run of this name that stopped before its end (a killed process; an
             // embedded run's store dies with it) and plans the same work: resumed, so
             // its finished shards are kept.
-            if let Some(earlier) = unfinished_same_work(&target, &planned.plan).await? {
+            if let Some(earlier) = unfinished_same_work(&**store, &target, &planned.plan).await? {
                 tracing::info!(run = %earlier.run_id, "resuming the unfinished run of the same plan: its finished shards are kept");
                 resumed = true;
                 (earlier, Some(planned.estimate))
@@ -309,12 +309,22 @@ async fn record_finished(store: &dyn RunStore, target: &Target, plan: &Plan) -> 
         .await
 }
 
-/// The newest run of `plan`'s name in the target when it has not ended (no report) and
-/// plans the same work as `plan` ([`Plan::same_work`]).
-async fn unfinished_same_work(target: &Target, plan: &Plan) -> Result<Option<Plan>> {
+/// The newest run of `plan`'s name in the target when it has not ended (no report, and
+/// not halted, committed or refused for the run-state store: an operator's halt is for
+/// good) and plans the same work as `plan` ([`Plan::same_work`]).
+async fn unfinished_same_work(
+    store: &dyn RunStore,
+    target: &Target,
+    plan: &Plan,
+) -> Result<Option<Plan>> {
     let Some(run_id) = target.unfinished_run(&plan.name).await? else {
         return Ok(None);
     };
+    if let Some(state) = store.run(&run_id).await?
+        && state.value.phase.is_finished()
+    {
+        return Ok(None);
+    }
     let path = Target::plan_path(&run_id);
     let Some(bytes) = target.get(&path).await? else {
         return Ok(None);
@@ -416,6 +426,7 @@ async fn watch(
                 run_id: plan.run_id.clone(),
                 reason: run.value.reason.unwrap_or_default(),
                 by_policy: true,
+                input: false,
             });
         }
         let shards = patiently("read the shard states", || store.shards(&plan.run_id)).await?;
@@ -436,6 +447,7 @@ async fn watch(
                     run_id: plan.run_id.clone(),
                     reason,
                     by_policy: false,
+                    input: state.input_error,
                 });
             }
             continue;

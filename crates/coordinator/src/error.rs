@@ -43,6 +43,9 @@ pub enum Error {
         /// A halt policy or an operator stopped it (exit 3), rather than a shard out of
         /// attempts (exit 1).
         by_policy: bool,
+        /// A shard failed on its input (an unreadable segment, a value the mapping cannot
+        /// convert): the user's to fix (exit 2).
+        input: bool,
     },
 }
 
@@ -51,6 +54,7 @@ impl Error {
     pub fn is_input(&self) -> bool {
         match self {
             Error::Plan(_) | Error::Coverage(_) => true,
+            Error::Halted { input, .. } => *input,
             Error::Archive(e) => e.is_input(),
             Error::Contracts(e) => e.is_input(),
             Error::Replay(e) => matches!(

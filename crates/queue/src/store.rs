@@ -118,6 +118,10 @@ pub struct ShardState {
     pub events: u64,
     /// Anomalies so far (progress).
     pub anomalies: u64,
+    /// The last failure was the input's to fix (a segment that cannot be read, a value
+    /// the source mapping cannot convert): no attempt can succeed, and the run exits 2.
+    #[serde(default)]
+    pub input_error: bool,
 }
 
 /// A stored value and its revision, for compare-and-set.

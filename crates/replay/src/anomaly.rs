@@ -23,13 +23,19 @@ use crate::{
     raw::{EVENT_ID, EVENT_TYPE, ORD, PARTITION, PAYLOAD, SEQ, STREAM_ID, VERSION, segment_of},
 };
 
-/// Where an anomaly was raised, in the order the shard reports halting anomalies: every
-/// anomaly of the dedupe stage (envelope nulls, conflicting duplicates) in (event id,
+/// Where an anomaly was raised, in the order the shard reports halting anomalies: rows
+/// that could not be decoded (`undecodable`, found while reading) in (partition, seq,
+/// row) order; then every anomaly of the dedupe stage (envelope nulls, conflicting duplicates) in (event id,
 /// partition, seq, row) order, as if the rows were sorted by event id; then those of the
 /// events stage (gaps, upcast and validation) in (partition, seq, row) order, a gap
 /// before an upcast anomaly of the same row.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Stage {
+    Read {
+        partition: i32,
+        seq: NullsLast,
+        ord: u64,
+    },
     Dedupe {
         event_id: Option<String>,
         partition: i32,
@@ -93,6 +99,15 @@ impl<'a> RowRef<'a> {
             .column(ORD)
             .as_primitive::<arrow::datatypes::UInt64Type>()
             .value(self.row)
+    }
+
+    /// Where the row stands among the rows that could not be decoded.
+    pub(crate) fn read_stage(&self) -> Stage {
+        Stage::Read {
+            partition: self.i32(PARTITION).unwrap_or_default(),
+            seq: NullsLast(self.i64(SEQ)),
+            ord: self.ord(),
+        }
     }
 
     /// Where the row stands in the dedupe stage's order.
@@ -195,6 +210,36 @@ impl Policies {
         step: Option<String>,
         message: String,
     ) {
+        self.apply_raw(tally, row, stage, kind, (step, message, None));
+    }
+
+    /// A row of a segment whose value in `column` is not UTF-8 (`bytes`): the
+    /// `undecodable` anomaly, its raw bytes kept when it is quarantined.
+    pub(crate) fn undecodable(
+        &self,
+        tally: &mut Tally,
+        row: RowRef<'_>,
+        value: &replayfleet_archive::Undecodable,
+    ) {
+        self.apply_raw(
+            tally,
+            row,
+            row.read_stage(),
+            AnomalyKind::Undecodable,
+            (None, value.to_string(), Some(value.bytes.clone())),
+        );
+    }
+
+    /// [`apply`](Self::apply), with the raw bytes a quarantined row keeps (the detail is
+    /// the step, the message and those bytes).
+    fn apply_raw(
+        &self,
+        tally: &mut Tally,
+        row: RowRef<'_>,
+        stage: Stage,
+        kind: AnomalyKind,
+        (step, message, raw): (Option<String>, String, Option<Vec<u8>>),
+    ) {
         *tally
             .applied
             .anomalies
@@ -241,6 +286,7 @@ impl Policies {
                     message,
                     payload: row.str(PAYLOAD).map(str::to_owned),
                     segment,
+                    raw,
                 });
             }
             Policy::Allow => tally.applied.allowed += 1,
@@ -262,6 +308,8 @@ pub(crate) struct QuarantineRow {
     message: String,
     payload: Option<String>,
     segment: String,
+    /// For `undecodable`, the bytes of the value that is not UTF-8.
+    raw: Option<Vec<u8>>,
 }
 
 /// The anomalies file's schema.
@@ -278,6 +326,7 @@ pub fn anomalies_schema() -> SchemaRef {
         Field::new("message", DataType::Utf8, false),
         Field::new("payload", DataType::Utf8, true),
         Field::new("segment", DataType::Utf8, false),
+        Field::new("raw", DataType::Binary, true),
     ]))
 }
 
@@ -329,6 +378,11 @@ pub(crate) fn quarantine_batch(mut rows: Vec<QuarantineRow>) -> Result<Option<Re
         strings(&|q| Some(q.message.as_str())),
         strings(&|q| q.payload.as_deref()),
         strings(&|q| Some(q.segment.as_str())),
+        Arc::new(
+            r.iter()
+                .map(|q| q.raw.as_deref())
+                .collect::<arrow::array::BinaryArray>(),
+        ),
     ];
     RecordBatch::try_new(anomalies_schema(), columns)
         .map(Some)

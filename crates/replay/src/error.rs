@@ -101,6 +101,18 @@ impl Error {
         }
     }
 
+    /// The user's to fix, never the machine's: the archive's content (a segment that cannot
+    /// be read, a value the mapping cannot convert), the projection or the contracts. No
+    /// attempt can succeed.
+    pub fn is_input(&self) -> bool {
+        match self {
+            Error::Archive(e) => e.is_input(),
+            Error::Contracts(e) => e.is_input(),
+            Error::BadProjection(_) => true,
+            _ => false,
+        }
+    }
+
     /// The run must halt at once, whatever the attempts left (a `halt` policy fired).
     pub fn is_halt(&self) -> bool {
         matches!(self, Error::Halted { .. })

@@ -28,8 +28,8 @@ use arrow::{
 use bytes::Bytes;
 use futures::StreamExt;
 use replayfleet_archive::{
-    Location, SegmentBatches, decode_row_groups, decode_segment_batches, fetch_segment,
-    row_group_rows,
+    Location, SegmentBatches, Undecodable, decode_row_groups, decode_segment_batches,
+    fetch_segment, row_group_rows,
 };
 use replayfleet_config::Window;
 use tokio::{sync::Semaphore, task::JoinSet};
@@ -70,7 +70,14 @@ pub(crate) struct Read {
     pub repeated: Digests,
     /// Digests of the event ids whose copies sit in two buckets or more.
     pub cross_bucket: Digests,
+    /// Rows that could not be decoded (a text value that is not UTF-8), set aside as
+    /// they were read: raw batches (the bad values null) and, per row, what was wrong.
+    pub undecodable: Vec<SetAside>,
 }
+
+/// Rows of a batch set aside because a value of theirs is not UTF-8: the rows (raw
+/// schema, the bad values null) and, per row, the first bad value.
+pub(crate) type SetAside = (RecordBatch, Vec<Undecodable>);
 
 /// Sets of id digests ([`id_digest`]): the digests are hashes already, so the set only
 /// spreads them (a multiplication) instead of hashing them again.
@@ -192,6 +199,8 @@ struct PartRead {
     rows: u64,
     /// What its rows' seqs say, per partition (see [`SeqRuns`]).
     seqs: Vec<(i32, SeqRuns)>,
+    /// Its rows that could not be decoded.
+    undecodable: Vec<SetAside>,
 }
 
 /// How many ranges [`IdDigests`] spreads the digests over (by their top byte).
@@ -476,10 +485,11 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
         sha256,
         rows: 0,
         seqs: Vec::new(),
+        undecodable: Vec::new(),
     };
     // This part's digests of the batch being routed, by range.
     let mut digests: Vec<Vec<u64>> = vec![Vec::new(); RANGES];
-    let mut batches = batches;
+    let mut batches = batches.keep_undecodable();
     // Where each partition's seqs are in `read.seqs` (rows of a partition come in runs).
     let mut seq_index: std::collections::HashMap<i32, usize> = Default::default();
     let mut last_partition: Option<(i32, usize)> = None;
@@ -487,6 +497,7 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
         let first_row = batches.next_row();
         let Some(batch) = batches.next() else { break };
         let batch = batch?;
+        let undecodable = batches.take_undecodable();
         let kept = keep(
             &batch,
             first_row,
@@ -524,6 +535,16 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
             };
             read.seqs[at].1.push(seq.value(i));
         }
+        let kept = if undecodable.is_empty() {
+            kept
+        } else {
+            let (kept, aside) = set_aside(&kept, part.segment, undecodable)?;
+            read.undecodable.extend(aside);
+            if kept.num_rows() == 0 {
+                continue;
+            }
+            kept
+        };
         let (pieces, bytes) = route(&kept, job.buckets, &mut digests)?;
         job.store.push(pieces, bytes)?;
         let grown = job.digests.append(&mut digests);
@@ -533,6 +554,50 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
         tokio::task::yield_now().await;
     }
     Ok(read)
+}
+
+/// Splits the rows of `kept` (a batch of segment `segment` with `__ord`) that hold a value
+/// that is not UTF-8 (`undecodable`, by file row) from the others. A row with several such
+/// values is set aside with the first, naming the others.
+fn set_aside(
+    kept: &RecordBatch,
+    segment: usize,
+    undecodable: Vec<Undecodable>,
+) -> Result<(RecordBatch, Option<SetAside>)> {
+    let mut by_ord: std::collections::HashMap<u64, Undecodable> = Default::default();
+    for u in undecodable {
+        match by_ord.entry(ord(segment, u.row)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(u);
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let first = o.get_mut();
+                first.reason = format!(
+                    "{}; column `{}` is not UTF-8 either",
+                    first.reason, u.column
+                );
+            }
+        }
+    }
+    let ords = kept
+        .column(ORD)
+        .as_primitive::<arrow::datatypes::UInt64Type>();
+    let (mut good, mut bad, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, o) in ords.values().iter().enumerate() {
+        match by_ord.remove(o) {
+            Some(u) => {
+                bad.push(i as u32);
+                values.push(u);
+            }
+            None => good.push(i as u32),
+        }
+    }
+    if bad.is_empty() {
+        return Ok((kept.clone(), None));
+    }
+    let take =
+        |rows: Vec<u32>| take_record_batch(kept, &UInt32Array::from(rows)).map_err(arrow_error);
+    Ok((take(good)?, Some((take(bad)?, values))))
 }
 
 /// The rows of `batch` (a segment's, from file row `first_row` on) in the shard's
@@ -675,6 +740,10 @@ async fn assemble(
     let mut inputs = Vec::with_capacity(planned.len());
     let mut out_of_order = 0;
     let mut events_read = 0;
+    let undecodable = parts
+        .iter_mut()
+        .flat_map(|p| std::mem::take(&mut p.undecodable))
+        .collect();
     let mut parts = parts.into_iter().peekable();
     for (index, segment) in planned.iter().enumerate() {
         let mut input = LineageInput {
@@ -717,6 +786,7 @@ async fn assemble(
         spilled_rows: 0,
         repeated,
         cross_bucket,
+        undecodable,
     })
 }
 

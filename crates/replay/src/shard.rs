@@ -38,7 +38,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
     Error, Result,
-    anomaly::{Policies, Tally, quarantine_batch},
+    anomaly::{Policies, RowRef, Tally, quarantine_batch},
     dedupe::{Bucket, cross_bucket_candidates, cross_bucket_winners, dedupe},
     events::{EventsShape, events_of},
     fold::{Deadline, Fold, FoldLimits},
@@ -306,6 +306,17 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
     let _spill = read.spill;
     let sources: Vec<Arc<Source>> = read.buckets.into_iter().map(Arc::new).collect();
     let policies = Policies::new(plan, &shard.id, &shard.segments);
+    // Rows that could not be decoded go no further: their anomalies come first (a halt
+    // among them is the shard's error before any other stage runs).
+    let mut tally = Tally::default();
+    for (batch, values) in &read.undecodable {
+        for (row, value) in values.iter().enumerate() {
+            policies.undecodable(&mut tally, RowRef { batch, row }, value);
+        }
+    }
+    if tally.halt.is_some() {
+        tally.halted()?;
+    }
     let fold = Arc::new(fold);
     let repeated = Arc::new(read.repeated);
     let permits = Arc::new(Semaphore::new(threads));
@@ -412,7 +423,6 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
     })
     .await?;
     tracing::debug!(shard = %shard.id, seconds = started.elapsed().as_secs_f64(), "buckets replayed");
-    let mut tally = Tally::default();
     let mut outputs = Vec::with_capacity(folded.len());
     for (output, t) in folded {
         tally.absorb(t);

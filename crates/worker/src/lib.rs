@@ -380,11 +380,13 @@ impl Worker {
                     self.halt_run(&lease.run_id, &message).await?;
                 }
                 let recorded = message.clone();
+                let input = error.is_input();
                 let state = self
                     .store
                     .update_shard(&lease.run_id, &lease.shard, &move |s| {
                         s.failures += 1;
                         s.last_error = Some(recorded.clone());
+                        s.input_error = input;
                         s.status = if final_now || s.failures >= max {
                             ShardStatus::Failed
                         } else {

@@ -393,7 +393,7 @@ invariants = {{ include "replayfleet.tomlStrings" .invariants }}
 {{- with .anomalies }}
 
 [checks.anomalies]
-{{- range $k := list "no_upcast_path" "unknown_type" "unknown_version" "invalid_payload" "upcast_failed" "conflicting_duplicate" "gap" }}
+{{- range $k := list "no_upcast_path" "unknown_type" "unknown_version" "invalid_payload" "upcast_failed" "conflicting_duplicate" "gap" "undecodable" }}
 {{- if hasKey $.Values.backfill.checks.anomalies $k }}
 {{ $k }} = {{ include "replayfleet.tomlString" (index $.Values.backfill.checks.anomalies $k) }}
 {{- end }}

@@ -41,6 +41,15 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<u8> {
             thousands(done.segments),
             thousands(done.rows)
         );
+        if done.undecodable > 0 {
+            eprintln!(
+                "warning: {} values are not UTF-8; a run sets their rows aside as `undecodable` anomalies (policy `checks.anomalies.undecodable`):",
+                thousands(done.undecodable)
+            );
+            for example in &done.undecodable_examples {
+                eprintln!("  {example}");
+            }
+        }
     }
     if args.json {
         print_json(&inv)?;
