@@ -1,5 +1,5 @@
-//! The canonical envelope schema and how one segment becomes it (SPEC section 1,
-//! docs/SOURCES.md).
+//! The canonical envelope schema and how one segment becomes it (docs/SOURCES.md, "The
+//! canonical envelope" and "The mapping, key by key").
 //!
 //! A [`Plan`] is made per segment from its path, its footer and the [`SourceMapping`]:
 //! every entry of `[source.columns]` is resolved there, once, so a mapping that names a
@@ -7,7 +7,7 @@
 //! before any row is read, naming the segment and the entry. Captures, footer values
 //! and constants become per-segment constants; columns and dotted paths become reads.
 //!
-//! Conversions (SPEC section 1):
+//! Conversions (docs/SOURCES.md, "Types accepted, per envelope column"):
 //! - integers of any width, signed or not, plain or dictionary-encoded, and text holding
 //!   integers are checked into Int32/Int64: a value that does not fit or parse is an error
 //!   naming the segment, the column and the row;

@@ -1,4 +1,4 @@
-//! Event archives on object storage (SPEC section 1).
+//! Event archives on object storage (docs/SOURCES.md).
 //!
 //! This crate owns object_store locations, segment listing, the inventory read from
 //! Parquet footers, the mapping of foreign columns onto the canonical envelope, and

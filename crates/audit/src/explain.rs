@@ -8,11 +8,12 @@
 //!  each event ──▶ duplicate? anomaly? ──▶ each upcaster of its chain, payload after it
 //! ```
 //!
-//! A key's row comes from one stream (SPEC section 3): the key is `stream_id`, contains
-//! it, or is `event_id`. So the events behind a row are the shard's events whose
-//! `stream_id` or `event_id` equals one of the key's values, inside the plan's window,
-//! judged as the replay judged them: the first copy of an event id in (partition, seq,
-//! file) order is kept, later copies are duplicates; then the upcaster chain.
+//! A key's row comes from one stream (docs/CONCEPTS.md, "Projection"): the key is
+//! `stream_id`, contains it, or is `event_id`. So the events behind a row are the shard's
+//! events whose `stream_id` or `event_id` equals one of the key's values, inside the
+//! plan's window, judged as the replay judged them: the first copy of an event id in
+//! (partition, seq, file) order is kept, later copies are duplicates; then the upcaster
+//! chain.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -526,7 +527,8 @@ fn judge(plan: &Plan, mut found: Vec<Found>) -> Result<Vec<ExplainedEvent>> {
     Ok(out)
 }
 
-/// What makes two copies of an event id the same event (SPEC section 6).
+/// What makes two copies of an event id the same event (docs/FORMATS.md, "Duplicates and
+/// anomalies", step 3).
 #[derive(Debug, PartialEq)]
 struct Identity {
     stream_id: Option<String>,

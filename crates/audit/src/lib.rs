@@ -1,5 +1,5 @@
-//! The audit trail (SPEC sections 5–8): what lets an auditor trust a projection without
-//! trusting the run that made it.
+//! The audit trail (docs/FORMATS.md, docs/AUDITING.md): what lets an auditor trust a
+//! projection without trusting the run that made it.
 //!
 //! - [`verify`]: re-hash every segment of a commit, re-check every input segment against
 //!   its lineage manifest, and replay a deterministic sample of the shards from the

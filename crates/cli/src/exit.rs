@@ -1,4 +1,4 @@
-//! Exit codes (SPEC section 10) and how errors map onto them.
+//! Exit codes (docs/CONCEPTS.md, "Exit codes") and how errors map onto them.
 
 /// Success.
 pub const SUCCESS: u8 = 0;

@@ -1,5 +1,5 @@
 //! `replayfleet`: the one binary. Thin: parses flags, runs a command, maps its
-//! outcome to the exit codes of SPEC section 10.
+//! outcome to the exit codes of docs/CONCEPTS.md ("Exit codes").
 
 use std::process::ExitCode;
 

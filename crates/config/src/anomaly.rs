@@ -1,4 +1,4 @@
-//! Anomaly kinds and the policies that handle them (SPEC section 6).
+//! Anomaly kinds and the policies that handle them (docs/CONFIG.md, "Anomaly policies").
 
 use serde::{Deserialize, Serialize};
 

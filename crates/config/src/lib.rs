@@ -1,4 +1,4 @@
-//! The run configuration, `backfill.toml` (SPEC section 4).
+//! The run configuration, `backfill.toml` (docs/CONFIG.md).
 //!
 //! This crate owns the raw serde structs (unknown keys rejected by name), the
 //! `REPLAYFLEET_<SECTION>__<KEY>` environment overrides, and the validated run

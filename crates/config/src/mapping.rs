@@ -1,4 +1,4 @@
-//! How an archive becomes the canonical event envelope (SPEC section 1, docs/SOURCES.md).
+//! How an archive becomes the canonical event envelope (docs/SOURCES.md).
 //!
 //! `[source.columns]` has one entry per envelope column. An entry is a column name (the
 //! common case, and the default: the envelope's own name) or a table naming exactly one

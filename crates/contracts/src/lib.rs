@@ -1,7 +1,7 @@
-//! Versioned event contracts (SPEC section 2): the catalog of event types, each version's
-//! JSON Schema (2020-12, `format` asserted), the upcasters between versions (native steps,
-//! SQL through DataFusion, jq through jaq) and the typed payload columns of the `events`
-//! table.
+//! Versioned event contracts (docs/CONTRACTS.md): the catalog of event types, each
+//! version's JSON Schema (2020-12, `format` asserted), the upcasters between versions
+//! (native steps, SQL through DataFusion, jq through jaq) and the typed payload columns of
+//! the `events` table.
 //!
 //! The crate owns the catalog YAML format, every static check of `contracts check`, the
 //! batch upcaster the replay engine calls per (event type, version), and the

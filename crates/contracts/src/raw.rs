@@ -1,4 +1,5 @@
-//! The catalog file as written (SPEC section 2): serde structs, unknown keys rejected.
+//! The catalog file as written (docs/CONTRACTS.md, "The file format"): serde structs,
+//! unknown keys rejected.
 //! Steps stay raw JSON here so that a bad step is reported with its version and index.
 
 use serde::Deserialize;

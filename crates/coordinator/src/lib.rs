@@ -1,7 +1,8 @@
-//! The coordinator role (SPEC sections 4–7): plan a run — inventory, shards of whole
-//! partitions, upcaster coverage, the snapshot of every replay input — publish one lease
-//! per shard, watch the shards, and hand the run to the finalizer. [`run_embedded`] does
-//! all of it in one process with worker tasks over the in-process queue and store.
+//! The coordinator role (docs/CONCEPTS.md, "Coordinator"; docs/FLEET.md): plan a run —
+//! inventory, shards of whole partitions, upcaster coverage, the snapshot of every replay
+//! input — publish one lease per shard, watch the shards, and hand the run to the
+//! finalizer. [`run_embedded`] does all of it in one process with worker tasks over the
+//! in-process queue and store.
 //!
 //! The coordinator never replays a shard and never commits: workers replay, the
 //! finalizer commits.

@@ -1,6 +1,7 @@
-//! Planning (SPEC sections 4 and 5): inventory the archive, group whole partitions into
-//! shards, check upcaster coverage and the projection SQL, and snapshot every replay input
-//! into a [`Plan`]. Nothing is written here; `run` and `coordinator` store the plan.
+//! Planning (docs/CONFIG.md; the plan's format: docs/FORMATS.md, section 1, `plan.json`):
+//! inventory the archive, group whole partitions into shards, check upcaster coverage and
+//! the projection SQL, and snapshot every replay input into a [`Plan`]. Nothing is written
+//! here; `run` and `coordinator` store the plan.
 
 use std::collections::BTreeSet;
 

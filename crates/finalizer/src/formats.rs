@@ -159,7 +159,8 @@ pub struct CheckResult {
     pub samples: Vec<Value>,
 }
 
-/// Keys added, removed and changed against the baseline (SPEC section 6).
+/// Keys added, removed and changed against the baseline (docs/FORMATS.md, section 5,
+/// `report.json`: `diff`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diff {
     /// The baseline version.

@@ -1,7 +1,7 @@
-//! The finalizer role (SPEC sections 5, 6 and 8): re-verify everything a run wrote and
-//! read, run the checks, and commit the new projection version with `PutMode::Create`
-//! of its commit file — or refuse with a report. Also the commit log: history and
-//! rollback.
+//! The finalizer role (docs/FORMATS.md, "Commit protocol"): re-verify everything a run
+//! wrote and read, run the checks, and commit the new projection version with
+//! `PutMode::Create` of its commit file — or refuse with a report. Also the commit log:
+//! history and rollback.
 //!
 //! Only the finalizer commits, and a commit file is never rewritten. A refused run
 //! commits nothing, so readers of the projection never see it.

@@ -1,4 +1,5 @@
-//! Synthetic event histories with the edge cases real archives have (SPEC section 1).
+//! Synthetic event histories with the edge cases real archives have (docs/SOURCES.md,
+//! "The canonical envelope").
 //!
 //! [`generate`] writes an archive of bank-account streams that matches the example
 //! catalog in `examples/accounts/contracts`: `AccountOpened` v1..v3, `Deposited` and

@@ -1,4 +1,5 @@
-//! Rows to Parquet bytes in the canonical envelope (SPEC section 1).
+//! Rows to Parquet bytes in the canonical envelope (docs/SOURCES.md, "The canonical
+//! envelope").
 //!
 //! The bytes must be a pure function of the rows: a fixed `created_by`, no timestamps
 //! or host names in the footer, and the writer's defaults otherwise (row-group and

@@ -18,8 +18,8 @@ pub struct Lease {
     pub token: String,
 }
 
-/// The queue of shard leases of every run (SPEC section 9): an in-process queue
-/// for `replayfleet run`, a JetStream work queue for a fleet.
+/// The queue of shard leases of every run (docs/FLEET.md, "Leases on JetStream"):
+/// an in-process queue for `replayfleet run`, a JetStream work queue for a fleet.
 ///
 /// Implementations must pass [`crate::conformance::lease_queue_suite`].
 #[async_trait::async_trait]

@@ -1,4 +1,4 @@
-//! Leases, run state and progress (SPEC sections 6 and 9).
+//! Leases, run state and progress (docs/FLEET.md).
 //!
 //! This crate owns the two traits the fleet coordinates through, and the
 //! implementations behind them:

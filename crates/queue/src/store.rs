@@ -133,8 +133,8 @@ pub struct Versioned<T> {
     pub revision: u64,
 }
 
-/// Run state and shard attempts (SPEC section 9): in memory for `replayfleet
-/// run`, a JetStream KV bucket for a fleet.
+/// Run state and shard attempts (docs/FLEET.md, "Leases on JetStream"): in
+/// memory for `replayfleet run`, a JetStream KV bucket for a fleet.
 ///
 /// Implementations must pass [`crate::conformance::run_store_suite`].
 #[async_trait::async_trait]

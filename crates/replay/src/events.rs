@@ -143,8 +143,8 @@ impl Cells {
         &self.text[start as usize..(start + len) as usize]
     }
 
-    /// SPEC section 2's mapping of JSON Schema types onto Arrow: null when the value is
-    /// null or does not fit the column.
+    /// The typed columns' mapping of JSON Schema types onto Arrow (docs/CONTRACTS.md,
+    /// "Typed columns"): null when the value is null or does not fit the column.
     fn set(&mut self, at: usize, data_type: &DataType, v: &Lite<'_>) {
         let cell = match data_type {
             DataType::Int64 => v

@@ -1,5 +1,5 @@
-//! The content fingerprint (SPEC section 8): a row-level digest that does not depend on
-//! how rows are split into shards, segments or batches.
+//! The content fingerprint (docs/FORMATS.md, "Content fingerprint"): a row-level digest
+//! that does not depend on how rows are split into shards, segments or batches.
 //!
 //! Canonical encoding of one row: for each column in output-schema order, the column
 //! name's UTF-8 bytes, a `0x00` byte, then `0x00` for a null or `0x01` followed by the

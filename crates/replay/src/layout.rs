@@ -1,4 +1,4 @@
-//! The projection's home (SPEC section 5): where every file of a run and every commit
+//! The projection's home (docs/FORMATS.md): where every file of a run and every commit
 //! lives, and the two ways replayfleet writes there — put-if-absent for files that decide
 //! something (lineage manifests, commits), attempt-unique paths for everything else.
 //!

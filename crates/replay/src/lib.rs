@@ -1,8 +1,9 @@
-//! One shard's replay (SPEC sections 3, 5, 6 and 8), a pure function of the plan's
-//! snapshot and the input bytes: read the shard's segments in `seq` order, drop exact
-//! duplicates, upcast and validate every event, apply the anomaly policies, fold the
-//! `events` table through the projection SQL (DataFusion, one partition), and write the
-//! projection segments, the quarantined events and the lineage manifest.
+//! One shard's replay (docs/FORMATS.md: "Duplicates and anomalies", sections 2–4), a pure
+//! function of the plan's snapshot and the input bytes: read the shard's segments in `seq`
+//! order, drop exact duplicates, upcast and validate every event, apply the anomaly
+//! policies, fold the `events` table through the projection SQL (DataFusion, one
+//! partition), and write the projection segments, the quarantined events and the lineage
+//! manifest.
 //!
 //! The crate also owns the formats a replay reads and writes — [`Plan`] (`plan.json`),
 //! [`Lineage`] (the lineage manifest) and the [`Target`] layout — and the row-level
