@@ -408,3 +408,55 @@ fn the_fleet_on_s3_commits_the_embedded_fingerprint_of_a_local_copy() {
     assert!(history[0]["totals"]["shards"].as_u64().unwrap() > 1);
     drop(workers);
 }
+
+/// A worker refuses a plan of another build (another digest of the sources): it releases
+/// the lease, says why, and replays nothing; the plan as its build wrote it replays.
+#[test]
+fn a_worker_refuses_a_plan_of_another_build() {
+    let nats = NatsServer::start();
+    let f = Fixture::new(600, 2, 7, &[]);
+    let config = f.config("other", &fleet_settings(&nats, "other"));
+    let (coordinator, run) = start_coordinator(&f, &config, "other");
+    let plan_path = f.path(&format!("other/runs/{run}/plan.json"));
+    let ours = std::fs::read(&plan_path).unwrap();
+    let mut plan: serde_json::Value = serde_json::from_slice(&ours).unwrap();
+    let sources = plan["build"]["sources"].as_str().unwrap().to_owned();
+    assert_eq!(sources.len(), 16, "{:#}", plan["build"]);
+    plan["build"]["sources"] = "0123456789abcdef".into();
+    std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan).unwrap()).unwrap();
+
+    let log = f.path("worker.log");
+    let mut worker = Command::new(bin())
+        .args(["worker", "--nats", &nats.url(), "--lease-ttl", "2s"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("was planned by another build")
+            && said.contains("sources 0123456789abcdef")
+            && said.contains(&format!("sources {sources}")),
+        "{said}"
+    );
+    assert!(
+        !f.path(&format!("other/runs/{run}/shards")).exists(),
+        "a shard was replayed"
+    );
+
+    // The plan as this build wrote it: the run completes.
+    std::fs::write(&plan_path, &ours).unwrap();
+    let _worker = WorkerProcess::start(&nats.url());
+    let out = coordinator.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(f.history("other").len(), 1);
+}

@@ -454,9 +454,9 @@ async fn rerun(
         String::new()
     } else {
         format!(
-            " (re-run by replayfleet {}, the plan's build is {})",
-            Build::current().version,
-            plan.build.version
+            " (re-run by {}, the plan's build is {})",
+            Build::current(),
+            plan.build
         )
     };
     let lineage_path = Target::lineage_path(&plan.run_id, shard);

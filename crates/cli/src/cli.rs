@@ -7,7 +7,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Rebuild event-sourced projections from archived history, predictably.
 #[derive(Debug, Parser)]
-#[command(name = "replayfleet", version, about, propagate_version = true)]
+#[command(
+    name = "replayfleet",
+    version = replayfleet_replay::LONG_VERSION,
+    about,
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

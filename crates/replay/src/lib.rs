@@ -40,7 +40,7 @@ pub use lineage::{
     Applied, LINEAGE_FORMAT_VERSION, Lineage, LineageInput, OutputFile, VersionApplied,
 };
 pub use plan::{
-    Build, ChecksSnapshot, Column, ContractFile, ContractsSnapshot, InputSegment,
+    Build, ChecksSnapshot, Column, ContractFile, ContractsSnapshot, InputSegment, LONG_VERSION,
     PLAN_FORMAT_VERSION, Plan, ProjectionSnapshot, ShardPlan, SourceSnapshot, TypeCoverage,
     shard_id,
 };

@@ -16,14 +16,44 @@ use crate::Result;
 /// Version of the `plan.json` format.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
 
-/// The replayfleet build that wrote a file; part of every replay's inputs.
+/// The replayfleet build that wrote a file; part of every replay's inputs. Two builds are
+/// the same build when every field is equal: a worker refuses a plan of another build,
+/// whose shards it could not promise to replay to the same bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Build {
     /// Always `replayfleet`.
     pub name: String,
     /// The crate version.
     pub version: String,
+    /// A digest of the workspace's sources (every file under `crates/`, `Cargo.toml`,
+    /// `Cargo.lock`; 16 hex digits, from `crates/replay/build.rs`): differs whenever the
+    /// code differs. Empty in files of builds before it was recorded.
+    #[serde(default)]
+    pub sources: String,
+    /// The compiler (`rustc -V`).
+    #[serde(default)]
+    pub rustc: String,
+    /// The target triple.
+    #[serde(default)]
+    pub target: String,
+    /// The cargo profile (`debug`, `release`).
+    #[serde(default)]
+    pub profile: String,
 }
+
+/// This build's `--version` line: the crate version and the build's identity.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (sources ",
+    env!("REPLAYFLEET_BUILD_SOURCES"),
+    ", ",
+    env!("REPLAYFLEET_BUILD_RUSTC"),
+    ", ",
+    env!("REPLAYFLEET_BUILD_TARGET"),
+    ", ",
+    env!("REPLAYFLEET_BUILD_PROFILE"),
+    ")"
+);
 
 impl Build {
     /// This build.
@@ -31,7 +61,25 @@ impl Build {
         Build {
             name: "replayfleet".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            sources: env!("REPLAYFLEET_BUILD_SOURCES").into(),
+            rustc: env!("REPLAYFLEET_BUILD_RUSTC").into(),
+            target: env!("REPLAYFLEET_BUILD_TARGET").into(),
+            profile: env!("REPLAYFLEET_BUILD_PROFILE").into(),
         }
+    }
+}
+
+impl std::fmt::Display for Build {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.name, self.version)?;
+        if !self.sources.is_empty() {
+            write!(
+                f,
+                " (sources {}, {}, {}, {})",
+                self.sources, self.rustc, self.target, self.profile
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -322,4 +370,37 @@ impl Plan {
 /// The shard id of index `i`.
 pub fn shard_id(i: usize) -> String {
     format!("shard-{i:05}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_is_told_apart_by_its_sources_compiler_target_and_profile() {
+        let current = Build::current();
+        assert_eq!(current.sources.len(), 16, "{current}");
+        assert!(current.sources.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(current.rustc.starts_with("rustc "), "{current}");
+        assert!(!current.target.is_empty() && !current.profile.is_empty());
+        assert!(LONG_VERSION.contains(&current.sources), "{LONG_VERSION}");
+        assert!(current.to_string().contains(&current.sources));
+        for other in [
+            Build {
+                sources: "0123456789abcdef".into(),
+                ..current.clone()
+            },
+            Build {
+                profile: "another".into(),
+                ..current.clone()
+            },
+        ] {
+            assert_ne!(other, current);
+        }
+        // A file written before the build's identity was recorded still reads.
+        let old: Build =
+            serde_json::from_str(r#"{"name": "replayfleet", "version": "0.1.0"}"#).unwrap();
+        assert_eq!(old.sources, "");
+        assert_eq!(old.to_string(), "replayfleet 0.1.0");
+    }
 }

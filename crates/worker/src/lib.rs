@@ -436,10 +436,9 @@ impl Worker {
         let plan = Plan::from_json(&path, &bytes).map_err(|e| e.to_string())?;
         if plan.build != Build::current() {
             return Err(format!(
-                "run {run_id} was planned by {} {}, this worker is {}",
-                plan.build.name,
-                plan.build.version,
-                Build::current().version
+                "run {run_id} was planned by another build, {}; this worker is {}",
+                plan.build,
+                Build::current()
             ));
         }
         let source = Location::parse(&plan.source.url, None, &store_options_from_env("source"))
