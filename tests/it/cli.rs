@@ -271,3 +271,49 @@ fn generate_into_a_non_empty_folder_exits_2() {
     .expect_code(2)
     .stderr_names(&["other.txt"]);
 }
+
+/// Read-only commands find what they read and create nothing: a folder that does not
+/// exist is exit 2 naming it (`history` and `inventory` exited 0, and every one of them
+/// created the folder), and `plan` creates no target. A missing config file is named once.
+#[test]
+fn read_only_commands_on_a_missing_folder_exit_2_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let m = missing.to_str().unwrap();
+    for args in [
+        vec!["history", "--target", m],
+        vec!["show", "--target", m],
+        vec!["verify", "--target", m],
+        vec!["explain", "--target", m, "--key", "account_id=a"],
+        vec!["rollback", "--target", m, "--to", "1"],
+        vec!["inventory", "--source", m],
+    ] {
+        replayfleet(&args)
+            .expect_code(2)
+            .stderr_names(&["there is no folder", m]);
+        assert!(!missing.exists(), "{args:?} created {m}");
+    }
+
+    // `plan` reads the target's history: a target that does not exist yet is empty, and
+    // stays absent.
+    let f = crate::replay::Fixture::new(300, 1, 3, &[]);
+    let config = f.config(
+        "plan",
+        &crate::replay::Settings {
+            target: "not-yet",
+            ..Default::default()
+        },
+    );
+    replayfleet(&["plan", "--config", &config]).expect_code(0);
+    assert!(!f.path("not-yet").exists(), "plan created the target");
+
+    let absent = dir.path().join("absent.toml");
+    let out = replayfleet(&["plan", "--config", absent.to_str().unwrap()]);
+    out.expect_code(2);
+    assert_eq!(
+        out.stderr.matches("No such file or directory").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+}

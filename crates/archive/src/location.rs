@@ -87,6 +87,19 @@ impl Location {
         self.url.scheme() == "file"
     }
 
+    /// Fails, naming the folder, when the location is a local folder that does not exist:
+    /// what a read-only command reads must be there (on object storage an empty prefix and
+    /// a missing one are the same, and this always passes).
+    pub fn must_exist(&self) -> Result<()> {
+        match self.url.to_file_path() {
+            Ok(dir) if self.is_local() && !dir.is_dir() => Err(Error::InvalidLocation {
+                location: self.url.to_string(),
+                reason: format!("there is no folder `{}`", dir.display()),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The object store.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
@@ -222,11 +235,21 @@ fn build_store(
             let dir = url
                 .to_file_path()
                 .map_err(|()| invalid("not a local path".into()))?;
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| invalid(format!("cannot create `{}`: {e}", dir.display())))?;
-            let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                .map_err(|e| invalid(e.to_string()))?;
-            Ok((Arc::new(store), Path::default()))
+            if dir.is_dir() {
+                let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| invalid(e.to_string()))?;
+                return Ok((Arc::new(store), Path::default()));
+            }
+            if dir.exists() {
+                return Err(invalid(format!("`{}` is not a folder", dir.display())));
+            }
+            // A folder that does not exist yet: reading it finds nothing, and the first
+            // write creates it (never a read: read-only commands create nothing).
+            let prefix = Path::from_absolute_path(&dir).map_err(|e| invalid(e.to_string()))?;
+            Ok((
+                Arc::new(object_store::local::LocalFileSystem::new()),
+                prefix,
+            ))
         }
         "s3" | "s3a" => {
             let mut builder = object_store::aws::AmazonS3Builder::from_env()

@@ -29,6 +29,24 @@ impl Coded {
     }
 }
 
+/// An error and its causes on one line, `a: b: c`, a cause left out when the message
+/// before it says it already (errors that print their source, as `cannot read `f`: No
+/// such file or directory`, would otherwise say it twice).
+pub fn message(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// The exit code for an error: 2 when any error in the chain is the user's to fix.
 pub fn code_of(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -80,4 +98,16 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
         }
     }
     FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_the_message_already_says_is_not_said_twice() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let err = anyhow::Error::new(io).context("cannot read `f`: No such file");
+        assert_eq!(super::message(&err), "cannot read `f`: No such file");
+        let err = anyhow::anyhow!("the cause").context("the context");
+        assert_eq!(super::message(&err), "the context: the cause");
+    }
 }

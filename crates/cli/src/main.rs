@@ -22,7 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     if let Err(e) = output::init_tracing(&cli.global) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", exit::message(&e));
         return ExitCode::from(exit::USAGE);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = exit::code_of(&e);
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", exit::message(&e));
             ExitCode::from(code)
         }
     }

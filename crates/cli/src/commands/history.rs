@@ -14,12 +14,11 @@ use crate::{
     output::{Table, print_json, thousands},
 };
 
+/// The target at `url`, which must exist (a local folder that does not is exit 2).
 pub(crate) fn target(url: &str) -> anyhow::Result<Target> {
-    Ok(Target::new(Location::parse(
-        url,
-        None,
-        &store_options_from_env("target"),
-    )?))
+    let location = Location::parse(url, None, &store_options_from_env("target"))?;
+    location.must_exist()?;
+    Ok(Target::new(location))
 }
 
 pub async fn history(args: HistoryArgs) -> anyhow::Result<u8> {

@@ -28,6 +28,7 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<u8> {
     };
     options.extend(args.options.iter().cloned());
     let location = Location::parse(&url, None, &options)?;
+    location.must_exist()?;
     let options = InventoryOptions {
         sample_rows: args.sample,
         ..InventoryOptions::default()
