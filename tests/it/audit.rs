@@ -158,7 +158,16 @@ fn gc_deletes_only_what_no_commit_references_and_the_commits_still_verify() {
     let root = f.path("target");
     // a refused run (unreferenced), then a rollback commit of version 1
     let refused_run = crate::schemas::refused_run(&f, "refused");
-    replayfleet(&["rollback", "--target", &target, "--to", "1"]).expect_code(0);
+    replayfleet(&[
+        "rollback",
+        "--target",
+        &target,
+        "--to",
+        "1",
+        "--reason",
+        "audit test",
+    ])
+    .expect_code(0);
     // a losing attempt inside the committed run: a copy of the winner's folder
     let history = f.history("target");
     let segment = history[0]["segments"][0]["path"].as_str().unwrap();

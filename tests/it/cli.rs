@@ -285,7 +285,7 @@ fn read_only_commands_on_a_missing_folder_exit_2_and_create_nothing() {
         vec!["show", "--target", m],
         vec!["verify", "--target", m],
         vec!["explain", "--target", m, "--key", "account_id=a"],
-        vec!["rollback", "--target", m, "--to", "1"],
+        vec!["rollback", "--target", m, "--to", "1", "--reason", "r"],
         vec!["inventory", "--source", m],
     ] {
         replayfleet(&args)

@@ -595,17 +595,27 @@ fn rollback_commits_an_older_version_and_history_shows_both() {
     )
     .expect_code(0);
     let target = f.path("target");
-    replayfleet(&[
-        "rollback",
-        "--target",
-        target.to_str().unwrap(),
-        "--to",
-        "1",
-    ])
+    crate::support::replayfleet_env(
+        &[
+            "rollback",
+            "--target",
+            target.to_str().unwrap(),
+            "--to",
+            "1",
+            "--reason",
+            "version 2 doubles the balances",
+        ],
+        &[("REPLAYFLEET_BY".into(), "release-pipeline".into())],
+    )
     .expect_code(0);
     let history = f.history("target");
     assert_eq!(history.len(), 3);
     assert_eq!(history[2]["kind"], "rollback");
+    assert_eq!(
+        history[2]["rollback_reason"],
+        "version 2 doubles the balances"
+    );
+    assert_eq!(history[2]["committed_by"], "release-pipeline");
     assert_eq!(history[2]["rollback_of"], 1);
     assert_eq!(history[2]["parent"], 2);
     assert_eq!(history[2]["fingerprint"], history[0]["fingerprint"]);
@@ -613,7 +623,7 @@ fn rollback_commits_an_older_version_and_history_shows_both() {
     let table = replayfleet(&["history", "--target", target.to_str().unwrap()]);
     table.expect_code(0);
     assert!(
-        table.stdout.contains("rollback to version 1"),
+        table.stdout.contains("rollback to version 1") && table.stdout.contains(" UTC"),
         "{}",
         table.stdout
     );
@@ -643,6 +653,8 @@ fn rollback_commits_an_older_version_and_history_shows_both() {
         target.to_str().unwrap(),
         "--to",
         "9",
+        "--reason",
+        "none",
     ])
     .expect_code(2)
     .stderr_names(&["version 9"]);

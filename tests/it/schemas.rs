@@ -226,6 +226,10 @@ fn every_json_file_a_run_writes_validates_against_its_schema() {
         target.to_str().unwrap(),
         "--to",
         "1",
+        "--reason",
+        "schema test",
+        "--by",
+        "auditor",
     ])
     .expect_code(0);
     f.run(

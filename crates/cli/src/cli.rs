@@ -34,6 +34,10 @@ pub struct GlobalArgs {
     /// the machine's cores otherwise.
     #[arg(long, global = true, env = "REPLAYFLEET_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+    /// Who commits, recorded in commits (`committed_by`) and acceptances: a person or a
+    /// pipeline. Default: `$USER@host`.
+    #[arg(long, global = true, env = "REPLAYFLEET_BY")]
+    pub by: Option<String>,
 }
 
 impl Cli {
@@ -369,6 +373,9 @@ pub struct RollbackArgs {
     /// The version whose segments become current again.
     #[arg(long)]
     pub to: u64,
+    /// Why, recorded in the commit (`rollback_reason`) for whoever audits the history.
+    #[arg(long)]
+    pub reason: String,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -21,6 +21,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if let Some(by) = &cli.global.by {
+        let _ = commands::finalize::BY.set(by.clone());
+    }
     if let Err(e) = output::init_tracing(&cli.global) {
         eprintln!("error: {}", exit::message(&e));
         return ExitCode::from(exit::USAGE);

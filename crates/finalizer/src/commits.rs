@@ -72,7 +72,7 @@ pub(crate) async fn create(target: &Target, commit: &Commit, baseline: u64) -> R
 }
 
 /// Commits a new version whose segments are those of version `to`.
-pub async fn rollback(target: &Target, to: u64, by: &str) -> Result<Commit> {
+pub async fn rollback(target: &Target, to: u64, by: &str, reason: &str) -> Result<Commit> {
     let old = commit_of(target, to).await?;
     let current = current(target).await?.map_or(0, |c| c.version);
     let commit = Commit {
@@ -81,6 +81,7 @@ pub async fn rollback(target: &Target, to: u64, by: &str) -> Result<Commit> {
         parent: Some(current),
         kind: "rollback".into(),
         rollback_of: Some(to),
+        rollback_reason: Some(reason.to_owned()),
         committed_at: Utc::now(),
         committed_by: by.to_owned(),
         accepted: None,

@@ -223,6 +223,7 @@ pub async fn finalize(
         parent: base_version,
         kind: "replay".into(),
         rollback_of: None,
+        rollback_reason: None,
         run_id: run_id.to_owned(),
         committed_at: Utc::now(),
         committed_by: options.by.clone(),

@@ -26,11 +26,14 @@ pub struct Commit {
     /// For a rollback, the version whose segments it restores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_of: Option<u64>,
+    /// For a rollback, why (`rollback --reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_reason: Option<String>,
     /// The run that produced the segments.
     pub run_id: String,
     /// When it was committed.
     pub committed_at: DateTime<Utc>,
-    /// Who committed it (`$USER@host`, or the process).
+    /// Who committed it (`--by` / `REPLAYFLEET_BY`, else `$USER@host`).
     pub committed_by: String,
     /// The projection's name.
     pub projection: String,

@@ -128,8 +128,14 @@ pub fn render_checks(report: &Report) -> String {
     out
 }
 
-/// `$USER@host`, for commits.
+/// Who commits, from `--by` / `REPLAYFLEET_BY` (set once by `main`).
+pub static BY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Who commits: `--by` / `REPLAYFLEET_BY`, else `$USER@host`.
 pub fn who() -> String {
+    if let Some(by) = BY.get().filter(|b| !b.trim().is_empty()) {
+        return by.trim().to_owned();
+    }
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into());

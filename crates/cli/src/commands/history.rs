@@ -54,13 +54,16 @@ fn render(list: &[Commit]) -> String {
             c.parent.map_or_else(|| "-".into(), |p| p.to_string()),
             c.kind.clone(),
             c.run_id.clone(),
-            c.committed_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            c.committed_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
             c.committed_by.clone(),
             thousands(c.totals.rows),
             c.totals.segments.to_string(),
             c.fingerprint.chars().take(16).collect(),
             match (&c.rollback_of, &c.accepted) {
-                (Some(v), _) => format!("rollback to version {v}"),
+                (Some(v), _) => match &c.rollback_reason {
+                    Some(why) => format!("rollback to version {v}: {why}"),
+                    None => format!("rollback to version {v}"),
+                },
                 (None, Some(a)) => format!("accepted: {}", a.reason),
                 _ => String::new(),
             },
@@ -70,7 +73,7 @@ fn render(list: &[Commit]) -> String {
 }
 
 pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
-    let commit = roll_back(&target(&args.target)?, args.to, &who()).await?;
+    let commit = roll_back(&target(&args.target)?, args.to, &who(), &args.reason).await?;
     if args.json {
         print_json(&commit)?;
     } else {

@@ -6,7 +6,7 @@ mod audit;
 mod bench;
 mod bench_fleet;
 mod contracts;
-mod finalize;
+pub(crate) mod finalize;
 mod fleet;
 mod generate;
 mod history;
