@@ -317,3 +317,17 @@ fn read_only_commands_on_a_missing_folder_exit_2_and_create_nothing() {
         out.stderr
     );
 }
+
+/// The run's summary says when workers had nothing to do (more workers than shards).
+#[test]
+fn the_summary_says_when_workers_idled_for_want_of_shards() {
+    let f = crate::replay::Fixture::new(300, 1, 3, &[]);
+    let config = f.config("idle", &crate::replay::Settings::default());
+    let out = replayfleet(&["run", "--config", &config, "--workers", "3"]);
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("2 idle: the plan has 1 shard"),
+        "{}",
+        out.stdout
+    );
+}

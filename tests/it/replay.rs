@@ -810,7 +810,8 @@ fn two_finalizers_racing_for_the_same_version_commit_exactly_once() {
         ..Settings::default()
     };
     let a = f.run(&f.config("race-a", &refused), "2");
-    a.expect_code(3);
+    a.expect_code(3)
+        .stderr_names(&["replayfleet finalize --target", "--accept"]);
     let b = f.run(&f.config("race-b", &refused), "2");
     b.expect_code(3);
     let ids: Vec<String> = [a, b]

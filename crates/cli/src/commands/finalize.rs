@@ -37,11 +37,11 @@ pub async fn run(args: FinalizeArgs) -> anyhow::Result<u8> {
         None,
     )
     .await?;
-    report_outcome(&finalized, args.json)
+    report_outcome(&finalized, args.json, &args.target)
 }
 
 /// Prints how a finalize ended and returns its exit code.
-pub fn report_outcome(finalized: &Finalized, json: bool) -> anyhow::Result<u8> {
+pub fn report_outcome(finalized: &Finalized, json: bool, target: &str) -> anyhow::Result<u8> {
     match finalized {
         Finalized::AlreadyCommitted { version } => {
             if json {
@@ -98,9 +98,26 @@ pub fn report_outcome(finalized: &Finalized, json: bool) -> anyhow::Result<u8> {
                 replayfleet_finalizer::summary(report),
                 report.run_id
             );
+            if let Some(hint) = accept_hint(report, target) {
+                eprintln!("{hint}");
+            }
             Ok(exit::REFUSED)
         }
     }
+}
+
+/// When only discrepancy checks failed (integrity failures are never accepted): the
+/// command that commits the run anyway, once someone has read the report and says why.
+pub fn accept_hint(report: &Report, target: &str) -> Option<String> {
+    let failed: Vec<_> = report.checks.iter().filter(|c| !c.passed).collect();
+    if failed.is_empty() || failed.iter().any(|c| c.class != "discrepancy") {
+        return None;
+    }
+    Some(format!(
+        "to commit it anyway, after reading the report: replayfleet finalize --target {target} \
+         --run {} --accept \"<why these differences are expected>\"",
+        report.run_id
+    ))
 }
 
 /// The checks of a report, with a few samples of each failure.

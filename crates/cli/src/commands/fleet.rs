@@ -95,7 +95,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
     } else {
         println!("run {}", result.plan.run_id);
     }
-    report_outcome(&result.finalized, args.json)
+    report_outcome(&result.finalized, args.json, &result.plan.target)
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {

@@ -9,7 +9,7 @@ use replayfleet_finalizer::{Finalized, Report};
 
 use crate::{
     cli::RunArgs,
-    commands::finalize::{render_checks, report_outcome, who},
+    commands::finalize::{accept_hint, render_checks, report_outcome, who},
     exit::{self, Coded},
     output::{Table, print_json, thousands},
 };
@@ -96,6 +96,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
                     "refused: {}; nothing committed",
                     replayfleet_finalizer::summary(report)
                 );
+                if let Some(hint) = accept_hint(report, &result.plan.target) {
+                    eprintln!("{hint}");
+                }
                 exit::REFUSED
             }
             _ => exit::SUCCESS,
@@ -103,14 +106,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     match &result.finalized {
         Finalized::Committed { report, .. } | Finalized::Verified { report } => {
-            print!("{}", summary(&result, report));
-            report_outcome(&result.finalized, false)
+            print!("{}", summary(&result, report, args.workers));
+            report_outcome(&result.finalized, false, &result.plan.target)
         }
         Finalized::Refused { report } => {
-            print!("{}", summary(&result, report));
-            report_outcome(&result.finalized, false)
+            print!("{}", summary(&result, report, args.workers));
+            report_outcome(&result.finalized, false, &result.plan.target)
         }
-        Finalized::AlreadyCommitted { .. } => report_outcome(&result.finalized, false),
+        Finalized::AlreadyCommitted { .. } => {
+            report_outcome(&result.finalized, false, &result.plan.target)
+        }
     }
 }
 
@@ -119,7 +124,7 @@ fn rate(result: &RunResult, report: Option<&Report>) -> f64 {
     events as f64 / result.elapsed.as_secs_f64().max(1e-9)
 }
 
-fn summary(result: &RunResult, report: &Report) -> String {
+fn summary(result: &RunResult, report: &Report, workers: usize) -> String {
     let t = &report.totals;
     let mut table = Table::new(&["", ""]);
     table.row(vec!["run".into(), result.plan.run_id.clone()]);
@@ -147,6 +152,18 @@ fn summary(result: &RunResult, report: &Report) -> String {
             t.shards.to_string()
         },
     ]);
+    let shards = result.plan.shards.len();
+    if workers > shards {
+        table.row(vec![
+            "workers".into(),
+            format!(
+                "{workers} ({} idle: the plan has {shards} shard{}; each shard uses every \
+                 thread, and a smaller shards.target_events makes more shards)",
+                workers - shards,
+                if shards == 1 { "" } else { "s" }
+            ),
+        ]);
+    }
     table.row(vec!["projection rows".into(), thousands(t.rows)]);
     table.row(vec![
         "version committed".into(),
