@@ -23,10 +23,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events · {msg} · ETA {eta}",
+                "{spinner} [{elapsed_precise}] {bar:40} {human_pos}/{human_len} events \
+                 ({per_sec}) · {msg} · ETA {eta}",
             )
             .expect("a valid template"),
         );
+        // The first frame says what is happening before the first shard reports.
+        bar.set_message("planning: listing segments and reading footers");
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
     });
     let progress = {
