@@ -615,6 +615,9 @@ fn explain_shows_every_event_of_a_row_with_each_upcast_step() {
         "audit-3 seq 9000106",
         "duplicate",
         "anomaly invalid_payload (policy quarantine)",
+        "8 events of its stream read: ",
+        "projected (what the projection saw), 1 exact duplicates dropped, anomalies: ",
+        "invalid_payload 1 (policy quarantine)",
     ] {
         assert!(
             text.stdout.contains(needle),
@@ -622,6 +625,24 @@ fn explain_shows_every_event_of_a_row_with_each_upcast_step() {
             text.stdout
         );
     }
+    // a key with many events: the first ones in full, the rest counted
+    let short = replayfleet(&[
+        "explain",
+        "--target",
+        target,
+        "--key",
+        "account_id=acc-audit",
+        "--events",
+        "3",
+    ]);
+    short.expect_code(0);
+    assert!(
+        short.stdout.contains("8 events of its stream read")
+            && short.stdout.contains("… and 5 more events")
+            && !short.stdout.contains("audit-3 seq 9000106"),
+        "{}",
+        short.stdout
+    );
 
     // with every edge case of the generator, the events explain found and judged
     // projected are exactly the events each row counts

@@ -293,6 +293,10 @@ pub struct ExplainArgs {
     /// The version (default: the current one).
     #[arg(long)]
     pub version: Option<u64>,
+    /// Events to print in full, the first ones in (partition, seq) order (0: all); the
+    /// summary counts them all, and `--json` has them all.
+    #[arg(long, default_value_t = 20)]
+    pub events: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

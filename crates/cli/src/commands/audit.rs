@@ -10,7 +10,7 @@ use crate::{
     cli::{ExplainArgs, GcArgs, VerifyArgs},
     commands::{finalize::who, history::target},
     exit,
-    output::{Table, human_bytes, print_json},
+    output::{Table, human_bytes, print_json, thousands},
 };
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
@@ -153,7 +153,7 @@ pub async fn explain(args: ExplainArgs) -> anyhow::Result<u8> {
     if args.json {
         print_json(&e)?;
     } else {
-        print!("{}", render_explanation(&e));
+        print!("{}", render_explanation(&e, args.events));
     }
     for note in &e.notes {
         eprintln!("note: {note}");
@@ -161,7 +161,39 @@ pub async fn explain(args: ExplainArgs) -> anyhow::Result<u8> {
     Ok(exit::SUCCESS)
 }
 
-fn render_explanation(e: &Explanation) -> String {
+/// One line counting a row's events by what became of them.
+fn explanation_summary(e: &Explanation) -> String {
+    let (mut projected, mut duplicates) = (0u64, 0u64);
+    let mut anomalies: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for ev in &e.events {
+        match (&ev.anomaly, ev.status.as_str()) {
+            (Some(a), _) => {
+                *anomalies
+                    .entry((a.kind.clone(), a.policy.clone()))
+                    .or_default() += 1
+            }
+            (None, "duplicate") => duplicates += 1,
+            (None, _) => projected += 1,
+        }
+    }
+    let mut line = format!(
+        "{} events of its stream read: {} projected (what the projection saw), {} exact \
+         duplicates dropped",
+        thousands(e.events.len() as u64),
+        thousands(projected),
+        thousands(duplicates)
+    );
+    if !anomalies.is_empty() {
+        let listed: Vec<String> = anomalies
+            .iter()
+            .map(|((kind, policy), n)| format!("{kind} {} (policy {policy})", thousands(*n)))
+            .collect();
+        line.push_str(&format!(", anomalies: {}", listed.join(", ")));
+    }
+    line
+}
+
+fn render_explanation(e: &Explanation, shown: usize) -> String {
     let mut out = format!(
         "version {} (run {}), {} in {}:\n",
         e.version, e.run_id, e.shard, e.segment
@@ -172,13 +204,14 @@ fn render_explanation(e: &Explanation) -> String {
     }
     out.push_str(&row.render());
     out.push_str(&format!(
-        "\n{} events behind it (lineage {}; {} row groups read, {} skipped by statistics):\n",
-        e.events.len(),
+        "\n{}\n(lineage {}; {} row groups read, {} skipped by statistics)\n",
+        explanation_summary(e),
         e.lineage,
         e.row_groups_read,
         e.row_groups_skipped
     ));
-    for ev in &e.events {
+    let shown = if shown == 0 { e.events.len() } else { shown };
+    for ev in e.events.iter().take(shown) {
         let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
         out.push_str(&format!(
             "\n{} seq {} partition {} · {} version {} · {}\n  segment {} row {}, occurred {}\n",
@@ -220,6 +253,12 @@ fn render_explanation(e: &Explanation) -> String {
         if let Some(after) = &ev.payload_after {
             out.push_str(&format!("  after:  {}\n", compact(after)));
         }
+    }
+    if e.events.len() > shown {
+        out.push_str(&format!(
+            "\n… and {} more events (--events 0 prints them all; --json has every one)\n",
+            thousands((e.events.len() - shown) as u64)
+        ));
     }
     out
 }
