@@ -331,3 +331,39 @@ fn the_summary_says_when_workers_idled_for_want_of_shards() {
         out.stdout
     );
 }
+
+/// `plan` says before any work when a projection's keys can collide across shards (a
+/// `GROUP BY` on a payload field committed with one shard and was refused with several),
+/// and says nothing for a projection keyed by stream.
+#[test]
+fn plan_warns_when_shards_folded_apart_can_give_one_key_twice() {
+    let f = crate::replay::Fixture::new(2_000, 4, 3, &[]);
+    let by_type = f.config(
+        "by-type",
+        &crate::replay::Settings {
+            sql: "SELECT event_type, count(*) AS n FROM events GROUP BY event_type".into(),
+            key: r#"["event_type"]"#,
+            target_events: 500,
+            ..Default::default()
+        },
+    );
+    let out = replayfleet(&["plan", "--config", &by_type, "--json"]);
+    out.expect_code(0);
+    let shards = out.json()["plan"]["shards"].as_array().unwrap().len();
+    assert!(shards > 1, "{shards} shards");
+    out.stderr_names(&[
+        "warning: projection.sql",
+        "not known to fold each stream on its own",
+        &format!("the plan has {shards} shards"),
+        "unique_keys",
+    ]);
+    assert_eq!(out.json()["warnings"].as_array().unwrap().len(), 1);
+    // what the warning foretells
+    f.run(&by_type, "2").expect_code(3);
+
+    let by_stream = f.config("by-stream", &crate::replay::Settings::default());
+    let out = replayfleet(&["plan", "--config", &by_stream, "--json"]);
+    out.expect_code(0);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    assert!(out.json()["warnings"].as_array().unwrap().is_empty());
+}

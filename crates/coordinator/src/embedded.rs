@@ -141,6 +141,9 @@ pub async fn coordinate(
         None => {
             let run_id = new_run_id(&config.name);
             let planned = plan_run(config, &run_id).await?;
+            for warning in &planned.warnings {
+                tracing::warn!("{warning}");
+            }
             // A run of this name that stopped before its end (a killed process; an
             // embedded run's store dies with it) and plans the same work: resumed, so
             // its finished shards are kept.

@@ -12,7 +12,7 @@ use replayfleet_contracts::{Catalog, PathStatus};
 use replayfleet_replay::{
     Build, ChecksSnapshot, ContractsSnapshot, InputSegment, PLAN_FORMAT_VERSION, Plan,
     ProjectionSnapshot, ShardPlan, SourceSnapshot, TypeCoverage, check_invariants,
-    check_projection, shard_id,
+    check_projection, shard_id, split_hazard,
 };
 use serde::Serialize;
 
@@ -37,6 +37,9 @@ pub struct Planned {
     pub target: Location,
     /// Rough cost.
     pub estimate: Estimate,
+    /// What the plan found that may make the run fail or give another answer than the
+    /// user expects (`plan` prints them; a run logs them at WARN).
+    pub warnings: Vec<String>,
 }
 
 /// The rough cost of a run.
@@ -152,6 +155,28 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
         seconds_one_worker: shards.iter().map(|s| s.rows).sum::<u64>()
             / NOMINAL_EVENTS_PER_SECOND_PER_WORKER,
     };
+    let mut warnings = Vec::new();
+    if let Some(why) =
+        split_hazard(&catalog, &config.projection.sql, &config.projection.key).await?
+    {
+        let warning = if shards.len() > 1 {
+            format!(
+                "projection.sql: {why}; the plan has {} shards, each folded apart, so two \
+                 shards can give the same key and the finalizer would refuse the run \
+                 (unique_keys). Key the projection by stream (its `stream_id`, or \
+                 `event_id`), or raise shards.target_events above the archive's {} events \
+                 for one shard",
+                shards.len(),
+                estimate.events
+            )
+        } else {
+            format!(
+                "projection.sql: {why}; it replays correctly only while the plan has one \
+                 shard (shards.target_events above the events read)"
+            )
+        };
+        warnings.push(warning);
+    }
     let plan = Plan {
         format_version: PLAN_FORMAT_VERSION,
         run_id: run_id.to_owned(),
@@ -202,6 +227,7 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
         source,
         target,
         estimate,
+        warnings,
     })
 }
 

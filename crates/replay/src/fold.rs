@@ -27,6 +27,31 @@ use crate::{
     project::{keyed_query, limit_message, query_only, session},
 };
 
+/// Why folding shards apart may give two rows the same key, when it may: the projection is
+/// not known to keep each key within one stream (a global aggregate, `GROUP BY currency`,
+/// a key that is not the stream's). `None` when every key comes from one stream.
+pub async fn split_hazard(
+    catalog: &replayfleet_contracts::Catalog,
+    sql: &str,
+    key: &[String],
+) -> Result<Option<String>> {
+    let fold = Fold::new(&crate::project::events_schema(catalog), sql, key).await?;
+    if fold.keyed_by_stream {
+        return Ok(None);
+    }
+    Ok(Some(if fold.local {
+        format!(
+            "the projection folds each stream on its own, but its key ({}) holds no column \
+             made from `stream_id` or `event_id`",
+            key.join(", ")
+        )
+    } else {
+        "the projection is not known to fold each stream on its own (an aggregate over \
+         streams, such as a `GROUP BY` on a payload field, a global aggregate, a `LIMIT`)"
+            .to_owned()
+    }))
+}
+
 /// Where the rows of a plan node come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Locality {
@@ -48,6 +73,10 @@ pub(crate) struct Fold {
     pub read: Vec<usize>,
     /// Whether the shard's streams may be folded in buckets.
     pub local: bool,
+    /// Whether a key column names the stream each row comes from (`stream_id`,
+    /// `event_id` or what they became), so that no two streams — no two shards — give
+    /// the same key.
+    pub keyed_by_stream: bool,
     /// The output schema.
     pub output: SchemaRef,
 }
@@ -74,11 +103,15 @@ impl Fold {
         columns_read(&optimized, full, &mut read);
         let mut read: Vec<usize> = read.into_iter().collect();
         read.sort_unstable();
-        let local = matches!(locality(&optimized), Locality::Local { .. });
+        let (local, keyed_by_stream) = match locality(&optimized) {
+            Locality::Local { keys } => (true, keys.iter().any(|c| key.contains(&c.name))),
+            _ => (false, false),
+        };
         Ok(Fold {
             sql,
             read,
             local,
+            keyed_by_stream,
             output,
         })
     }
@@ -496,7 +529,15 @@ mod tests {
         ] {
             let f = fold(sql, &[key]).await;
             assert!(f.local, "{sql}");
+            assert!(f.keyed_by_stream, "{sql}");
         }
+        // Local, but keyed by a payload field: two streams can give one key.
+        let f = fold(
+            "SELECT DISTINCT stream_id, currency FROM events",
+            &["currency"],
+        )
+        .await;
+        assert!(f.local && !f.keyed_by_stream);
     }
 
     #[tokio::test]
@@ -536,6 +577,7 @@ mod tests {
         ] {
             let f = fold(sql, &[key]).await;
             assert!(!f.local, "{sql}");
+            assert!(!f.keyed_by_stream, "{sql}");
         }
     }
 

@@ -20,6 +20,7 @@ mod error;
 mod events;
 mod fingerprint;
 mod fold;
+pub use fold::split_hazard;
 mod layout;
 mod lineage;
 mod merge;

@@ -22,9 +22,13 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<u8> {
             "plan": planned.plan,
             "estimate": planned.estimate,
             "sample": planned.inventory.sample,
+            "warnings": planned.warnings,
         }))?;
     } else {
         print!("{}", render(&planned));
+    }
+    for warning in &planned.warnings {
+        eprintln!("warning: {warning}");
     }
     Ok(exit::SUCCESS)
 }
