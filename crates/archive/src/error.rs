@@ -1,5 +1,7 @@
 //! Errors of the archive crate.
 
+pub use replayfleet_config::ErrorKind;
+
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -124,23 +126,31 @@ pub enum Error {
 }
 
 impl Error {
-    /// A user-caused problem (exit code 2) rather than an operational one.
-    pub fn is_input(&self) -> bool {
-        matches!(
-            self,
+    /// What kind of failure it is: the archive's content and locations are the user's
+    /// (input); storage failures that may pass are transient; the rest (a store refusing,
+    /// a segment changed since it was planned) internal.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
             Error::InvalidLocation { .. }
-                | Error::BadSegment { .. }
-                | Error::MissingColumn { .. }
-                | Error::WrongType { .. }
-                | Error::ValueOutOfRange { .. }
-                | Error::Mapping { .. }
-                | Error::BadValue { .. }
-        )
+            | Error::BadSegment { .. }
+            | Error::MissingColumn { .. }
+            | Error::WrongType { .. }
+            | Error::ValueOutOfRange { .. }
+            | Error::Mapping { .. }
+            | Error::BadValue { .. } => ErrorKind::Input,
+            Error::Storage { source, .. } => storage_kind(source),
+            Error::Changed { .. } => ErrorKind::Internal,
+        }
     }
 
-    /// Worth retrying later (a transient storage failure).
+    /// A user-caused problem (exit code 2): [`ErrorKind::Input`].
+    pub fn is_input(&self) -> bool {
+        self.kind() == ErrorKind::Input
+    }
+
+    /// Worth retrying later: [`ErrorKind::Transient`].
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage { source, .. } if is_transient(source))
+        self.kind().is_retryable()
     }
 
     /// The segment an error is about, when it is about one.
@@ -182,6 +192,16 @@ impl Error {
                 reason: format!("not a readable Parquet file: {other}"),
             },
         }
+    }
+}
+
+/// The kind of an object-store failure: transient when it may succeed when tried again,
+/// internal otherwise.
+pub fn storage_kind(error: &object_store::Error) -> ErrorKind {
+    if is_transient(error) {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Internal
     }
 }
 

@@ -27,7 +27,7 @@ mod testing;
 mod undecodable;
 
 pub use envelope::envelope_schema;
-pub use error::{Error, Result, is_transient};
+pub use error::{Error, ErrorKind, Result, is_transient, storage_kind};
 pub use inventory::{
     EventTypeCount, Inventory, InventoryOptions, PagesVerified, PartitionRange, PartitionSummary,
     Sample, SegmentInventory, StatsSource, Totals, inventory, inventory_of, inventory_with, sample,

@@ -1,6 +1,8 @@
 //! Errors of the audit commands. A mismatch found by `verify` is not an error: it is a
 //! finding in the [`crate::Verification`].
 
+use replayfleet_config::ErrorKind;
+
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -42,11 +44,18 @@ pub enum Error {
 impl Error {
     /// The user's to fix (exit code 2).
     pub fn is_input(&self) -> bool {
+        self.kind() == ErrorKind::Input
+    }
+
+    /// What kind of failure it is; wrapped errors keep their kind.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Input(_) => true,
-            Error::Finalizer(e) => e.is_input(),
-            Error::Archive(e) => e.is_input(),
-            _ => false,
+            Error::Input(_) => ErrorKind::Input,
+            Error::Replay(e) => e.kind(),
+            Error::Finalizer(e) => e.kind(),
+            Error::Archive(e) => e.kind(),
+            Error::Storage { source, .. } => replayfleet_archive::storage_kind(source),
+            Error::Scratch(_) | Error::Conflict(_) => ErrorKind::Internal,
         }
     }
 

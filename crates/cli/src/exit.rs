@@ -1,5 +1,7 @@
 //! Exit codes (docs/CONCEPTS.md, "Exit codes") and how errors map onto them.
 
+use replayfleet_config::ErrorKind;
+
 /// Success.
 pub const SUCCESS: u8 = 0;
 /// An operational failure: storage unreachable after retries, a bug.
@@ -47,57 +49,43 @@ pub fn message(err: &anyhow::Error) -> String {
     out
 }
 
-/// The exit code for an error: 2 when any error in the chain is the user's to fix.
+/// The exit code for an error: a [`Coded`] error's own, else the exit code of the kind
+/// ([`ErrorKind`]) of the first error in the chain that has one; 1 when none has.
 pub fn code_of(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(c) = cause.downcast_ref::<Coded>() {
             return c.code;
         }
-        if cause.downcast_ref::<replayfleet_config::Error>().is_some() {
-            return USAGE;
-        }
-        if let Some(e) = cause.downcast_ref::<replayfleet_archive::Error>() {
-            return if e.is_input() { USAGE } else { FAILURE };
-        }
-        if let Some(e) = cause.downcast_ref::<replayfleet_generate::Error>() {
-            return if e.is_input() { USAGE } else { FAILURE };
-        }
-        if let Some(e) = cause.downcast_ref::<replayfleet_contracts::Error>() {
-            return if e.is_input() { USAGE } else { FAILURE };
-        }
-        if let Some(e) = cause.downcast_ref::<replayfleet_coordinator::Error>() {
-            return match e {
-                replayfleet_coordinator::Error::Halted {
-                    by_policy: true, ..
-                } => REFUSED,
-                replayfleet_coordinator::Error::Finalizer(f) if f.is_refusal() => REFUSED,
-                replayfleet_coordinator::Error::Refused(_) => REFUSED,
-                e if e.is_input() => USAGE,
-                _ => FAILURE,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<replayfleet_queue::Error>() {
-            // A bad credentials or seed file, a server refusing the fleet's setup.
-            return if matches!(e, replayfleet_queue::Error::Invalid { .. }) {
-                USAGE
-            } else {
-                FAILURE
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<replayfleet_audit::Error>() {
-            return if e.is_input() { USAGE } else { FAILURE };
-        }
-        if let Some(e) = cause.downcast_ref::<replayfleet_finalizer::Error>() {
-            return if e.is_refusal() {
-                REFUSED
-            } else if e.is_input() {
-                USAGE
-            } else {
-                FAILURE
-            };
+        if let Some(kind) = kind_of(cause) {
+            return kind.exit_code();
         }
     }
     FAILURE
+}
+
+/// The kind of an error of one of the crates (each says its own).
+pub fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    macro_rules! kinds {
+        ($($error:ty),* $(,)?) => {
+            $(
+                if let Some(e) = cause.downcast_ref::<$error>() {
+                    return Some(e.kind());
+                }
+            )*
+        };
+    }
+    kinds!(
+        replayfleet_config::Error,
+        replayfleet_archive::Error,
+        replayfleet_generate::Error,
+        replayfleet_contracts::Error,
+        replayfleet_queue::Error,
+        replayfleet_replay::Error,
+        replayfleet_finalizer::Error,
+        replayfleet_coordinator::Error,
+        replayfleet_audit::Error,
+    );
+    None
 }
 
 #[cfg(test)]

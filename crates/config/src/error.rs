@@ -47,8 +47,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Always true: configuration errors are the user's to fix.
+    /// Always [`ErrorKind::Input`](crate::ErrorKind::Input): configuration errors are
+    /// the user's to fix.
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::Input
+    }
+
+    /// Always true (see [`Error::kind`]).
     pub fn is_input(&self) -> bool {
-        true
+        self.kind() == crate::ErrorKind::Input
     }
 }

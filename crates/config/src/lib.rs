@@ -8,6 +8,7 @@
 
 mod anomaly;
 mod error;
+mod kind;
 mod mapping;
 mod model;
 mod pattern;
@@ -16,6 +17,7 @@ mod redact;
 
 pub use anomaly::{AnomalyKind, Policy};
 pub use error::{Error, Result};
+pub use kind::ErrorKind;
 pub use mapping::{
     ColumnMapping, Constant, ENVELOPE_COLUMNS, Entry, EnvelopeKind, EpochUnit, Origin,
     SourceMapping, TemplatePart, template_parts,

@@ -115,7 +115,16 @@ pub enum Error {
 impl Error {
     /// Whether the error is caused by the user's input (exit code 2), as opposed to a bug.
     pub fn is_input(&self) -> bool {
-        !matches!(self, Error::Internal(_))
+        self.kind() == replayfleet_config::ErrorKind::Input
+    }
+
+    /// What kind of failure it is: every catalog error is the user's (input) but an
+    /// internal one.
+    pub fn kind(&self) -> replayfleet_config::ErrorKind {
+        match self {
+            Error::Internal(_) => replayfleet_config::ErrorKind::Internal,
+            _ => replayfleet_config::ErrorKind::Input,
+        }
     }
 }
 

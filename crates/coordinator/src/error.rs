@@ -1,5 +1,7 @@
 //! Errors of planning and coordinating a run.
 
+use replayfleet_config::ErrorKind;
+
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -52,17 +54,26 @@ pub enum Error {
 impl Error {
     /// The user's to fix before any work (exit code 2).
     pub fn is_input(&self) -> bool {
+        self.kind() == ErrorKind::Input
+    }
+
+    /// What kind of failure it is: a plan that cannot be made is the user's; a halt by
+    /// policy or operator and a refused control are refusals; a shard that failed on its
+    /// input is the user's, one out of attempts internal; wrapped errors keep their kind.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Plan(_) | Error::Coverage(_) => true,
-            Error::Halted { input, .. } => *input,
-            Error::Archive(e) => e.is_input(),
-            Error::Contracts(e) => e.is_input(),
-            Error::Replay(e) => matches!(
-                e,
-                replayfleet_replay::Error::BadProjection(_)
-                    | replayfleet_replay::Error::Contracts(_)
-            ),
-            _ => false,
+            Error::Plan(_) | Error::Coverage(_) => ErrorKind::Input,
+            Error::Refused(_) => ErrorKind::Refused,
+            Error::Halted {
+                by_policy: true, ..
+            } => ErrorKind::Refused,
+            Error::Halted { input: true, .. } => ErrorKind::Input,
+            Error::Halted { .. } => ErrorKind::Internal,
+            Error::Archive(e) => e.kind(),
+            Error::Contracts(e) => e.kind(),
+            Error::Replay(e) => e.kind(),
+            Error::Finalizer(e) => e.kind(),
+            Error::Queue(e) => e.kind(),
         }
     }
 }

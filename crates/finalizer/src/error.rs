@@ -1,5 +1,7 @@
 //! Errors of finalizing, history and rollback.
 
+use replayfleet_config::ErrorKind;
+
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -67,14 +69,24 @@ pub enum Error {
 impl Error {
     /// The user's to fix (exit code 2): a bad invariant SQL, an unknown run or version.
     pub fn is_input(&self) -> bool {
-        matches!(
-            self,
-            Error::NoRun { .. } | Error::NoVersion { .. } | Error::Query { .. }
-        )
+        self.kind() == ErrorKind::Input
     }
 
-    /// A lost race or a halted run (exit code 3).
+    /// A lost race or a halted run (exit code 3): [`ErrorKind::Refused`].
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::LostRace { .. } | Error::NotFinalizable { .. })
+        self.kind() == ErrorKind::Refused
+    }
+
+    /// What kind of failure it is: a missing run or version and a query that does not
+    /// plan are the user's; a lost race or a run that cannot be finalized refused; the
+    /// errors it wraps keep their kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NoRun { .. } | Error::NoVersion { .. } | Error::Query { .. } => ErrorKind::Input,
+            Error::LostRace { .. } | Error::NotFinalizable { .. } => ErrorKind::Refused,
+            Error::Replay(e) => e.kind(),
+            Error::Archive(e) => e.kind(),
+            Error::Queue(e) => e.kind(),
+        }
     }
 }

@@ -40,14 +40,25 @@ pub enum Error {
     },
 }
 
+use replayfleet_config::ErrorKind;
+
 impl Error {
     /// A user-caused problem (exit code 2) rather than an operational one.
     pub fn is_input(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_) | Error::NotEmpty { .. })
+        self.kind() == ErrorKind::Input
     }
 
     /// Worth retrying later (a transient storage failure).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage { source, .. } if replayfleet_archive::is_transient(source))
+        self.kind().is_retryable()
+    }
+
+    /// What kind of failure it is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidSpec(_) | Error::NotEmpty { .. } => ErrorKind::Input,
+            Error::Storage { source, .. } => replayfleet_archive::storage_kind(source),
+            _ => ErrorKind::Internal,
+        }
     }
 }

@@ -54,6 +54,17 @@ impl Error {
     /// Whether trying again later may succeed: only [`Error::Unavailable`].
     /// A conflict or a lost lease needs the caller to re-read, not to retry blindly.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. })
+        self.kind().is_retryable()
+    }
+
+    /// What kind of failure it is: an unreachable server is transient, a value the
+    /// server or a file refuses (credentials, a seed) the user's, the rest internal.
+    pub fn kind(&self) -> replayfleet_config::ErrorKind {
+        use replayfleet_config::ErrorKind;
+        match self {
+            Error::Unavailable { .. } => ErrorKind::Transient,
+            Error::Invalid { .. } => ErrorKind::Input,
+            _ => ErrorKind::Internal,
+        }
     }
 }

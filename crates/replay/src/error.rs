@@ -1,6 +1,6 @@
 //! Errors of a shard replay, and whether trying again can help.
 
-use replayfleet_config::AnomalyKind;
+use replayfleet_config::{AnomalyKind, ErrorKind};
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -78,6 +78,8 @@ pub enum Error {
     Paced {
         /// What went wrong.
         message: String,
+        /// Its kind (an unreachable store is transient).
+        kind: replayfleet_config::ErrorKind,
     },
     /// Writing Parquet failed.
     #[error("writing `{path}`: {message}")]
@@ -93,29 +95,33 @@ impl Error {
     /// Worth another attempt (a transient storage failure); everything else is final
     /// for this shard.
     pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+
+    /// What kind of failure it is: the archive's content, the projection and the
+    /// contracts are the user's (input: no attempt can succeed); a `halt` policy refuses
+    /// the run at once; storage and pacing failures that may pass are transient.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Archive(e) => e.is_retryable(),
-            Error::Storage { source, .. } => replayfleet_archive::is_transient(source),
-            Error::Paced { .. } => true,
-            _ => false,
+            Error::Archive(e) => e.kind(),
+            Error::Contracts(e) => e.kind(),
+            Error::BadProjection(_) => ErrorKind::Input,
+            Error::Halted { .. } => ErrorKind::Refused,
+            Error::Storage { source, .. } => replayfleet_archive::storage_kind(source),
+            Error::Paced { kind, .. } => *kind,
+            _ => ErrorKind::Internal,
         }
     }
 
-    /// The user's to fix, never the machine's: the archive's content (a segment that cannot
-    /// be read, a value the mapping cannot convert), the projection or the contracts. No
-    /// attempt can succeed.
+    /// The user's to fix: [`ErrorKind::Input`].
     pub fn is_input(&self) -> bool {
-        match self {
-            Error::Archive(e) => e.is_input(),
-            Error::Contracts(e) => e.is_input(),
-            Error::BadProjection(_) => true,
-            _ => false,
-        }
+        self.kind() == ErrorKind::Input
     }
 
-    /// The run must halt at once, whatever the attempts left (a `halt` policy fired).
+    /// The run must halt at once, whatever the attempts left (a `halt` policy fired):
+    /// [`ErrorKind::Refused`].
     pub fn is_halt(&self) -> bool {
-        matches!(self, Error::Halted { .. })
+        self.kind() == ErrorKind::Refused
     }
 
     pub(crate) fn storage(path: &object_store::path::Path, source: object_store::Error) -> Self {
@@ -123,5 +129,29 @@ impl Error {
             path: path.to_string(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_come_from_the_error_itself_not_its_variant_alone() {
+        let paced = |kind| Error::Paced {
+            message: "the store said no".into(),
+            kind,
+        };
+        assert!(paced(ErrorKind::Transient).is_retryable());
+        assert!(
+            !paced(ErrorKind::Input).is_retryable(),
+            "pacing keeps its kind"
+        );
+        assert_eq!(Error::BadProjection("x".into()).kind(), ErrorKind::Input);
+        let bad_segment = Error::Archive(replayfleet_archive::Error::BadSegment {
+            segment: "s".into(),
+            reason: "corrupt".into(),
+        });
+        assert!(bad_segment.is_input() && !bad_segment.is_retryable());
     }
 }

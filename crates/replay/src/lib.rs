@@ -49,6 +49,6 @@ pub use project::{
     check_invariants, check_projection, columns, events_schema, keyed_query, limit_message,
     query_only, quote, session,
 };
-pub use shard::{Pacer, ShardJob, ShardOutcome, replay_shard};
+pub use shard::{PaceError, Pacer, ShardJob, ShardOutcome, replay_shard};
 pub use store::SpillDir;
 pub use write::{PARQUET_FORMAT_VERSION, SEGMENT_ROWS, json_value, key_of, parquet_bytes};

@@ -84,9 +84,18 @@ pub struct ShardJob {
 /// batch of events it reads, and goes on when the returned future resolves.
 #[async_trait::async_trait]
 pub trait Pacer: Send + Sync + std::fmt::Debug {
-    /// Waits until `events` more events may be read. An error stops the shard
-    /// (a retryable one: the pace's store could not be reached).
-    async fn pace(&self, events: u64) -> std::result::Result<(), String>;
+    /// Waits until `events` more events may be read. An error stops the shard, with its
+    /// kind (transient when the pace's store could not be reached).
+    async fn pace(&self, events: u64) -> std::result::Result<(), PaceError>;
+}
+
+/// Why a [`Pacer`] could not pace.
+#[derive(Debug, Clone)]
+pub struct PaceError {
+    /// What went wrong.
+    pub message: String,
+    /// Its kind, which decides whether the shard is tried again.
+    pub kind: replayfleet_config::ErrorKind,
 }
 
 /// How an attempt ended.

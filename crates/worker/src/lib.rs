@@ -7,6 +7,7 @@
 //! failure is retried (transient storage errors) up to the plan's `max_attempts`, or
 //! fails the shard at once when trying again cannot help.
 
+use replayfleet_config::ErrorKind;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -123,7 +124,7 @@ struct StorePacer {
 
 #[async_trait::async_trait]
 impl Pacer for StorePacer {
-    async fn pace(&self, events: u64) -> Result<(), String> {
+    async fn pace(&self, events: u64) -> Result<(), replayfleet_replay::PaceError> {
         metrics::counter!("replayfleet_events_read_total").increment(events);
         if self.per_second == 0 {
             return Ok(());
@@ -132,7 +133,10 @@ impl Pacer for StorePacer {
             .store
             .pace(&self.run_id, events, self.per_second)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| replayfleet_replay::PaceError {
+                message: e.to_string(),
+                kind: e.kind(),
+            })?;
         if !wait.is_zero() {
             metrics::histogram!("replayfleet_pacing_wait_seconds").record(wait.as_secs_f64());
             tokio::time::sleep(wait).await;
@@ -373,14 +377,19 @@ impl Worker {
             Err(error) => {
                 let message = error.to_string();
                 let max = run.plan.max_attempts.max(1);
-                let final_now = error.is_halt() || !error.is_retryable();
-                if error.is_halt() {
+                // Decided by the error's kind alone: refused (a `halt` policy) halts the
+                // run; transient is tried again up to `fleet.max_attempts`; input and
+                // internal fail the shard at once (the same inputs fail the same way).
+                let kind = error.kind();
+                let halt = kind == ErrorKind::Refused;
+                let final_now = halt || !kind.is_retryable();
+                if halt {
                     // The run halts first (by policy), so that a watcher that sees the
                     // shard failed finds the run already halted, for its reason.
                     self.halt_run(&lease.run_id, &message).await?;
                 }
                 let recorded = message.clone();
-                let input = error.is_input();
+                let input = kind == ErrorKind::Input;
                 let state = self
                     .store
                     .update_shard(&lease.run_id, &lease.shard, &move |s| {
@@ -396,7 +405,7 @@ impl Worker {
                     .await?;
                 tracing::warn!(worker = %self.id, run = %lease.run_id, shard = %lease.shard, attempt = state.failures, error = %message, "shard failed");
                 metrics::counter!("replayfleet_shard_failures_total").increment(1);
-                if error.is_halt() {
+                if halt {
                     // Halting removed the run's leases, this one included.
                     return Ok(());
                 }
