@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use replayfleet_finalizer::{Commit, history};
-use replayfleet_replay::{Lineage, Target};
+use replayfleet_replay::{Lineage, Target, TargetPath};
 use serde::Serialize;
 
 use crate::{Error, Result};
@@ -82,10 +82,10 @@ pub async fn gc(target: &Target, options: &GcOptions) -> Result<Collected> {
 
     let mut runs: BTreeMap<String, Vec<Object>> = BTreeMap::new();
     for object in list(target, "runs").await? {
-        let Some(run) = object.path.split('/').nth(1) else {
+        let Some(run) = TargetPath::parse(&object.path).run().map(str::to_owned) else {
             continue;
         };
-        runs.entry(run.to_owned()).or_default().push(object);
+        runs.entry(run).or_default().push(object);
     }
 
     let mut collected = Collected {
@@ -173,9 +173,7 @@ async fn losing_attempts(
     // shard → attempt → its files
     let mut attempts: BTreeMap<&str, BTreeMap<&str, Vec<Object>>> = BTreeMap::new();
     for object in objects {
-        if let ["runs", _, "shards", shard, attempt, _, ..] =
-            object.path.split('/').collect::<Vec<_>>().as_slice()
-        {
+        if let TargetPath::AttemptFile { shard, attempt, .. } = TargetPath::parse(&object.path) {
             attempts
                 .entry(shard)
                 .or_default()

@@ -10,9 +10,9 @@ use replayfleet_archive::{Inventory, InventoryOptions, Location, inventory_with}
 use replayfleet_config::{AnomalyKind, Config, Policy, redact_url};
 use replayfleet_contracts::{Catalog, PathStatus};
 use replayfleet_replay::{
-    Build, ChecksSnapshot, ContractsSnapshot, InputSegment, PLAN_FORMAT_VERSION, Plan,
-    ProjectionSnapshot, ShardPlan, SourceSnapshot, TypeCoverage, check_invariants,
-    check_projection, shard_id, split_hazard,
+    Build, ContractsSnapshot, InputSegment, PLAN_FORMAT_VERSION, Plan, ProjectionSnapshot,
+    ShardPlan, SourceSnapshot, TypeCoverage, check_invariants, check_projection, shard_id,
+    split_hazard,
 };
 use serde::Serialize;
 
@@ -195,15 +195,7 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
             &config.projection.key,
             &config.projection.sql,
         ),
-        checks: ChecksSnapshot {
-            anomalies: AnomalyKind::ALL
-                .into_iter()
-                .map(|k| (k, config.checks.policy(k)))
-                .collect(),
-            max_quarantined_ratio: config.checks.max_quarantined_ratio,
-            invariants: config.checks.invariants.clone(),
-            max_changed_ratio: config.checks.max_changed_ratio,
-        },
+        checks: config.checks.clone(),
         window: config.window.clone(),
         shard_target_events: config.shard_target_events,
         memory_limit_bytes: config.memory_limit_bytes,

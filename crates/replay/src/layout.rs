@@ -97,6 +97,16 @@ impl Target {
         format!("runs/{run_id}/anomalies/{shard}.parquet")
     }
 
+    /// The newest run with a plan (run ids end in a ULID, which sorts by time).
+    pub async fn latest_run(&self) -> Result<Option<String>> {
+        for run_id in self.runs().await?.into_iter().rev() {
+            if self.exists(&Self::plan_path(&run_id)).await? {
+                return Ok(Some(run_id));
+            }
+        }
+        Ok(None)
+    }
+
     /// The store path of a target-relative path.
     pub fn path(&self, relative: &str) -> Path {
         self.location.child(relative)
@@ -293,6 +303,73 @@ impl Target {
     }
 }
 
+/// What a target-relative path is in the target's layout (docs/FORMATS.md, "Layout"):
+/// the one parser of it, so that no command splits paths by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetPath<'a> {
+    /// `_commits/<version>.json`.
+    Commit {
+        /// The version.
+        version: u64,
+    },
+    /// `runs/<run>/shards/<shard>/<attempt>/<file>`: a file one attempt wrote.
+    AttemptFile {
+        /// The run.
+        run: &'a str,
+        /// The shard.
+        shard: &'a str,
+        /// The attempt.
+        attempt: &'a str,
+        /// The file's name.
+        file: &'a str,
+    },
+    /// Anything else under `runs/<run>/` (the plan, the report, lineage manifests,
+    /// anomalies files, OpenLineage events).
+    RunFile {
+        /// The run.
+        run: &'a str,
+        /// The path below the run's folder.
+        rest: &'a str,
+    },
+    /// Not in the layout.
+    Other,
+}
+
+impl<'a> TargetPath<'a> {
+    /// Parses a target-relative path.
+    pub fn parse(relative: &'a str) -> Self {
+        if let Some(name) = relative.strip_prefix(&format!("{COMMITS_DIR}/"))
+            && let Some(version) = name.strip_suffix(".json").and_then(|v| v.parse().ok())
+        {
+            return TargetPath::Commit { version };
+        }
+        let Some((run, rest)) = relative
+            .strip_prefix("runs/")
+            .and_then(|r| r.split_once('/'))
+            .filter(|(run, rest)| !run.is_empty() && !rest.is_empty())
+        else {
+            return TargetPath::Other;
+        };
+        if let ["shards", shard, attempt, file] = rest.splitn(4, '/').collect::<Vec<_>>()[..] {
+            return TargetPath::AttemptFile {
+                run,
+                shard,
+                attempt,
+                file,
+            };
+        }
+        TargetPath::RunFile { run, rest }
+    }
+
+    /// The run the path belongs to.
+    pub fn run(&self) -> Option<&'a str> {
+        match self {
+            TargetPath::AttemptFile { run, .. } | TargetPath::RunFile { run, .. } => Some(run),
+            TargetPath::Commit { .. } | TargetPath::Other => None,
+        }
+    }
+}
+
 /// The retries of one write: jittered exponential backoff whose total stays within the
 /// location's retry budget.
 struct Retry {
@@ -365,4 +442,51 @@ pub fn to_json_bytes<T: Serialize>(value: &T) -> Bytes {
 /// Hex SHA-256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::{Target, TargetPath};
+
+    #[test]
+    fn target_paths_parse_as_the_layout_writes_them() {
+        assert_eq!(
+            TargetPath::parse(&Target::commit_path(12)),
+            TargetPath::Commit { version: 12 }
+        );
+        let part = format!(
+            "{}/part-00000.parquet",
+            Target::attempt_dir("r-1", "s-0", "a")
+        );
+        assert_eq!(
+            TargetPath::parse(&part),
+            TargetPath::AttemptFile {
+                run: "r-1",
+                shard: "s-0",
+                attempt: "a",
+                file: "part-00000.parquet"
+            }
+        );
+        for path in [
+            Target::plan_path("r-1"),
+            Target::report_path("r-1"),
+            Target::lineage_path("r-1", "s-0"),
+            Target::anomalies_path("r-1", "s-0"),
+        ] {
+            assert!(
+                matches!(
+                    TargetPath::parse(&path),
+                    TargetPath::RunFile { run: "r-1", .. }
+                ),
+                "{path}"
+            );
+        }
+        assert_eq!(TargetPath::parse("runs/"), TargetPath::Other);
+        assert_eq!(TargetPath::parse("_commits/x.json"), TargetPath::Other);
+        assert_eq!(TargetPath::parse("elsewhere/file"), TargetPath::Other);
+        assert_eq!(
+            TargetPath::parse(&Target::plan_path("r-1")).run(),
+            Some("r-1")
+        );
+    }
 }

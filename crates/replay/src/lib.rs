@@ -36,7 +36,9 @@ mod write;
 pub use anomaly::anomalies_schema;
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
-pub use layout::{COMMITS_DIR, Created, Target, WRITE_RETRIES_METRIC, sha256_hex, to_json_bytes};
+pub use layout::{
+    COMMITS_DIR, Created, Target, TargetPath, WRITE_RETRIES_METRIC, sha256_hex, to_json_bytes,
+};
 pub use lineage::{
     Applied, LINEAGE_FORMAT_VERSION, Lineage, LineageInput, OutputFile, VersionApplied,
 };

@@ -2,11 +2,9 @@
 //! depends on. Workers, `finalize` and `verify` read a run from its plan, never from a
 //! local config file.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use replayfleet_archive::{PartitionRange, SegmentRef};
-use replayfleet_config::{AnomalyKind, Policy, SourceMapping, Window};
+use replayfleet_config::{Policy, SourceMapping, Window};
 use replayfleet_contracts::{Catalog, CatalogFile};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -225,25 +223,8 @@ impl ProjectionSnapshot {
     }
 }
 
-/// Checks as planned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChecksSnapshot {
-    /// Policy per anomaly kind (every kind present).
-    pub anomalies: BTreeMap<AnomalyKind, Policy>,
-    /// Quarantined / events read, over the run.
-    pub max_quarantined_ratio: f64,
-    /// SQL selecting violating rows of `projection`.
-    pub invariants: Vec<String>,
-    /// Share of keys that may differ from the current version.
-    pub max_changed_ratio: f64,
-}
-
-impl ChecksSnapshot {
-    /// The policy of one kind.
-    pub fn policy(&self, kind: AnomalyKind) -> Policy {
-        self.anomalies.get(&kind).copied().unwrap_or_default()
-    }
-}
+/// Checks as planned: the config's own (every anomaly kind present), one type for both.
+pub type ChecksSnapshot = replayfleet_config::Checks;
 
 /// One input segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -566,34 +566,34 @@ async fn decode_floor(
 /// The part files of an uncommitted run (the bench's target holds one run, and an
 /// embedded run's shards have one attempt unless one failed): `runs/*/shards/*/*/part-*`.
 fn written_parts(target: &Path) -> Vec<String> {
-    let dirs = |path: &Path| -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = std::fs::read_dir(path)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        out.sort();
-        out
-    };
-    let mut parts = Vec::new();
-    for run in dirs(&target.join("runs")) {
-        for shard in dirs(&run.join("shards")) {
-            for attempt in dirs(&shard).into_iter().filter(|p| p.is_dir()) {
-                parts.extend(
-                    dirs(&attempt)
-                        .into_iter()
-                        .filter(|p| {
-                            p.file_name()
-                                .and_then(|n| n.to_str())
-                                .is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet"))
-                        })
-                        .map(|p| p.display().to_string()),
-                );
+    fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files(&path, out);
+            } else {
+                out.push(path);
             }
         }
     }
-    parts
+    let mut all = Vec::new();
+    files(&target.join("runs"), &mut all);
+    all.sort();
+    all.into_iter()
+        .filter(|path| {
+            let relative = path
+                .strip_prefix(target)
+                .ok()
+                .and_then(|p| p.to_str())
+                .unwrap_or_default();
+            matches!(
+                replayfleet_replay::TargetPath::parse(relative),
+                replayfleet_replay::TargetPath::AttemptFile { file, .. }
+                    if file.starts_with("part-") && file.ends_with(".parquet")
+            )
+        })
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 fn duckdb_installed() -> bool {

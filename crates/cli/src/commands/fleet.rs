@@ -229,21 +229,10 @@ pub async fn status(args: crate::cli::StatusArgs) -> anyhow::Result<u8> {
     )?);
     let run_id = match &args.run {
         Some(id) => id.clone(),
-        None => {
-            // The newest run: run ids end in a ULID, which sorts by time.
-            let mut ids: Vec<String> = target
-                .list("runs")
-                .await?
-                .into_iter()
-                .filter_map(|(p, _)| {
-                    p.strip_suffix("/plan.json")
-                        .map(|r| r.trim_start_matches("runs/").to_owned())
-                })
-                .collect();
-            ids.sort_by(|a, b| a.rsplit('-').next().cmp(&b.rsplit('-').next()));
-            ids.pop()
-                .ok_or_else(|| Coded::input(format!("no run in {}", args.target)))?
-        }
+        None => target
+            .latest_run()
+            .await?
+            .ok_or_else(|| Coded::input(format!("no run in {}", args.target)))?,
     };
     let plan_path = Target::plan_path(&run_id);
     let plan_bytes = target
