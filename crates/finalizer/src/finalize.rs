@@ -134,8 +134,8 @@ pub async fn finalize(
     register(&ctx, "projection", Arc::clone(&schema), all)?;
     let key = &plan.projection.key;
     unique_keys(&ctx, key, &mut checks).await?;
-    anomaly_budget(&plan, &totals, &mut checks);
-    invariants(&ctx, &plan, &mut checks).await?;
+    anomaly_budget(plan.checks.max_quarantined_ratio, &totals, &mut checks);
+    invariants(&ctx, &plan.checks.invariants, &mut checks).await?;
     let diff = match &baseline {
         Some(base) => Some(diff(&ctx, target, &plan, base, &schema, &mut checks).await?),
         None => None,
@@ -683,13 +683,12 @@ async fn unique_keys(
     Ok(())
 }
 
-fn anomaly_budget(plan: &Plan, totals: &CommitTotals, checks: &mut Vec<CheckResult>) {
+fn anomaly_budget(max: f64, totals: &CommitTotals, checks: &mut Vec<CheckResult>) {
     let ratio = if totals.events_read == 0 {
         0.0
     } else {
         totals.quarantined as f64 / totals.events_read as f64
     };
-    let max = plan.checks.max_quarantined_ratio;
     checks.push(check(
         "anomaly_budget",
         "discrepancy",
@@ -704,10 +703,10 @@ fn anomaly_budget(plan: &Plan, totals: &CommitTotals, checks: &mut Vec<CheckResu
 
 async fn invariants(
     ctx: &SessionContext,
-    plan: &Plan,
+    sqls: &[String],
     checks: &mut Vec<CheckResult>,
 ) -> Result<()> {
-    for (i, sql) in plan.checks.invariants.iter().enumerate() {
+    for (i, sql) in sqls.iter().enumerate() {
         let name = format!("invariant[{i}]");
         let rows = query(ctx, &format!("checks.invariants[{i}] `{sql}`"), sql).await?;
         let n = count_rows(&rows);
@@ -897,4 +896,102 @@ fn join_samples(items: &[Value]) -> String {
         String::new()
     };
     format!("{}{more}", shown.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::{
+        array::{Int64Array, StringArray},
+        datatypes::{DataType, Field, Schema},
+    };
+
+    use super::*;
+
+    /// A session whose `projection` holds (account_id, balance) rows.
+    fn projection(rows: &[(&str, i64)]) -> SessionContext {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("account_id", DataType::Utf8, false),
+            Field::new("balance", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        register(&ctx, "projection", schema, vec![batch]).unwrap();
+        ctx
+    }
+
+    #[tokio::test]
+    async fn unique_keys_fail_naming_each_repeated_key_and_its_copies() {
+        let mut checks = Vec::new();
+        let key = vec!["account_id".to_owned()];
+        unique_keys(&projection(&[("a", 1), ("b", 2)]), &key, &mut checks)
+            .await
+            .unwrap();
+        assert!(checks[0].passed, "{:?}", checks[0]);
+        assert_eq!(checks[0].class, "integrity");
+
+        let ctx = projection(&[("a", 1), ("b", 2), ("a", 3), ("b", 4), ("b", 5)]);
+        unique_keys(&ctx, &key, &mut checks).await.unwrap();
+        let failed = &checks[1];
+        assert!(!failed.passed);
+        assert!(
+            failed.detail.starts_with("2 keys (account_id)"),
+            "{}",
+            failed.detail
+        );
+        // the most copied first
+        assert_eq!(failed.samples[0]["account_id"], "b");
+        assert_eq!(failed.samples[0]["copies"], 3);
+        assert_eq!(failed.samples[1]["account_id"], "a");
+    }
+
+    #[tokio::test]
+    async fn invariants_fail_with_their_violating_rows_and_a_bad_one_names_itself() {
+        let ctx = projection(&[("a", 10), ("b", -5), ("c", -1)]);
+        let mut checks = Vec::new();
+        let sqls = vec![
+            "SELECT * FROM projection WHERE balance < -100".to_owned(),
+            "SELECT * FROM projection WHERE balance < 0 ORDER BY account_id".to_owned(),
+        ];
+        invariants(&ctx, &sqls, &mut checks).await.unwrap();
+        assert!(checks[0].passed && checks[0].name == "invariant[0]");
+        assert!(!checks[1].passed);
+        assert_eq!(checks[1].class, "discrepancy");
+        assert!(checks[1].detail.contains("selects 2 violating rows"));
+        assert_eq!(checks[1].samples[0]["account_id"], "b");
+
+        let bad = vec!["SELECT nope FROM projection".to_owned()];
+        let err = invariants(&ctx, &bad, &mut checks).await.unwrap_err();
+        assert!(err.is_input(), "{err}");
+        assert!(err.to_string().contains("checks.invariants[0]"), "{err}");
+    }
+
+    #[test]
+    fn the_anomaly_budget_is_quarantined_over_events_read() {
+        let totals = |quarantined, events_read| CommitTotals {
+            rows: 0,
+            bytes: 0,
+            segments: 0,
+            shards: 0,
+            events_read,
+            duplicates_dropped: 0,
+            events_projected: 0,
+            quarantined,
+            anomalies: BTreeMap::new(),
+        };
+        let mut checks = Vec::new();
+        anomaly_budget(0.01, &totals(1, 100), &mut checks);
+        anomaly_budget(0.01, &totals(2, 100), &mut checks);
+        anomaly_budget(0.0, &totals(0, 0), &mut checks);
+        assert!(checks[0].passed, "at the limit passes");
+        assert!(!checks[1].passed && checks[1].class == "discrepancy");
+        assert!(checks[1].detail.contains("2 of 100 events quarantined"));
+        assert!(checks[2].passed, "no events, nothing quarantined");
+    }
 }
