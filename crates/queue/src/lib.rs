@@ -16,13 +16,15 @@
 //!   work-queue stream and KV buckets), for a fleet of processes. They take an
 //!   [`async_nats::Client`], re-exported here so callers build it with the
 //!   same version (TLS, credentials: its `ConnectOptions`).
-//! - [`conformance`]: the one test suite every implementation must pass.
+//! - `conformance`: the one test suite every implementation must pass, compiled only for
+//!   tests (this crate's, and others' with the `testsuite` feature), never into the binary.
 //!
 //! It never knows what a shard contains or how it is replayed: shards and runs
 //! are opaque ids here.
 
 #![warn(missing_docs)]
 
+#[cfg(any(test, feature = "testsuite"))]
 pub mod conformance;
 mod embedded;
 mod error;
