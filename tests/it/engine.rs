@@ -187,6 +187,39 @@ exit $rc"#;
         "",
         "spill files are removed when the shard fails"
     );
+
+    // More spilled than `limits.spill_max` allows: exit 1 naming the setting (the spill
+    // had no bound but the disk's), nothing committed, the spill folder left empty.
+    let capped_dir = f.path("capped-spill");
+    std::fs::create_dir_all(&capped_dir).unwrap();
+    let capped = replayfleet_env(
+        &[
+            "run",
+            "--config",
+            &config(
+                "capped",
+                "capped",
+                &format!(
+                    "[limits]\nmemory = \"64MiB\"\nspill_max = \"1MiB\"\nspill_dir = \"{}\"",
+                    capped_dir.display()
+                ),
+            ),
+            "--workers",
+            "1",
+            "--threads",
+            "2",
+        ],
+        &[("REPLAYFLEET_BUCKET_ROWS".into(), "20000".into())],
+    );
+    capped
+        .expect_code(1)
+        .stderr_names(&["limits.spill_max", "limits.memory"]);
+    assert!(!f.path("capped/_commits").exists(), "nothing is committed");
+    assert_eq!(
+        std::fs::read_dir(&capped_dir).unwrap().count(),
+        0,
+        "spill files are removed when the shard fails"
+    );
 }
 
 /// Writes a segment of a few accounts into partition 0 whose event ids repeat across

@@ -68,6 +68,9 @@ pub struct Config {
     pub memory_limit_bytes: u64,
     /// Where spill files go (`limits.spill_dir`); `None`: the OS temp folder.
     pub spill_dir: Option<PathBuf>,
+    /// How many bytes one shard may spill, for its rows and for its projection each
+    /// (`limits.spill_max`; default 16 × `limits.memory`).
+    pub spill_max_bytes: u64,
     /// The time one shard's projection SQL may run (`limits.projection_time`).
     pub projection_time: Duration,
     /// The folder relative paths were resolved against (the config file's).
@@ -209,6 +212,7 @@ impl std::fmt::Debug for Config {
             .field("lineage_namespace", &self.lineage_namespace)
             .field("memory_limit_bytes", &self.memory_limit_bytes)
             .field("spill_dir", &self.spill_dir)
+            .field("spill_max_bytes", &self.spill_max_bytes)
             .field("projection_time", &self.projection_time)
             .field("base_dir", &self.base_dir)
             .finish()
@@ -751,6 +755,22 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
     if memory_limit_bytes < 64 << 20 {
         return Err(invalid("limits.memory", "must be at least 64MiB".into()));
     }
+    let spill_max_bytes = match &raw.limits.spill_max {
+        None => memory_limit_bytes.saturating_mul(16),
+        Some(toml::Value::Integer(n)) if *n > 0 => *n as u64,
+        Some(toml::Value::String(s)) => {
+            parse_bytes(s).map_err(|m| invalid("limits.spill_max", m))?
+        }
+        Some(other) => {
+            return Err(invalid(
+                "limits.spill_max",
+                format!("expected a size like \"32GiB\", got {other}"),
+            ));
+        }
+    };
+    if spill_max_bytes < 1 << 20 {
+        return Err(invalid("limits.spill_max", "must be at least 1MiB".into()));
+    }
 
     let lineage_namespace = raw
         .lineage
@@ -818,6 +838,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
         lineage_namespace,
         memory_limit_bytes,
         spill_dir,
+        spill_max_bytes,
         projection_time,
         base_dir,
     })

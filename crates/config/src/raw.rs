@@ -214,6 +214,8 @@ pub(crate) struct RawLimits {
     pub memory: Option<toml::Value>,
     /// The folder spill files go in (default: the OS temp folder, `TMPDIR`).
     pub spill_dir: Option<String>,
+    /// How much one shard may spill (size), `limits.spill_max`.
+    pub spill_max: Option<toml::Value>,
     /// The time one shard's projection may take ("1h").
     pub projection_time: Option<String>,
 }

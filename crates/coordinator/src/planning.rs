@@ -200,6 +200,7 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
         shard_target_events: config.shard_target_events,
         memory_limit_bytes: config.memory_limit_bytes,
         spill_dir: config.spill_dir.as_ref().map(|d| d.display().to_string()),
+        spill_max_bytes: config.spill_max_bytes,
         max_attempts: config.fleet.max_attempts,
         lease_ttl_ms: config.fleet.lease_ttl.as_millis() as u64,
         projection_time_ms: config.projection_time.as_millis() as u64,

@@ -114,7 +114,11 @@ pub async fn finalize(
     // DataFusion's spill files in a locked folder of the finalizer's own, swept after a
     // kill like a shard's.
     let scratch = SpillDir::scratch(plan.spill_dir.as_deref().map(std::path::Path::new))?;
-    let ctx = session(plan.memory_limit_bytes, Some(scratch.path()))?;
+    let ctx = session(
+        plan.memory_limit_bytes,
+        Some(scratch.path()),
+        plan.spill_max_bytes,
+    )?;
     let schema = outputs
         .first()
         .map(|(_, batches, schema)| {

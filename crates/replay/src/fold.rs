@@ -85,7 +85,7 @@ impl Fold {
     /// Plans the projection over an empty `events` table of the full schema.
     pub(crate) async fn new(full: &SchemaRef, sql: &str, key: &[String]) -> Result<Fold> {
         let sql = keyed_query(sql, key);
-        let ctx = session(64 * 1024 * 1024, None)?;
+        let ctx = session(64 * 1024 * 1024, None, 64 * 1024 * 1024)?;
         let table = MemTable::try_new(Arc::clone(full), vec![vec![]])
             .map_err(|e| Error::BadProjection(e.to_string()))?;
         ctx.register_table("events", Arc::new(table))
@@ -127,6 +127,7 @@ impl Fold {
     ) -> Result<Vec<RecordBatch>> {
         let FoldLimits {
             memory,
+            spill_max,
             spill_dir,
             scratch,
             deadline,
@@ -135,7 +136,7 @@ impl Fold {
             shard: shard.to_owned(),
             message: limit_message(&e, spill_dir),
         };
-        let ctx = session(memory, Some(scratch))?;
+        let ctx = session(memory, Some(scratch), spill_max)?;
         let table = MemTable::try_new(Arc::clone(schema), vec![events]).map_err(fail)?;
         ctx.register_table("events", Arc::new(table))
             .map_err(fail)?;
@@ -176,6 +177,7 @@ impl Fold {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FoldLimits<'a> {
     pub memory: u64,
+    pub spill_max: u64,
     pub spill_dir: Option<&'a Path>,
     pub scratch: &'a Path,
     pub deadline: Option<Deadline>,

@@ -114,6 +114,10 @@ pub struct Plan {
     /// absent: the OS temp folder (`TMPDIR`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spill_dir: Option<String>,
+    /// How many bytes one shard may spill, for its rows and for its projection each
+    /// (`limits.spill_max`); unbounded in plans written before it was recorded.
+    #[serde(default = "unbounded")]
+    pub spill_max_bytes: u64,
     /// The time one shard's projection may run, milliseconds (`limits.projection_time`);
     /// past it the shard fails. 0 (plans of older builds): no limit.
     #[serde(default)]
@@ -221,6 +225,10 @@ impl ProjectionSnapshot {
             sql_sha256: hex::encode(Sha256::digest(sql.as_bytes())),
         }
     }
+}
+
+fn unbounded() -> u64 {
+    u64::MAX
 }
 
 /// Checks as planned: the config's own (every anomaly kind present), one type for both.

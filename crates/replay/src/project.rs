@@ -49,8 +49,13 @@ pub fn events_schema(catalog: &Catalog) -> SchemaRef {
 /// pool of `memory_limit` bytes that spills sorts and aggregations to disk above it, and
 /// identifiers kept as written (payload fields are case-sensitive).
 ///
-/// Spill files go in `spill_dir` (`limits.spill_dir`), or the OS temp folder.
-pub fn session(memory_limit: u64, spill_dir: Option<&Path>) -> Result<SessionContext> {
+/// Spill files go in `spill_dir` (`limits.spill_dir`), or the OS temp folder, at most
+/// `spill_max` bytes of them (`limits.spill_max`).
+pub fn session(
+    memory_limit: u64,
+    spill_dir: Option<&Path>,
+    spill_max: u64,
+) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(BATCH_SIZE)
@@ -60,6 +65,7 @@ pub fn session(memory_limit: u64, spill_dir: Option<&Path>) -> Result<SessionCon
     if let Some(dir) = spill_dir {
         runtime = runtime.with_temp_file_path(dir);
     }
+    runtime = runtime.with_max_temp_directory_size(spill_max);
     let runtime = runtime
         .build_arc()
         .map_err(|e| Error::BadProjection(e.to_string()))?;
@@ -82,6 +88,11 @@ pub fn limit_message(e: &datafusion::error::DataFusionError, spill_dir: Option<&
     let disk_full = matches!(root, DataFusionError::IoError(io) if crate::store::is_disk_full(io))
         || text.contains("No space left on device")
         || text.contains("os error 28");
+    if text.contains("exceeded the allowable limit") {
+        return format!(
+            "the projection spilled more than `limits.spill_max` allows ({text}): raise `limits.spill_max`, or raise `limits.memory` so that less spills"
+        );
+    }
     if disk_full {
         return format!(
             "the spill folder {} is full: {text}; give `limits.spill_dir` a folder with more room, or raise `limits.memory` so that less spills",
@@ -124,7 +135,7 @@ async fn plan_over_no_events(
     catalog: &Catalog,
     sql: &str,
 ) -> Result<(SessionContext, datafusion::dataframe::DataFrame)> {
-    let ctx = session(64 * 1024 * 1024, None)?;
+    let ctx = session(64 * 1024 * 1024, None, 64 * 1024 * 1024)?;
     let table = MemTable::try_new(events_schema(catalog), vec![vec![]])
         .map_err(|e| Error::BadProjection(e.to_string()))?;
     ctx.register_table("events", Arc::new(table))

@@ -312,6 +312,7 @@ pub(crate) async fn read_shard(
             budget,
             shard.rows,
             plan.spill_dir.as_deref().map(std::path::PathBuf::from),
+            plan.spill_max_bytes,
         ),
         digests: IdDigests::new(),
     });

@@ -380,6 +380,9 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
     // reports the same first anomaly however its buckets were scheduled.
     let memory =
         (limit / 100 * 15 / threads.min(sources.len().max(1)) as u64).max(16 * 1024 * 1024);
+    // `limits.spill_max` for the projection, shared by the buckets folded at once (each
+    // bucket's spill files are removed when its fold ends).
+    let spill_max = (plan.spill_max_bytes / threads.min(sources.len().max(1)) as u64).max(1 << 20);
     let halted = Arc::new(AtomicBool::new(false));
     // DataFusion's spill files go in a locked folder of the shard's own (swept after a
     // kill like the store's), removed when the shard is done.
@@ -421,6 +424,7 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
             } else {
                 let limits = FoldLimits {
                     memory,
+                    spill_max,
                     spill_dir: spill_dir.as_deref().map(std::path::Path::new),
                     scratch: scratch.path(),
                     deadline,

@@ -75,6 +75,8 @@ impl Inner {
 struct Spiller {
     /// `limits.spill_dir`; `None`: the OS temp folder.
     spill_dir: Option<PathBuf>,
+    /// `limits.spill_max`: the bytes the spill files may hold in all.
+    spill_max: u64,
     spill: Option<Spill>,
 }
 
@@ -82,6 +84,8 @@ struct Spill {
     dir: SpillDir,
     writers: Vec<Option<FileWriter<BufWriter<File>>>>,
     rows: usize,
+    /// Bytes written so far, in all the files.
+    bytes: u64,
 }
 
 impl Store {
@@ -93,6 +97,7 @@ impl Store {
         budget: usize,
         expected_rows: u64,
         spill_dir: Option<PathBuf>,
+        spill_max: u64,
     ) -> Store {
         Store {
             inner: Mutex::new(Inner {
@@ -105,6 +110,7 @@ impl Store {
             }),
             spiller: Mutex::new(Spiller {
                 spill_dir,
+                spill_max,
                 spill: None,
             }),
             budget,
@@ -216,6 +222,7 @@ impl Spiller {
                 dir,
                 writers: (0..taken.len()).map(|_| None).collect(),
                 rows: 0,
+                bytes: 0,
             });
         }
         let spill = self.spill.as_mut().expect("created above");
@@ -259,6 +266,22 @@ impl Spiller {
             writer
                 .flush()
                 .map_err(|e| full(&path, &e, arrow_disk_full(&e)))?;
+        }
+        spill.bytes = spill
+            .writers
+            .iter()
+            .flatten()
+            .filter_map(|w| w.get_ref().get_ref().metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        if spill.bytes > self.spill_max {
+            return Err(Error::Write {
+                path: spill.dir.dir.path().display().to_string(),
+                message: format!(
+                    "the shard's rows spilled {} bytes, more than `limits.spill_max` allows ({} bytes): raise `limits.spill_max`, or raise `limits.memory` so that less spills",
+                    spill.bytes, self.spill_max
+                ),
+            });
         }
         Ok(())
     }
@@ -498,12 +521,12 @@ mod tests {
     #[test]
     fn a_shard_that_will_not_fit_spills_from_half_the_budget() {
         // 10 rows held in 60 bytes: 1,000 rows will not fit in 100 bytes, 15 rows will.
-        let big = Store::new(1, 100, 1_000, None);
+        let big = Store::new(1, 100, 1_000, None, u64::MAX);
         big.push(vec![(0, rows(10, 0))], 40).unwrap();
         assert_eq!(big.spilled_rows(), 0, "under half the budget");
         big.push(vec![(0, rows(5, 10))], 20).unwrap();
         assert_eq!(big.spilled_rows(), 15, "past half the budget");
-        let small = Store::new(1, 100, 15, None);
+        let small = Store::new(1, 100, 15, None, u64::MAX);
         small.push(vec![(0, rows(10, 0))], 40).unwrap();
         small.push(vec![(0, rows(5, 10))], 20).unwrap();
         assert_eq!(small.spilled_rows(), 0, "it fits: nothing spills");
@@ -527,7 +550,7 @@ mod tests {
 
     #[test]
     fn memory_held_outside_counts_against_the_budget() {
-        let store = Store::new(1, 100, 0, None);
+        let store = Store::new(1, 100, 0, None, u64::MAX);
         store.push(vec![(0, rows(4, 0))], 40).unwrap();
         store.hold(50).unwrap();
         assert_eq!(store.spilled_rows(), 0);
@@ -540,12 +563,12 @@ mod tests {
 
     #[test]
     fn rows_come_back_whole_whether_spilled_or_not() {
-        let store = Store::new(2, 1, 0, None);
+        let store = Store::new(2, 1, 0, None, u64::MAX);
         store
             .push(vec![(0, rows(3, 0)), (1, rows(2, 3))], 10)
             .unwrap();
         assert_eq!(store.spilled_rows(), 5);
-        let unspilled = Store::new(2, usize::MAX, 0, None);
+        let unspilled = Store::new(2, usize::MAX, 0, None, u64::MAX);
         unspilled.push(vec![(1, rows(4, 5))], 10).unwrap();
         assert_eq!(unspilled.spilled_rows(), 0);
         store.push(vec![(1, rows(4, 5))], 0).unwrap();
