@@ -741,36 +741,39 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
         }
     }
 
-    let memory_limit_bytes = match &raw.limits.memory {
-        None => 2 << 30,
-        Some(toml::Value::Integer(n)) if *n > 0 => *n as u64,
-        Some(toml::Value::String(s)) => parse_bytes(s).map_err(|m| invalid("limits.memory", m))?,
-        Some(other) => {
-            return Err(invalid(
-                "limits.memory",
-                format!("expected a size like \"2GiB\", got {other}"),
-            ));
+    // A size setting: bytes as an integer or text ("2GiB"), `default` when absent, at
+    // least `min` bytes (`min_text` in messages).
+    let size = |key: &str, value: &Option<toml::Value>, default: u64, min: u64, min_text: &str| {
+        let bytes = match value {
+            None => default,
+            Some(toml::Value::Integer(n)) if *n > 0 => *n as u64,
+            Some(toml::Value::String(s)) => parse_bytes(s).map_err(|m| invalid(key, m))?,
+            Some(other) => {
+                return Err(invalid(
+                    key,
+                    format!("expected a size like \"2GiB\", got {other}"),
+                ));
+            }
+        };
+        if bytes < min {
+            return Err(invalid(key, format!("must be at least {min_text}")));
         }
+        Ok(bytes)
     };
-    if memory_limit_bytes < 64 << 20 {
-        return Err(invalid("limits.memory", "must be at least 64MiB".into()));
-    }
-    let spill_max_bytes = match &raw.limits.spill_max {
-        None => memory_limit_bytes.saturating_mul(16),
-        Some(toml::Value::Integer(n)) if *n > 0 => *n as u64,
-        Some(toml::Value::String(s)) => {
-            parse_bytes(s).map_err(|m| invalid("limits.spill_max", m))?
-        }
-        Some(other) => {
-            return Err(invalid(
-                "limits.spill_max",
-                format!("expected a size like \"32GiB\", got {other}"),
-            ));
-        }
-    };
-    if spill_max_bytes < 1 << 20 {
-        return Err(invalid("limits.spill_max", "must be at least 1MiB".into()));
-    }
+    let memory_limit_bytes = size(
+        "limits.memory",
+        &raw.limits.memory,
+        2 << 30,
+        64 << 20,
+        "64MiB",
+    )?;
+    let spill_max_bytes = size(
+        "limits.spill_max",
+        &raw.limits.spill_max,
+        memory_limit_bytes.saturating_mul(16),
+        1 << 20,
+        "1MiB",
+    )?;
 
     let lineage_namespace = raw
         .lineage
