@@ -275,32 +275,7 @@ impl Worker {
         // expired and went to another worker, or a halt removed it), the replay is
         // abandoned: another attempt or nobody owns the shard now.
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-        let heartbeat = {
-            let queue = Arc::clone(&self.queue);
-            let lease = lease.clone();
-            let ttl = Duration::from_millis(run.plan.lease_ttl_ms)
-                .min(self.ttl.max(Duration::from_millis(100)));
-            let every = (ttl / 3).max(Duration::from_millis(50));
-            tokio::spawn(async move {
-                let mut last_ok = std::time::Instant::now();
-                loop {
-                    tokio::time::sleep(every).await;
-                    match queue.heartbeat(&lease).await {
-                        Ok(()) => last_ok = std::time::Instant::now(),
-                        // The server is unreachable (a restart, a failover): the lease
-                        // may still be ours, so keep trying until its TTL has run out.
-                        Err(e) if e.is_retryable() && last_ok.elapsed() < ttl => {
-                            tracing::warn!(shard = %lease.shard, error = %e, "heartbeat failed; trying again");
-                        }
-                        Err(e) => {
-                            tracing::warn!(shard = %lease.shard, error = %e, "heartbeat refused: the lease was lost");
-                            let _ = lost_tx.send(());
-                            return;
-                        }
-                    }
-                }
-            })
-        };
+        let heartbeat = self.heartbeat(lease, run.plan.lease_ttl_ms, lost_tx);
         if lease.delivery > 1 {
             metrics::counter!("replayfleet_lease_redeliveries_total").increment(1);
         }
@@ -374,48 +349,90 @@ impl Worker {
                 record_shard(&outcome.lineage, started.elapsed());
                 ignore_gone(self.queue.ack(lease).await)
             }
-            Err(error) => {
-                let message = error.to_string();
-                let max = run.plan.max_attempts.max(1);
-                // Decided by the error's kind alone: refused (a `halt` policy) halts the
-                // run; transient is tried again up to `fleet.max_attempts`; input and
-                // internal fail the shard at once (the same inputs fail the same way).
-                let kind = error.kind();
-                let halt = kind == ErrorKind::Refused;
-                let final_now = halt || !kind.is_retryable();
-                if halt {
-                    // The run halts first (by policy), so that a watcher that sees the
-                    // shard failed finds the run already halted, for its reason.
-                    self.halt_run(&lease.run_id, &message).await?;
-                }
-                let recorded = message.clone();
-                let input = kind == ErrorKind::Input;
-                let state = self
-                    .store
-                    .update_shard(&lease.run_id, &lease.shard, &move |s| {
-                        s.failures += 1;
-                        s.last_error = Some(recorded.clone());
-                        s.input_error = input;
-                        s.status = if final_now || s.failures >= max {
-                            ShardStatus::Failed
-                        } else {
-                            ShardStatus::Pending
-                        };
-                    })
-                    .await?;
-                tracing::warn!(worker = %self.id, run = %lease.run_id, shard = %lease.shard, attempt = state.failures, error = %message, "shard failed");
-                metrics::counter!("replayfleet_shard_failures_total").increment(1);
-                if halt {
-                    // Halting removed the run's leases, this one included.
-                    return Ok(());
-                }
-                if state.status == ShardStatus::Failed {
-                    ignore_gone(self.queue.ack(lease).await)
+            Err(error) => self.failed(lease, &run, error).await,
+        }
+    }
+
+    /// Records a failed attempt and decides, from the error's kind alone, what becomes of
+    /// the shard: refused (a `halt` policy) halts the run; transient is tried again up to
+    /// `fleet.max_attempts`; input and internal fail the shard at once (the same inputs
+    /// fail the same way).
+    async fn failed(
+        &self,
+        lease: &Lease,
+        run: &RunContext,
+        error: replayfleet_replay::Error,
+    ) -> Result<(), replayfleet_queue::Error> {
+        let message = error.to_string();
+        let max = run.plan.max_attempts.max(1);
+        let kind = error.kind();
+        let halt = kind == ErrorKind::Refused;
+        let final_now = halt || !kind.is_retryable();
+        if halt {
+            // The run halts first (by policy), so that a watcher that sees the
+            // shard failed finds the run already halted, for its reason.
+            self.halt_run(&lease.run_id, &message).await?;
+        }
+        let recorded = message.clone();
+        let input = kind == ErrorKind::Input;
+        let state = self
+            .store
+            .update_shard(&lease.run_id, &lease.shard, &move |s| {
+                s.failures += 1;
+                s.last_error = Some(recorded.clone());
+                s.input_error = input;
+                s.status = if final_now || s.failures >= max {
+                    ShardStatus::Failed
                 } else {
-                    self.queue.release(lease, retry_delay(state.failures)).await
+                    ShardStatus::Pending
+                };
+            })
+            .await?;
+        tracing::warn!(worker = %self.id, run = %lease.run_id, shard = %lease.shard, attempt = state.failures, error = %message, "shard failed");
+        metrics::counter!("replayfleet_shard_failures_total").increment(1);
+        if halt {
+            // Halting removed the run's leases, this one included.
+            return Ok(());
+        }
+        if state.status == ShardStatus::Failed {
+            ignore_gone(self.queue.ack(lease).await)
+        } else {
+            self.queue.release(lease, retry_delay(state.failures)).await
+        }
+    }
+
+    /// Keeps `lease` alive while its shard replays, on a task of its own; says on `lost`
+    /// when the queue refuses it (the lease expired and went to another worker, or a halt
+    /// removed it). A server unreachable for less than the TTL is not a lost lease.
+    fn heartbeat(
+        &self,
+        lease: &Lease,
+        lease_ttl_ms: u64,
+        lost_tx: tokio::sync::oneshot::Sender<()>,
+    ) -> tokio::task::JoinHandle<()> {
+        let queue = Arc::clone(&self.queue);
+        let lease = lease.clone();
+        let ttl = Duration::from_millis(lease_ttl_ms).min(self.ttl.max(Duration::from_millis(100)));
+        let every = (ttl / 3).max(Duration::from_millis(50));
+        tokio::spawn(async move {
+            let mut last_ok = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(every).await;
+                match queue.heartbeat(&lease).await {
+                    Ok(()) => last_ok = std::time::Instant::now(),
+                    // The server is unreachable (a restart, a failover): the lease
+                    // may still be ours, so keep trying until its TTL has run out.
+                    Err(e) if e.is_retryable() && last_ok.elapsed() < ttl => {
+                        tracing::warn!(shard = %lease.shard, error = %e, "heartbeat failed; trying again");
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard = %lease.shard, error = %e, "heartbeat refused: the lease was lost");
+                        let _ = lost_tx.send(());
+                        return;
+                    }
                 }
             }
-        }
+        })
     }
 
     /// Finds a run this worker has not seen: its target from the run state, its plan from
