@@ -9,12 +9,13 @@
 mod commits;
 mod error;
 mod finalize;
-mod formats;
 
 pub use commits::{commit_of, current, history, rollback};
 pub use error::{Error, Result};
 pub use finalize::{FinalizeOptions, Finalized, finalize, summary};
-pub use formats::{
+/// The commit and report formats, which live with the target's layout in
+/// `replayfleet_replay`.
+pub use replayfleet_replay::{
     Acceptance, COMMIT_FORMAT_VERSION, CheckResult, Commit, CommitSegment, CommitTotals, Diff,
     REPORT_FORMAT_VERSION, Report,
 };

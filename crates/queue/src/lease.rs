@@ -21,7 +21,7 @@ pub struct Lease {
 /// The queue of shard leases of every run (docs/FLEET.md, "Leases on JetStream"):
 /// an in-process queue for `replayfleet run`, a JetStream work queue for a fleet.
 ///
-/// Implementations must pass [`crate::conformance::lease_queue_suite`].
+/// Implementations must pass `conformance::lease_queue_suite` (the `testsuite` feature).
 #[async_trait::async_trait]
 pub trait LeaseQueue: Send + Sync + std::fmt::Debug {
     /// Publishes one lease for (run, shard). Idempotent: publishing a lease

@@ -136,7 +136,7 @@ pub struct Versioned<T> {
 /// Run state and shard attempts (docs/FLEET.md, "Leases on JetStream"): in
 /// memory for `replayfleet run`, a JetStream KV bucket for a fleet.
 ///
-/// Implementations must pass [`crate::conformance::run_store_suite`].
+/// Implementations must pass `conformance::run_store_suite` (the `testsuite` feature).
 #[async_trait::async_trait]
 pub trait RunStore: Send + Sync + std::fmt::Debug {
     /// Creates the run's state; `Err(AlreadyExists)` if the run id exists. Also

@@ -15,6 +15,7 @@
 
 mod anomaly;
 mod canonical;
+mod commit;
 mod dedupe;
 mod error;
 mod events;
@@ -34,6 +35,10 @@ mod store;
 mod write;
 
 pub use anomaly::anomalies_schema;
+pub use commit::{
+    Acceptance, COMMIT_FORMAT_VERSION, CheckResult, Commit, CommitSegment, CommitTotals, Diff,
+    REPORT_FORMAT_VERSION, Report,
+};
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
 pub use layout::{

@@ -1,9 +1,11 @@
-//! The commit (`_commits/<version>.json`) and the report (`runs/<run>/report.json`).
+//! The commit (`_commits/<version>.json`) and the report (`runs/<run>/report.json`): their
+//! formats live here with the plan's, the lineage manifest's and the target's layout
+//! (`layout.rs`), so that every file of a target has one home; the finalizer writes them.
 
 use std::collections::BTreeMap;
 
+use crate::{Build, Column};
 use chrono::{DateTime, Utc};
-use replayfleet_replay::{Build, Column};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
