@@ -560,88 +560,8 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
         }
     };
 
-    let partitions = match raw.window.partitions {
-        None => None,
-        Some(specs) => {
-            let mut out = Vec::new();
-            for spec in specs {
-                expand_partitions(&spec, &mut out).map_err(|m| invalid("window.partitions", m))?;
-            }
-            out.sort_unstable();
-            out.dedup();
-            if out.is_empty() {
-                return Err(invalid("window.partitions", "names no partition".into()));
-            }
-            Some(out)
-        }
-    };
-    let until_time = match raw.window.until_time {
-        None => None,
-        Some(toml::Value::String(s)) => Some(
-            DateTime::parse_from_rfc3339(&s)
-                .map_err(|e| invalid("window.until_time", format!("`{s}` is not RFC 3339: {e}")))?
-                .with_timezone(&Utc),
-        ),
-        Some(toml::Value::Datetime(d)) => {
-            let s = d.to_string();
-            Some(
-                DateTime::parse_from_rfc3339(&s)
-                    .map_err(|e| {
-                        invalid(
-                            "window.until_time",
-                            format!("`{s}` needs a date, a time and an offset (RFC 3339): {e}"),
-                        )
-                    })?
-                    .with_timezone(&Utc),
-            )
-        }
-        Some(other) => {
-            return Err(invalid(
-                "window.until_time",
-                format!("expected an RFC 3339 time, got {other}"),
-            ));
-        }
-    };
-
-    let a = &raw.checks.anomalies;
-    let anomalies: BTreeMap<AnomalyKind, Policy> = [
-        (AnomalyKind::NoUpcastPath, a.no_upcast_path),
-        (AnomalyKind::UnknownType, a.unknown_type),
-        (AnomalyKind::UnknownVersion, a.unknown_version),
-        (AnomalyKind::InvalidPayload, a.invalid_payload),
-        (AnomalyKind::UpcastFailed, a.upcast_failed),
-        (AnomalyKind::ConflictingDuplicate, a.conflicting_duplicate),
-        (AnomalyKind::Gap, a.gap),
-        (AnomalyKind::Undecodable, a.undecodable),
-    ]
-    .into_iter()
-    .map(|(k, p)| (k, p.unwrap_or_default()))
-    .collect();
-    let ratio = |key: &str, v: Option<f64>, default: f64| -> Result<f64> {
-        let v = v.unwrap_or(default);
-        if !(0.0..=1.0).contains(&v) {
-            return Err(invalid(key, format!("must be between 0 and 1, got {v}")));
-        }
-        Ok(v)
-    };
-    let max_quarantined_ratio = ratio(
-        "checks.anomalies.max_quarantined_ratio",
-        a.max_quarantined_ratio,
-        0.0,
-    )?;
-    let max_changed_ratio = ratio(
-        "checks.baseline.max_changed_ratio",
-        raw.checks.baseline.max_changed_ratio,
-        1.0,
-    )?;
-    for (i, q) in raw.checks.invariants.iter().enumerate() {
-        if q.trim().is_empty() {
-            return Err(invalid(
-                &format!("checks.invariants[{i}]"),
-                "is empty".into(),
-            ));
-        }
-    }
+    let window = window(raw.window, &invalid)?;
+    let checks = checks(raw.checks, &invalid)?;
 
     let pacing_events_per_second = match raw.pacing.events_per_second {
         None => 0,
@@ -815,17 +735,8 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
             options: merge(&raw.target.options, &env.target_options),
         },
         shard_target_events,
-        window: Window {
-            partitions,
-            until_seq: raw.window.until_seq,
-            until_time,
-        },
-        checks: Checks {
-            anomalies,
-            max_quarantined_ratio,
-            invariants: raw.checks.invariants,
-            max_changed_ratio,
-        },
+        window,
+        checks,
         pacing_events_per_second,
         fleet: FleetConfig {
             nats_url: raw.fleet.nats_url,
@@ -844,6 +755,107 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
         spill_max_bytes,
         projection_time,
         base_dir,
+    })
+}
+
+/// `[checks]`: a policy for every anomaly kind (halt when absent), the ratios in 0..=1,
+/// no empty invariant.
+fn checks(raw: crate::raw::RawChecks, invalid: &dyn Fn(&str, String) -> Error) -> Result<Checks> {
+    let a = &raw.anomalies;
+    let anomalies: BTreeMap<AnomalyKind, Policy> = [
+        (AnomalyKind::NoUpcastPath, a.no_upcast_path),
+        (AnomalyKind::UnknownType, a.unknown_type),
+        (AnomalyKind::UnknownVersion, a.unknown_version),
+        (AnomalyKind::InvalidPayload, a.invalid_payload),
+        (AnomalyKind::UpcastFailed, a.upcast_failed),
+        (AnomalyKind::ConflictingDuplicate, a.conflicting_duplicate),
+        (AnomalyKind::Gap, a.gap),
+        (AnomalyKind::Undecodable, a.undecodable),
+    ]
+    .into_iter()
+    .map(|(k, p)| (k, p.unwrap_or_default()))
+    .collect();
+    let ratio = |key: &str, v: Option<f64>, default: f64| -> Result<f64> {
+        let v = v.unwrap_or(default);
+        if !(0.0..=1.0).contains(&v) {
+            return Err(invalid(key, format!("must be between 0 and 1, got {v}")));
+        }
+        Ok(v)
+    };
+    let max_quarantined_ratio = ratio(
+        "checks.anomalies.max_quarantined_ratio",
+        a.max_quarantined_ratio,
+        0.0,
+    )?;
+    let max_changed_ratio = ratio(
+        "checks.baseline.max_changed_ratio",
+        raw.baseline.max_changed_ratio,
+        1.0,
+    )?;
+    for (i, q) in raw.invariants.iter().enumerate() {
+        if q.trim().is_empty() {
+            return Err(invalid(
+                &format!("checks.invariants[{i}]"),
+                "is empty".into(),
+            ));
+        }
+    }
+    Ok(Checks {
+        anomalies,
+        max_quarantined_ratio,
+        invariants: raw.invariants,
+        max_changed_ratio,
+    })
+}
+
+/// `[window]`: partitions as numbers or ranges, an RFC 3339 `until_time`.
+fn window(raw: crate::raw::RawWindow, invalid: &dyn Fn(&str, String) -> Error) -> Result<Window> {
+    let partitions = match raw.partitions {
+        None => None,
+        Some(specs) => {
+            let mut out = Vec::new();
+            for spec in specs {
+                expand_partitions(&spec, &mut out).map_err(|m| invalid("window.partitions", m))?;
+            }
+            out.sort_unstable();
+            out.dedup();
+            if out.is_empty() {
+                return Err(invalid("window.partitions", "names no partition".into()));
+            }
+            Some(out)
+        }
+    };
+    let until_time = match raw.until_time {
+        None => None,
+        Some(toml::Value::String(s)) => Some(
+            DateTime::parse_from_rfc3339(&s)
+                .map_err(|e| invalid("window.until_time", format!("`{s}` is not RFC 3339: {e}")))?
+                .with_timezone(&Utc),
+        ),
+        Some(toml::Value::Datetime(d)) => {
+            let s = d.to_string();
+            Some(
+                DateTime::parse_from_rfc3339(&s)
+                    .map_err(|e| {
+                        invalid(
+                            "window.until_time",
+                            format!("`{s}` needs a date, a time and an offset (RFC 3339): {e}"),
+                        )
+                    })?
+                    .with_timezone(&Utc),
+            )
+        }
+        Some(other) => {
+            return Err(invalid(
+                "window.until_time",
+                format!("expected an RFC 3339 time, got {other}"),
+            ));
+        }
+    };
+    Ok(Window {
+        partitions,
+        until_seq: raw.until_seq,
+        until_time,
     })
 }
 
