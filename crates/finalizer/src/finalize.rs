@@ -145,22 +145,7 @@ pub async fn finalize(
         None => None,
     };
 
-    let failed: Vec<&CheckResult> = checks.iter().filter(|c| !c.passed).collect();
-    let integrity_failed = failed.iter().any(|c| c.class == "integrity");
-    let overridden: Vec<String> = failed
-        .iter()
-        .filter(|c| c.class == "discrepancy")
-        .map(|c| c.name.clone())
-        .collect();
-    let accepted = match (&options.accept, overridden.is_empty(), integrity_failed) {
-        (Some(reason), false, false) => Some(Acceptance {
-            reason: reason.clone(),
-            by: options.by.clone(),
-            overridden: overridden.clone(),
-        }),
-        _ => None,
-    };
-    let refused = integrity_failed || (!overridden.is_empty() && accepted.is_none());
+    let (accepted, refused) = verdict(&checks, options);
     let windowed = plan.window.is_windowed();
     let base_version = baseline.as_ref().map(|c| c.version);
     let version = base_version.unwrap_or(0) + 1;
@@ -274,6 +259,30 @@ pub async fn finalize(
         commit: Box::new(commit),
         report: Box::new(report),
     })
+}
+
+/// Whether the checks let the run commit, and the acceptance that lets it: a failed
+/// integrity check always refuses; failed discrepancy checks refuse unless `--accept`
+/// gives a reason, which is recorded with who gave it and what it overrode.
+fn verdict(checks: &[CheckResult], options: &FinalizeOptions) -> (Option<Acceptance>, bool) {
+    let failed: Vec<&CheckResult> = checks.iter().filter(|c| !c.passed).collect();
+    let integrity_failed = failed.iter().any(|c| c.class == "integrity");
+    let overridden: Vec<String> = failed
+        .iter()
+        .filter(|c| c.class == "discrepancy")
+        .map(|c| c.name.clone())
+        .collect();
+    let accepted = match (&options.accept, overridden.is_empty(), integrity_failed) {
+        (Some(reason), false, false) => Some(Acceptance {
+            reason: reason.clone(),
+            by: options.by.clone(),
+            overridden,
+        }),
+        _ => None,
+    };
+    let refused =
+        integrity_failed || (accepted.is_none() && failed.iter().any(|c| c.class == "discrepancy"));
+    (accepted, refused)
 }
 
 /// One line naming every failed check.
@@ -974,6 +983,46 @@ mod tests {
         let err = invariants(&ctx, &bad, &mut checks).await.unwrap_err();
         assert!(err.is_input(), "{err}");
         assert!(err.to_string().contains("checks.invariants[0]"), "{err}");
+    }
+
+    #[test]
+    fn integrity_always_refuses_and_discrepancies_only_without_a_reason() {
+        let result =
+            |name: &str, class: &str, passed| check(name, class, passed, String::new(), vec![]);
+        let options = |accept: Option<&str>| FinalizeOptions {
+            accept: accept.map(str::to_owned),
+            by: "auditor".into(),
+        };
+        let clean = [result("coverage", "integrity", true)];
+        assert!(matches!(verdict(&clean, &options(None)), (None, false)));
+        // nothing to accept: a reason given anyway records nothing
+        assert!(matches!(
+            verdict(&clean, &options(Some("why"))),
+            (None, false)
+        ));
+
+        let differs = [
+            result("coverage", "integrity", true),
+            result("baseline_diff", "discrepancy", false),
+        ];
+        assert!(matches!(verdict(&differs, &options(None)), (None, true)));
+        let (accepted, refused) = verdict(&differs, &options(Some("expected: new rule")));
+        let accepted = accepted.expect("accepted");
+        assert!(!refused);
+        assert_eq!(accepted.overridden, vec!["baseline_diff".to_owned()]);
+        assert_eq!(
+            (accepted.by.as_str(), accepted.reason.as_str()),
+            ("auditor", "expected: new rule")
+        );
+
+        let broken = [
+            result("output_checksums", "integrity", false),
+            result("baseline_diff", "discrepancy", false),
+        ];
+        assert!(matches!(
+            verdict(&broken, &options(Some("please"))),
+            (None, true)
+        ));
     }
 
     #[test]
