@@ -319,6 +319,146 @@ fn entry_name(envelope: &str, entry: &Entry) -> String {
     format!("source.columns.{envelope} = {}", entry.describe())
 }
 
+/// What an entry of the mapping is resolved against: the segment's path (and the key
+/// pattern's captures of it), its schema and its footer.
+struct Resolving<'a> {
+    segment: &'a str,
+    file_schema: &'a Schema,
+    footer: Option<&'a [KeyValue]>,
+    mapping: &'a SourceMapping,
+    captures: &'a BTreeMap<String, String>,
+}
+
+impl Resolving<'_> {
+    fn mapping_error(&self, entry: String, reason: String) -> Error {
+        Error::Mapping {
+            segment: self.segment.to_owned(),
+            entry,
+            reason,
+        }
+    }
+
+    /// Where envelope column `envelope` comes from, by its `entry`, in this segment.
+    fn feed(&self, envelope: &'static str, entry: &Entry) -> Result<Feed> {
+        let (segment, file_schema, footer, mapping, captures) = (
+            self.segment,
+            self.file_schema,
+            self.footer,
+            self.mapping,
+            self.captures,
+        );
+        let mapping_error = |entry: String, reason: String| self.mapping_error(entry, reason);
+        let kind = kind_of(envelope);
+        let name = || entry_name(envelope, entry);
+        Ok(match &entry.origin {
+            Origin::Column(written) => match ColumnPath::resolve(file_schema, written) {
+                None if envelope == "metadata" => Feed::Absent,
+                None => {
+                    return Err(Error::MissingColumn {
+                        segment: segment.to_owned(),
+                        column: written.clone(),
+                        envelope_column: envelope,
+                        available: file_schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().clone())
+                            .collect(),
+                    });
+                }
+                Some(path) => {
+                    if !kind.accepts(&path.data_type, entry.unit) {
+                        return Err(Error::WrongType {
+                            segment: segment.to_owned(),
+                            column: written.clone(),
+                            envelope_column: envelope,
+                            expected: kind.expected(entry.unit),
+                            found: path.data_type.to_string(),
+                        });
+                    }
+                    if !entry.exclude.is_empty()
+                        && !matches!(unpacked(&path.data_type), DataType::Struct(_))
+                    {
+                        return Err(mapping_error(
+                            name(),
+                            format!(
+                                "`exclude` leaves fields out of a Struct, and `{written}` is {}",
+                                path.data_type
+                            ),
+                        ));
+                    }
+                    Feed::Column {
+                        path,
+                        unit: entry.unit,
+                        exclude: entry.exclude.clone(),
+                    }
+                }
+            },
+            Origin::Key(capture) => {
+                let text = captures.get(capture).ok_or_else(|| {
+                    mapping_error(
+                        name(),
+                        format!(
+                            "source.key_pattern {} captures no `{capture}`",
+                            mapping.key_pattern.describe()
+                        ),
+                    )
+                })?;
+                let text = apply_map(entry, text).map_err(|r| mapping_error(name(), r))?;
+                constant_feed(entry, kind, &text).map_err(|r| mapping_error(name(), r))?
+            }
+            Origin::Value(constant) => {
+                let text = constant.to_string();
+                constant_feed(entry, kind, &text).map_err(|r| mapping_error(name(), r))?
+            }
+            Origin::Footer { key, pointer } => {
+                let text = footer_value(footer, key, pointer.as_deref())
+                    .map_err(|r| mapping_error(name(), r))?;
+                let text = apply_map(entry, &text).map_err(|r| mapping_error(name(), r))?;
+                constant_feed(entry, kind, &text).map_err(|r| mapping_error(name(), r))?
+            }
+            Origin::Template(template) => {
+                let parts = template_parts(template).map_err(|r| mapping_error(name(), r))?;
+                let mut pieces = Vec::with_capacity(parts.len());
+                for part in parts {
+                    pieces.push(match part {
+                    TemplatePart::Literal(text) => Piece::Literal(text),
+                    TemplatePart::Field(field) => {
+                        if let Some(e) = ENVELOPE_COLUMNS.iter().find(|e| **e == field) {
+                            Piece::Envelope(e)
+                        } else if let Some(value) = captures.get(field) {
+                            Piece::Literal(value.clone())
+                        } else {
+                            let path = ColumnPath::resolve(file_schema, field)
+                                .ok_or_else(|| {
+                                    mapping_error(
+                                        name(),
+                                        format!(
+                                            "`{{{field}}}` is neither an envelope column, a capture of source.key_pattern nor a column of the segment"
+                                        ),
+                                    )
+                                })?;
+                            if !Kind::Str.accepts(&path.data_type, None) {
+                                return Err(mapping_error(
+                                    name(),
+                                    format!(
+                                        "`{{{field}}}` is {}, which has no text form",
+                                        path.data_type
+                                    ),
+                                ));
+                            }
+                            Piece::Column(path)
+                        }
+                    }
+                });
+                }
+                Feed::Template(pieces)
+            }
+            // Filled in below, once every other entry's columns are known.
+            Origin::Remaining => Feed::Remaining(Vec::new()),
+        })
+    }
+}
+
 impl Plan {
     /// Resolves every entry of `mapping` against the segment (its path, schema and footer
     /// key-value metadata) and plans the conversion of the envelope columns in `wanted`.
@@ -329,132 +469,27 @@ impl Plan {
         mapping: &SourceMapping,
         wanted: &[&'static str],
     ) -> Result<Self> {
-        let mapping_error = |entry: String, reason: String| Error::Mapping {
-            segment: segment.to_owned(),
-            entry,
-            reason,
-        };
         let captures: BTreeMap<String, String> = mapping
             .captures(segment)
-            .ok_or_else(|| {
-                mapping_error(
-                    format!("source.key_pattern = {}", mapping.key_pattern.describe()),
-                    "the segment's path does not match it".into(),
-                )
+            .ok_or_else(|| Error::Mapping {
+                segment: segment.to_owned(),
+                entry: format!("source.key_pattern = {}", mapping.key_pattern.describe()),
+                reason: "the segment's path does not match it".into(),
             })?
             .into_iter()
             .collect();
+        let resolving = Resolving {
+            segment,
+            file_schema,
+            footer,
+            mapping,
+            captures: &captures,
+        };
 
         let mut resolved: Vec<Source> = Vec::with_capacity(ENVELOPE_COLUMNS.len());
         for (envelope, entry) in mapping.columns.entries() {
             let kind = kind_of(envelope);
-            let name = || entry_name(envelope, entry);
-            let feed = match &entry.origin {
-                Origin::Column(written) => match ColumnPath::resolve(file_schema, written) {
-                    None if envelope == "metadata" => Feed::Absent,
-                    None => {
-                        return Err(Error::MissingColumn {
-                            segment: segment.to_owned(),
-                            column: written.clone(),
-                            envelope_column: envelope,
-                            available: file_schema
-                                .fields()
-                                .iter()
-                                .map(|f| f.name().clone())
-                                .collect(),
-                        });
-                    }
-                    Some(path) => {
-                        if !kind.accepts(&path.data_type, entry.unit) {
-                            return Err(Error::WrongType {
-                                segment: segment.to_owned(),
-                                column: written.clone(),
-                                envelope_column: envelope,
-                                expected: kind.expected(entry.unit),
-                                found: path.data_type.to_string(),
-                            });
-                        }
-                        if !entry.exclude.is_empty()
-                            && !matches!(unpacked(&path.data_type), DataType::Struct(_))
-                        {
-                            return Err(mapping_error(
-                                name(),
-                                format!(
-                                    "`exclude` leaves fields out of a Struct, and `{written}` is {}",
-                                    path.data_type
-                                ),
-                            ));
-                        }
-                        Feed::Column {
-                            path,
-                            unit: entry.unit,
-                            exclude: entry.exclude.clone(),
-                        }
-                    }
-                },
-                Origin::Key(capture) => {
-                    let text = captures.get(capture).ok_or_else(|| {
-                        mapping_error(
-                            name(),
-                            format!(
-                                "source.key_pattern {} captures no `{capture}`",
-                                mapping.key_pattern.describe()
-                            ),
-                        )
-                    })?;
-                    let text = apply_map(entry, text).map_err(|r| mapping_error(name(), r))?;
-                    constant_feed(entry, kind, &text).map_err(|r| mapping_error(name(), r))?
-                }
-                Origin::Value(constant) => {
-                    let text = constant.to_string();
-                    constant_feed(entry, kind, &text).map_err(|r| mapping_error(name(), r))?
-                }
-                Origin::Footer { key, pointer } => {
-                    let text = footer_value(footer, key, pointer.as_deref())
-                        .map_err(|r| mapping_error(name(), r))?;
-                    let text = apply_map(entry, &text).map_err(|r| mapping_error(name(), r))?;
-                    constant_feed(entry, kind, &text).map_err(|r| mapping_error(name(), r))?
-                }
-                Origin::Template(template) => {
-                    let parts = template_parts(template).map_err(|r| mapping_error(name(), r))?;
-                    let mut pieces = Vec::with_capacity(parts.len());
-                    for part in parts {
-                        pieces.push(match part {
-                            TemplatePart::Literal(text) => Piece::Literal(text),
-                            TemplatePart::Field(field) => {
-                                if let Some(e) = ENVELOPE_COLUMNS.iter().find(|e| **e == field) {
-                                    Piece::Envelope(e)
-                                } else if let Some(value) = captures.get(field) {
-                                    Piece::Literal(value.clone())
-                                } else {
-                                    let path = ColumnPath::resolve(file_schema, field)
-                                        .ok_or_else(|| {
-                                            mapping_error(
-                                                name(),
-                                                format!(
-                                                    "`{{{field}}}` is neither an envelope column, a capture of source.key_pattern nor a column of the segment"
-                                                ),
-                                            )
-                                        })?;
-                                    if !Kind::Str.accepts(&path.data_type, None) {
-                                        return Err(mapping_error(
-                                            name(),
-                                            format!(
-                                                "`{{{field}}}` is {}, which has no text form",
-                                                path.data_type
-                                            ),
-                                        ));
-                                    }
-                                    Piece::Column(path)
-                                }
-                            }
-                        });
-                    }
-                    Feed::Template(pieces)
-                }
-                // Filled in below, once every other entry's columns are known.
-                Origin::Remaining => Feed::Remaining(Vec::new()),
-            };
+            let feed = resolving.feed(envelope, entry)?;
             resolved.push(Source {
                 envelope,
                 kind,
