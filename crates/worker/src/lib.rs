@@ -501,3 +501,49 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use replayfleet_queue::{EmbeddedQueue, EmbeddedStore};
+
+    use super::*;
+
+    /// A lease of a run this worker cannot serve (the run-state store does not know it) is
+    /// given back for another worker, and the delivery is not counted as an attempt.
+    #[tokio::test]
+    async fn a_lease_of_a_run_it_cannot_serve_goes_back_without_counting_an_attempt() {
+        let ttl = Duration::from_secs(5);
+        let queue = Arc::new(EmbeddedQueue::new(ttl));
+        let store = Arc::new(EmbeddedStore::new());
+        queue.publish("r-1", "shard-00000").await.unwrap();
+        let worker = Worker::new(
+            "w-1",
+            Arc::clone(&queue) as Arc<dyn LeaseQueue>,
+            Arc::clone(&store) as Arc<dyn RunStore>,
+            Runs::default(),
+            ttl,
+        );
+        let lease = queue
+            .claim(Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("published");
+        worker.handle(lease.clone()).await;
+
+        assert_eq!(store.shard("r-1", "shard-00000").await.unwrap(), None);
+        assert!(
+            queue.claim(Duration::ZERO).await.unwrap().is_none(),
+            "released with a delay, not at once"
+        );
+        let again = queue
+            .claim(Duration::from_secs(4))
+            .await
+            .unwrap()
+            .expect("the lease comes back");
+        assert_eq!(
+            (again.run_id.as_str(), again.shard.as_str()),
+            ("r-1", "shard-00000")
+        );
+        assert_eq!(again.delivery, lease.delivery, "a release is not an expiry");
+    }
+}
