@@ -188,44 +188,15 @@ pub(crate) fn restore(
             if *column.data_type() == wanted {
                 return Ok(Arc::clone(column));
             }
-            let bad = match column.data_type() {
-                DataType::Binary => not_utf8(column.as_binary::<i32>().iter()),
-                DataType::LargeBinary => not_utf8(column.as_binary::<i64>().iter()),
-                DataType::BinaryView => not_utf8(column.as_binary_view().iter()),
-                _ => Vec::new(),
-            };
+            let (texts, bad) = byte_values(column)
+                .map(|v| texts_of(&v))
+                .unwrap_or_default();
             let column = if bad.is_empty() {
                 Arc::clone(column)
             } else {
                 // The text of every other value, the bad ones null (their bytes gone: a
                 // cast validates the whole buffer, null slots included).
-                let text = |i: usize, v: Option<&[u8]>| -> Option<String> {
-                    if bad.binary_search_by_key(&i, |b| b.0).is_ok() {
-                        return None;
-                    }
-                    v.map(|v| String::from_utf8_lossy(v).into_owned())
-                };
-                let cleared: StringArray = match column.data_type() {
-                    DataType::Binary => column
-                        .as_binary::<i32>()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| text(i, v))
-                        .collect(),
-                    DataType::LargeBinary => column
-                        .as_binary::<i64>()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| text(i, v))
-                        .collect(),
-                    _ => column
-                        .as_binary_view()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| text(i, v))
-                        .collect(),
-                };
-                let cleared: ArrayRef = Arc::new(cleared);
+                let cleared: ArrayRef = Arc::new(StringArray::from(texts));
                 // The column now holds nulls, whatever the file declared.
                 *field = Arc::new(field.as_ref().clone().with_nullable(true));
                 for (i, bytes, reason) in bad {
@@ -251,17 +222,34 @@ pub(crate) fn restore(
     RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| e.to_string())
 }
 
-/// The rows (index, bytes, reason) of values that are not UTF-8, in row order.
-fn not_utf8<'a>(values: impl Iterator<Item = Option<&'a [u8]>>) -> Vec<(usize, Vec<u8>, String)> {
-    values
+/// The values of a binary column (`Binary`, `LargeBinary`, `BinaryView`); `None` for
+/// another type.
+fn byte_values(column: &ArrayRef) -> Option<Vec<Option<&[u8]>>> {
+    Some(match column.data_type() {
+        DataType::Binary => column.as_binary::<i32>().iter().collect(),
+        DataType::LargeBinary => column.as_binary::<i64>().iter().collect(),
+        DataType::BinaryView => column.as_binary_view().iter().collect(),
+        _ => return None,
+    })
+}
+
+/// Each value as text (`None` for a null or a value that is not UTF-8), and the rows
+/// (index, bytes, reason) of the values that are not UTF-8, in row order.
+type Texts<'a> = (Vec<Option<&'a str>>, Vec<(usize, Vec<u8>, String)>);
+
+fn texts_of<'a>(values: &[Option<&'a [u8]>]) -> Texts<'a> {
+    let mut bad = Vec::new();
+    let texts = values
+        .iter()
         .enumerate()
-        .filter_map(|(i, v)| {
-            let v = v?;
+        .map(|(i, v)| {
+            let v = (*v)?;
             std::str::from_utf8(v)
-                .err()
-                .map(|e| (i, v.to_vec(), e.to_string()))
+                .map_err(|e| bad.push((i, v.to_vec(), e.to_string())))
+                .ok()
         })
-        .collect()
+        .collect();
+    (texts, bad)
 }
 
 #[cfg(test)]

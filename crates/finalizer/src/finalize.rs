@@ -272,16 +272,16 @@ fn verdict(checks: &[CheckResult], options: &FinalizeOptions) -> (Option<Accepta
         .filter(|c| c.class == "discrepancy")
         .map(|c| c.name.clone())
         .collect();
-    let accepted = match (&options.accept, overridden.is_empty(), integrity_failed) {
-        (Some(reason), false, false) => Some(Acceptance {
+    let discrepancies = !overridden.is_empty();
+    let accepted = match (&options.accept, discrepancies, integrity_failed) {
+        (Some(reason), true, false) => Some(Acceptance {
             reason: reason.clone(),
             by: options.by.clone(),
             overridden,
         }),
         _ => None,
     };
-    let refused =
-        integrity_failed || (accepted.is_none() && failed.iter().any(|c| c.class == "discrepancy"));
+    let refused = integrity_failed || (discrepancies && accepted.is_none());
     (accepted, refused)
 }
 

@@ -73,14 +73,9 @@ pub enum Error {
         message: String,
     },
     /// The fleet's pace (`pacing.events_per_second`) could not be read: the
-    /// run-state store is unreachable. Worth another attempt.
-    #[error("pacing: {message}")]
-    Paced {
-        /// What went wrong.
-        message: String,
-        /// Its kind (an unreachable store is transient).
-        kind: replayfleet_config::ErrorKind,
-    },
+    /// run-state store failed; its kind says whether another attempt may help.
+    #[error("pacing: {}", .0.message)]
+    Paced(crate::PaceError),
     /// Writing Parquet failed.
     #[error("writing `{path}`: {message}")]
     Write {
@@ -108,7 +103,7 @@ impl Error {
             Error::BadProjection(_) => ErrorKind::Input,
             Error::Halted { .. } => ErrorKind::Refused,
             Error::Storage { source, .. } => replayfleet_archive::storage_kind(source),
-            Error::Paced { kind, .. } => *kind,
+            Error::Paced(e) => e.kind,
             _ => ErrorKind::Internal,
         }
     }
@@ -138,9 +133,11 @@ mod tests {
 
     #[test]
     fn kinds_come_from_the_error_itself_not_its_variant_alone() {
-        let paced = |kind| Error::Paced {
-            message: "the store said no".into(),
-            kind,
+        let paced = |kind| {
+            Error::Paced(crate::PaceError {
+                message: "the store said no".into(),
+                kind,
+            })
         };
         assert!(paced(ErrorKind::Transient).is_retryable());
         assert!(

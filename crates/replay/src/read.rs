@@ -512,10 +512,7 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
             continue;
         }
         if let Some(pacer) = &job.pacer {
-            pacer.pace(n as u64).await.map_err(|e| Error::Paced {
-                message: e.message,
-                kind: e.kind,
-            })?;
+            pacer.pace(n as u64).await.map_err(Error::Paced)?;
         }
         read.rows += n as u64;
         let partition = kept.column(PARTITION).as_primitive::<Int32Type>();
