@@ -123,7 +123,7 @@ pub async fn coordinate(
     )?);
     let resume = match &options.resume {
         Some(id) => Some(id.clone()),
-        None => store.unfinished_run(&config.name).await?,
+        None => unfinished_uncommitted(&**store, &target, &config.name).await?,
     };
     let mut resumed = resume.is_some();
     let (plan, estimate) = match resume {
@@ -337,6 +337,44 @@ async fn unfinished_same_work(
         return Ok(None);
     };
     Ok(earlier.same_work(plan).then_some(earlier))
+}
+
+/// The run-state store's unfinished run of `name`, unless the commit log names it: a
+/// coordinator killed between its commit and recording it leaves the store behind the
+/// log. Such a run is recorded as committed (the log is the truth) and is not resumed,
+/// so the restart plans a new run.
+async fn unfinished_uncommitted(
+    store: &dyn RunStore,
+    target: &Target,
+    name: &str,
+) -> Result<Option<String>> {
+    let Some(run_id) = store.unfinished_run(name).await? else {
+        return Ok(None);
+    };
+    let Some(version) = replayfleet_finalizer::committed_version(target, &run_id).await? else {
+        return Ok(Some(run_id));
+    };
+    tracing::info!(run = %run_id, version, "the unfinished run had committed before its coordinator stopped; planning a new run");
+    loop {
+        let Some(current) = store.run(&run_id).await? else {
+            return Ok(None);
+        };
+        if current.value.phase.is_finished() {
+            return Ok(None);
+        }
+        let mut next = current.value.clone();
+        next.phase = RunPhase::Committed;
+        next.reason = None;
+        next.version = Some(version);
+        next.updated_at = Utc::now();
+        match store.update_run(&next, current.revision).await {
+            Err(replayfleet_queue::Error::Conflict { .. }) => continue,
+            other => {
+                other?;
+                return Ok(None);
+            }
+        }
+    }
 }
 
 /// `replayfleet_run_phase{run, phase}`: 1 for the run's phase, 0 for the others, so

@@ -40,6 +40,19 @@ pub async fn current(target: &Target) -> Result<Option<Commit>> {
     Ok(history(target).await?.pop())
 }
 
+/// The version that committed the run `run_id` (a replay commit naming it), if one did.
+///
+/// # Errors
+///
+/// As [`history`].
+pub async fn committed_version(target: &Target, run_id: &str) -> Result<Option<u64>> {
+    Ok(history(target)
+        .await?
+        .into_iter()
+        .find(|c| c.run_id == run_id && c.kind == "replay")
+        .map(|c| c.version))
+}
+
 /// One version's commit.
 pub async fn commit_of(target: &Target, version: u64) -> Result<Commit> {
     target

@@ -100,6 +100,9 @@ pub async fn finalize(
         .iter()
         .find(|c| c.run_id == run_id && c.kind == "replay")
     {
+        // A finalizer killed between its commit and recording it leaves the run-state
+        // store behind the commit log: the log is the truth, the store catches up.
+        set_phase(store, run_id, RunPhase::Committed, None, Some(done.version)).await?;
         return Ok(Finalized::AlreadyCommitted {
             version: done.version,
         });
@@ -201,7 +204,7 @@ pub async fn finalize(
 
     if let Err(e) = claim(store, run_id).await {
         // Committed meanwhile by another finalizer of this run: nothing to add.
-        if let Some(version) = committed_version(target, run_id).await? {
+        if let Some(version) = commits::committed_version(target, run_id).await? {
             return Ok(Finalized::AlreadyCommitted { version });
         }
         return Err(e);
@@ -235,7 +238,7 @@ pub async fn finalize(
         // Another finalizer of this very run (a second coordinator) got there first:
         // its commit and report stand, and this one has nothing to add.
         if matches!(e, Error::LostRace { .. })
-            && let Some(version) = committed_version(target, run_id).await?
+            && let Some(version) = commits::committed_version(target, run_id).await?
         {
             return Ok(Finalized::AlreadyCommitted { version });
         }
@@ -294,15 +297,6 @@ pub fn summary(report: &Report) -> String {
         .map(|c| format!("{}: {}", c.name, c.detail))
         .collect();
     failed.join("; ")
-}
-
-/// The version that committed this run, if one did.
-async fn committed_version(target: &Target, run_id: &str) -> Result<Option<u64>> {
-    Ok(commits::history(target)
-        .await?
-        .into_iter()
-        .find(|c| c.run_id == run_id && c.kind == "replay")
-        .map(|c| c.version))
 }
 
 /// running (or paused) → finalizing by compare-and-set; anything else refuses.

@@ -10,7 +10,7 @@ mod commits;
 mod error;
 mod finalize;
 
-pub use commits::{commit_of, current, history, rollback};
+pub use commits::{commit_of, committed_version, current, history, rollback};
 pub use error::{Error, Result};
 pub use finalize::{FinalizeOptions, Finalized, finalize, summary};
 /// The commit and report formats, which live with the target's layout in
