@@ -489,6 +489,32 @@ fn a_projection_larger_than_its_memory_pool_fails_naming_the_limit() {
     assert_eq!(files_under(&spill), Vec::<std::path::PathBuf>::new());
 }
 
+/// A projection that asks a function to build more than a value may (`repeat` of every
+/// stream id ten million times: ~110 MB per row, gigabytes per batch, none of it in the
+/// memory pool's accounts) fails its shard naming the function and the bound, on its
+/// first attempt; nothing is committed. Without the guard the shard allocated until the
+/// machine ran out.
+#[test]
+fn a_projection_building_a_value_too_large_fails_naming_the_function() {
+    let f = Fixture::new(400, 1, 5, &[]);
+    let greedy = f.config(
+        "greedy",
+        &Settings {
+            sql: "SELECT stream_id AS account_id, max(length(repeat(stream_id, 10000000))) AS events FROM events GROUP BY stream_id".into(),
+            extra: "[fleet]\nmax_attempts = 3\n".into(),
+            ..Settings::default()
+        },
+    );
+    let out = f.run(&greedy, "1");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    out.stderr_names(&[
+        "repeat would build a value of up to",
+        "more than the 16.0 MiB one call may build",
+        "after 1 attempts",
+    ]);
+    assert!(f.history("target").is_empty(), "nothing is committed");
+}
+
 /// A data page corrupted behind an intact footer: `inventory` (footers only) passes;
 /// `inventory --verify` reads every page and exits 2 naming the segment, and a clean
 /// archive verifies with exit 0.

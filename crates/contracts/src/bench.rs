@@ -1,4 +1,4 @@
-//! The upcast benchmark behind `replayfleet bench upcast` (figures in docs/PERFORMANCE.md).
+//! The upcast benchmark behind `replayfleet-bench upcast` (figures in docs/PERFORMANCE.md).
 //!
 //! One run, one thread, on generated payloads of an old version, in batches of 8192 as the
 //! replay engine sends them: the bare `serde_json` parse of the same payloads (the floor),

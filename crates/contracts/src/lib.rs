@@ -10,6 +10,7 @@
 //! carrying an anomaly kind.
 
 mod bench;
+mod bounded;
 mod catalog;
 mod error;
 #[cfg(test)]
@@ -24,6 +25,7 @@ mod step;
 mod upcast;
 
 pub use bench::{BENCH_BATCH, BenchReport, Measurement, bench_catalog, bench_upcast};
+pub use bounded::{MAX_BATCH_BYTES, MAX_VALUE_BYTES, bound_functions};
 pub use catalog::{
     Catalog, CatalogFile, EventContract, Example, PathStatus, TypedColumn, VersionContract,
 };

@@ -22,7 +22,9 @@ use arrow::datatypes::{
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, DataFusionError, SchemaError};
 pub(crate) use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{Expr, Volatility};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde_json::{Number, Value};
@@ -36,7 +38,9 @@ use crate::step::describe_lite;
 pub(crate) fn planning_session() -> SessionState {
     let config =
         SessionConfig::new().set_bool("datafusion.sql_parser.enable_ident_normalization", false);
-    SessionContext::new_with_config(config).state()
+    let ctx = SessionContext::new_with_config(config);
+    crate::bound_functions(&ctx);
+    ctx.state()
 }
 
 /// One input column of a SQL step.
@@ -99,11 +103,20 @@ impl SqlStep {
                 .collect::<Vec<_>>(),
         ));
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| e.to_string())?;
+        // Simplified as a query's expressions are: some functions only exist in their
+        // simplified form (`coalesce` becomes a CASE), and constant parts are folded.
+        let simplifier = ExprSimplifier::new(
+            SimplifyContext::builder()
+                .with_schema(Arc::new(df_schema.clone()))
+                .with_config_options(Arc::clone(session.config_options()))
+                .build(),
+        );
         let mut outputs = Vec::with_capacity(logical.len());
         let mut produced = Vec::with_capacity(logical.len());
         for (field, sql) in logical {
             let expr = session
                 .create_logical_expr(&sql, &df_schema)
+                .and_then(|e| simplifier.simplify(e))
                 .map_err(|e| format!("field {field}: {}", message(&e)))?;
             let physical = session
                 .create_physical_expr(expr, &df_schema)
@@ -618,6 +631,48 @@ mod tests {
         let e = out[1].as_ref().unwrap_err();
         assert!(e.contains("field amount"), "{e}");
         assert_eq!(out[2].as_ref().unwrap()[0].1, json!(4.0));
+    }
+
+    #[test]
+    fn functions_that_exist_only_simplified_work() {
+        // `coalesce` and `nvl` are rewritten to CASE by the simplifier; without it they
+        // failed every event with an internal error.
+        let s = step(
+            &[("m", "coalesce(memo, 'none')"), ("n", "nvl(memo, 'nil')")],
+            &[("memo", ColumnKind::Utf8)],
+        )
+        .unwrap();
+        let input = maps(&[json!({"memo": "coffee"}), json!({})]);
+        let refs: Vec<&Obj<'_>> = input.iter().collect();
+        let out = s.eval(&refs);
+        assert_eq!(out[0].as_ref().unwrap()[0].1, json!("coffee"));
+        assert_eq!(out[1].as_ref().unwrap()[0].1, json!("none"));
+        assert_eq!(out[1].as_ref().unwrap()[1].1, json!("nil"));
+    }
+
+    #[test]
+    fn a_value_too_large_to_build_fails_its_event_only() {
+        // Each `repeat` is within the literal bound; over a long field it would build
+        // 64 KiB times the field's length.
+        let s = step(
+            &[("big", "repeat(memo, 65536)")],
+            &[("memo", ColumnKind::Utf8)],
+        )
+        .unwrap();
+        let long = "x".repeat(1024);
+        let input = maps(&[json!({"memo": "ab"}), json!({"memo": long}), json!({})]);
+        let refs: Vec<&Obj<'_>> = input.iter().collect();
+        let out = s.eval(&refs);
+        assert_eq!(
+            out[0].as_ref().unwrap()[0].1.as_str().map(str::len),
+            Some(2 * 65536)
+        );
+        let e = out[1].as_ref().unwrap_err();
+        assert!(
+            e.contains("field big") && e.contains("repeat would build a value of up to 64.0 MiB"),
+            "{e}"
+        );
+        assert_eq!(out[2].as_ref().unwrap()[0].1, json!(null));
     }
 
     #[test]

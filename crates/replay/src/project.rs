@@ -69,7 +69,11 @@ pub fn session(
     let runtime = runtime
         .build_arc()
         .map_err(|e| Error::BadProjection(e.to_string()))?;
-    Ok(SessionContext::new_with_config_rt(config, runtime))
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    // Functions that multiply their input (`repeat`, `replace`, ...) are bounded per
+    // value: their results are not accounted in the memory pool.
+    replayfleet_contracts::bound_functions(&ctx);
+    Ok(ctx)
 }
 
 /// What a DataFusion error says, and which limit to raise when it is one: the memory
