@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The fleet benchmark (docs/PERFORMANCE.md): starts a NATS server of its own on a free
-# loopback port, builds the release binary and runs `replayfleet bench fleet` against
+# loopback port, builds the release binaries and runs `replayfleet-bench fleet` against
 # it. Extra arguments go to the bench (e.g. --events 400000 --json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --bin replayfleet --quiet
+cargo build --release --bin replayfleet --bin replayfleet-bench --quiet
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 STORE=$(mktemp -d -t replayfleet-bench-nats-XXXXXX)
 scripts/nats-server.sh "$PORT" "$STORE" 2>/dev/null &
@@ -15,4 +15,4 @@ for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
   sleep 0.1
 done
-target/release/replayfleet bench fleet --nats "nats://127.0.0.1:$PORT" "$@"
+target/release/replayfleet-bench fleet --nats "nats://127.0.0.1:$PORT" "$@"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
-# The CLI tests run the real binary: nextest builds test targets only, so build
-# the binary of the same profile first.
-cargo build --bin replayfleet --quiet
+# The CLI tests run the real binaries (the product and the bench): nextest builds test
+# targets only, so build the binaries of the same profile first.
+cargo build --bin replayfleet --bin replayfleet-bench --quiet
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -242,7 +242,7 @@ fn generate_and_inventory_on_s3() {
 
 #[test]
 fn bench_upcast_prints_every_measurement() {
-    let run = replayfleet(&["bench", "upcast", "--events", "2000", "--json"]);
+    let run = crate::support::replayfleet_bench(&["upcast", "--events", "2000", "--json"]);
     run.expect_code(0);
     let report = run.json();
     let names: Vec<String> = report["measurements"]

@@ -7,13 +7,22 @@ use std::{
 
 /// The `replayfleet` binary built next to this test binary (target/<profile>/replayfleet).
 pub fn bin() -> PathBuf {
+    binary("replayfleet")
+}
+
+/// The bench binary (`crates/bench`), built beside `replayfleet`.
+pub fn bench_bin() -> PathBuf {
+    binary("replayfleet-bench")
+}
+
+fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/it-<hash> → target/<profile>/replayfleet
+    // target/<profile>/deps/it-<hash> → target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join(format!("replayfleet{}", std::env::consts::EXE_SUFFIX));
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
-        "{} is missing: build it with `cargo build --bin replayfleet` (nextest --workspace does)",
+        "{} is missing: build it with `cargo build --bin {name}` (scripts/test.sh does)",
         bin.display()
     );
     bin
@@ -67,7 +76,11 @@ impl Run {
 
 /// Runs `replayfleet args...` with extra environment variables.
 pub fn replayfleet_env(args: &[&str], env: &[(String, String)]) -> Run {
-    let mut cmd = Command::new(bin());
+    run_env(bin(), args, env)
+}
+
+fn run_env(bin: PathBuf, args: &[&str], env: &[(String, String)]) -> Run {
+    let mut cmd = Command::new(bin);
     cmd.args(args).env_remove("RUST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
@@ -87,6 +100,11 @@ pub fn replayfleet_env(args: &[&str], env: &[(String, String)]) -> Run {
 /// Runs `replayfleet args...`.
 pub fn replayfleet(args: &[&str]) -> Run {
     replayfleet_env(args, &[])
+}
+
+/// Runs `replayfleet-bench args...`.
+pub fn replayfleet_bench(args: &[&str]) -> Run {
+    run_env(bench_bin(), args, &[])
 }
 
 /// Copies the example catalog into `dir/contracts` and returns that folder.

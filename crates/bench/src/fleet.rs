@@ -1,4 +1,4 @@
-//! `replayfleet bench fleet`: the lease path over a real NATS server, measured side by
+//! `replayfleet-bench fleet`: the lease path over a real NATS server, measured side by
 //! side in one run — publishing leases, the claim-to-ack overhead of one lease, and
 //! worker processes two versus one.
 
@@ -17,12 +17,14 @@ use replayfleet_queue::{LeaseQueue, NatsConnect, NatsQueueOptions, RunStore, Sha
 use replayfleet_replay::Target;
 use serde::Serialize;
 
-use crate::{
-    cli::BenchFleetArgs,
-    commands::bench::{BACKFILL, CATALOG, Scratch, local},
-    commands::fleet::open_client,
+use replayfleet_cli::{
     exit::{self, Coded},
     output::{Table, print_json, thousands},
+};
+
+use crate::{
+    FleetArgs,
+    run::{BACKFILL, CATALOG, Scratch, local},
 };
 
 #[derive(Debug, Serialize)]
@@ -61,7 +63,7 @@ struct ScalingFigures {
     fingerprints_equal: bool,
 }
 
-pub async fn fleet(args: BenchFleetArgs) -> anyhow::Result<u8> {
+pub async fn fleet(args: FleetArgs) -> anyhow::Result<u8> {
     let scratch = Scratch::new("bench-fleet", false)?;
     let dir = scratch.path.canonicalize()?;
     let ttl = Duration::from_secs(30);
@@ -84,7 +86,7 @@ pub async fn fleet(args: BenchFleetArgs) -> anyhow::Result<u8> {
             args.nats, defaults.stream, info.state.messages
         )));
     }
-    let (queue, store) = open_client(client, ttl).await?;
+    let (queue, store) = replayfleet_queue::open_nats(client, ttl).await?;
     let tag = ulid::Ulid::new().to_string().to_lowercase();
 
     // (1) Publishing, apart from planning: the coordinator's own publish path (a
@@ -195,7 +197,7 @@ impl Drop for Workers {
 }
 
 async fn scaling(
-    args: &BenchFleetArgs,
+    args: &FleetArgs,
     dir: &std::path::Path,
     queue: &Arc<dyn LeaseQueue>,
     store: &Arc<dyn RunStore>,
@@ -218,7 +220,15 @@ async fn scaling(
     }
     let config_path = dir.join("backfill.toml");
     std::fs::write(&config_path, BACKFILL)?;
-    let exe = std::env::current_exe().context("finding this executable")?;
+    // The worker processes are the product's binary, built beside this one.
+    let exe = std::env::current_exe()
+        .context("finding this executable")?
+        .with_file_name(format!("replayfleet{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        exe.exists(),
+        "{} is missing: the fleet bench starts `replayfleet worker` processes from beside its own binary (build both: cargo build --release --bin replayfleet --bin replayfleet-bench)",
+        exe.display()
+    );
 
     let mut rounds = Vec::new();
     // Alternating rounds (1, 2, 1, 2, ...), the best of each kept: a disturbance of
@@ -287,7 +297,7 @@ async fn scaling(
             &config,
             &fleet,
             &CoordinateOptions {
-                by: "replayfleet bench fleet".into(),
+                by: "replayfleet-bench fleet".into(),
                 resume: None,
             },
             &|p| {

@@ -1,4 +1,5 @@
-//! `replayfleet bench`: throughput figures measured side by side in one run.
+//! `replayfleet-bench upcast` and `replayfleet-bench run`: throughput figures measured
+//! side by side in one run.
 
 use std::{
     collections::BTreeMap,
@@ -16,15 +17,16 @@ use replayfleet_finalizer::Finalized;
 use replayfleet_generate::{EdgeCases, GenerateSpec, generate};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    cli::{BenchRunArgs, BenchUpcastArgs},
+use replayfleet_cli::{
     exit::{self, Coded},
     output::{Table, human_bytes, print_json, thousands},
 };
 
+use crate::{RunArgs, UpcastArgs};
+
 /// Upcast + validate per core next to a bare serde_json parse (CPU-bound: runs on a
 /// blocking thread so the runtime stays responsive).
-pub async fn upcast(args: BenchUpcastArgs) -> anyhow::Result<u8> {
+pub async fn upcast(args: UpcastArgs) -> anyhow::Result<u8> {
     let (events, rounds) = (args.events, args.rounds);
     let report =
         tokio::task::spawn_blocking(move || replayfleet_contracts::bench_upcast(events, rounds))
@@ -39,25 +41,25 @@ pub async fn upcast(args: BenchUpcastArgs) -> anyhow::Result<u8> {
 
 /// The example backfill (its SQL, key, checks and anomaly policies), run as it is with
 /// only `source.url`, `target.url` and (when asked) `shards.target_events` overridden.
-pub(crate) const BACKFILL: &str = include_str!("../../../../examples/accounts/backfill.toml");
+pub(crate) const BACKFILL: &str = include_str!("../../../examples/accounts/backfill.toml");
 
 /// The example catalog, written into the bench's folder.
 pub(crate) const CATALOG: [(&str, &str); 4] = [
     (
         "account_closed.yaml",
-        include_str!("../../../../examples/accounts/contracts/account_closed.yaml"),
+        include_str!("../../../examples/accounts/contracts/account_closed.yaml"),
     ),
     (
         "account_opened.yaml",
-        include_str!("../../../../examples/accounts/contracts/account_opened.yaml"),
+        include_str!("../../../examples/accounts/contracts/account_opened.yaml"),
     ),
     (
         "deposited.yaml",
-        include_str!("../../../../examples/accounts/contracts/deposited.yaml"),
+        include_str!("../../../examples/accounts/contracts/deposited.yaml"),
     ),
     (
         "withdrawn.yaml",
-        include_str!("../../../../examples/accounts/contracts/withdrawn.yaml"),
+        include_str!("../../../examples/accounts/contracts/withdrawn.yaml"),
     ),
 ];
 
@@ -293,9 +295,9 @@ impl Drop for Scratch {
     }
 }
 
-/// `replayfleet bench run`: the embedded run, the bare decode floor and DuckDB on one
+/// `replayfleet-bench run`: the embedded run, the bare decode floor and DuckDB on one
 /// archive, side by side.
-pub async fn run(args: BenchRunArgs) -> anyhow::Result<u8> {
+pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let workers = args.workers.max(1);
     let scratch = Scratch::new("bench", args.keep)?;
     let dir = scratch.path.canonicalize()?;
@@ -374,7 +376,7 @@ pub async fn run(args: BenchRunArgs) -> anyhow::Result<u8> {
         &config,
         &EmbeddedOptions {
             workers,
-            by: "replayfleet bench run".into(),
+            by: "replayfleet-bench run".into(),
         },
         &|_| {},
     )

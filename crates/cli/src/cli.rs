@@ -30,7 +30,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "REPLAYFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Threads of this process: every shard's replay (decoding, dedupe, upcast and the
-    /// fold) spreads its work over them. Default: `--workers` for `run` and `bench run`,
+    /// fold) spreads its work over them. Default: `--workers` for `run`,
     /// the machine's cores otherwise.
     #[arg(long, global = true, env = "REPLAYFLEET_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
@@ -46,7 +46,6 @@ impl Cli {
         let explicit = self.global.threads.map(usize::from);
         let default = match &self.command {
             Command::Run(args) => Some(args.workers),
-            Command::Bench(BenchCommand::Run(args)) => Some(args.workers),
             _ => None,
         };
         explicit.or(default).unwrap_or_else(default_workers).max(1)
@@ -72,9 +71,6 @@ pub enum Command {
     /// Check or test a contract catalog.
     #[command(subcommand)]
     Contracts(ContractsCommand),
-    /// Measure throughput, printing ratios measured side by side in one run.
-    #[command(subcommand)]
-    Bench(BenchCommand),
     /// Dry run: shards, events, bytes, versions present per type, upcaster coverage and
     /// an estimate. Writes nothing unless --out.
     Plan(PlanArgs),
@@ -486,97 +482,6 @@ pub struct ContractsArgs {
     /// The catalog folder.
     #[arg(long)]
     pub dir: PathBuf,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Upcast + validate throughput per core against a bare serde_json parse.
-    Upcast(BenchUpcastArgs),
-    /// The embedded `run` end to end, side by side with a bare Parquet decode of the
-    /// same segments (the floor) and DuckDB doing the same job (when `python3 -c
-    /// "import duckdb"` works), on one generated archive.
-    Run(BenchRunArgs),
-    /// The fleet's lease path over a real NATS server: publishing leases, the
-    /// claim-to-ack overhead of one lease, and worker processes 2 versus 1 on a
-    /// local-folder archive. Use a NATS server of its own (scripts/bench-fleet.sh).
-    Fleet(BenchFleetArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct BenchFleetArgs {
-    /// The NATS server (JetStream on), used by nothing else meanwhile.
-    #[arg(long, env = "REPLAYFLEET_NATS")]
-    pub nats: String,
-    /// Leases to publish in the publishing measurement.
-    #[arg(long, default_value_t = 10_000)]
-    pub leases: usize,
-    /// Leases claimed and acked one after the other in the overhead measurement.
-    #[arg(long, default_value_t = 500)]
-    pub overhead_leases: usize,
-    /// Events of the archive the worker processes replay (0 skips the measurement).
-    #[arg(long, default_value_t = 800_000)]
-    pub events: u64,
-    /// Its partitions (shards are groups of partitions).
-    #[arg(long, default_value_t = 16)]
-    pub partitions: u32,
-    /// `shards.target_events` of the scaling runs.
-    #[arg(long, default_value_t = 50_000)]
-    pub shard_events: u64,
-    /// Rounds of each worker count (alternating); the best of each is kept.
-    #[arg(long, default_value_t = 2)]
-    pub repeat: usize,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchRunArgs {
-    /// Original events to generate (exact duplicates come on top).
-    #[arg(long, default_value_t = 2_000_000)]
-    pub events: u64,
-    /// Archive partitions to generate.
-    #[arg(long, default_value_t = 8)]
-    pub partitions: u32,
-    /// Streams (accounts) to generate (default: one per 100 events, as in the example).
-    #[arg(long)]
-    pub streams: Option<u64>,
-    /// Seed of the generated archive.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Worker tasks of the run, threads of the decode floor and of DuckDB.
-    #[arg(long, default_value_t = default_workers())]
-    pub workers: usize,
-    /// Reuse this local archive folder instead of generating one.
-    #[arg(long)]
-    pub source: Option<PathBuf>,
-    /// `shards.target_events` of the run (default: the config's default, 5,000,000).
-    #[arg(long, conflicts_with = "one_shard")]
-    pub shard_events: Option<u64>,
-    /// Put the whole archive into one shard (a huge `shards.target_events`): the
-    /// worst case for one worker's memory.
-    #[arg(long)]
-    pub one_shard: bool,
-    /// Keep the temporary folder (archive, catalog, config, projections).
-    #[arg(long)]
-    pub keep: bool,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchUpcastArgs {
-    /// Number of generated payloads per measurement.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub events: usize,
-    /// Rounds: every measurement runs this many times, interleaved, and the best time
-    /// of each is reported.
-    #[arg(long, default_value_t = 3)]
-    pub rounds: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

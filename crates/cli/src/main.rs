@@ -7,9 +7,9 @@ use clap::Parser;
 
 mod cli;
 mod commands;
-mod exit;
-mod output;
 mod serve;
+
+use replayfleet_cli::{exit, output};
 
 // Upcasting allocates per event (payload maps, keys, strings) with many short lifetimes
 // interleaved, between the SQL steps' larger arrays: mimalloc serves that pattern with far
@@ -24,28 +24,13 @@ fn main() -> ExitCode {
     if let Some(by) = &cli.global.by {
         let _ = commands::finalize::BY.set(by.clone());
     }
-    if let Err(e) = output::init_tracing(&cli.global) {
+    if let Err(e) = output::init_tracing(
+        &cli.global.log_level,
+        matches!(cli.global.log_format, cli::LogFormat::Json),
+    ) {
         eprintln!("error: {}", exit::message(&e));
         return ExitCode::from(exit::USAGE);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cli.threads())
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::FAILURE);
-        }
-    };
-    let outcome = runtime.block_on(commands::dispatch(cli.command));
-    match outcome {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            let code = exit::code_of(&e);
-            eprintln!("error: {}", exit::message(&e));
-            ExitCode::from(code)
-        }
-    }
+    let threads = cli.threads();
+    replayfleet_cli::run(threads, commands::dispatch(cli.command))
 }

@@ -2,17 +2,18 @@
 
 use std::io::Write;
 
-use crate::cli::{GlobalArgs, LogFormat};
-
-/// Logs go to stderr so that stdout stays clean for tables and `--json`.
-pub fn init_tracing(args: &GlobalArgs) -> anyhow::Result<()> {
+/// Logs go to stderr so that stdout stays clean for tables and `--json`: filtered by
+/// `log_level` (`--log-level`, tracing's `EnvFilter` syntax), as text or one JSON object
+/// per line.
+pub fn init_tracing(log_level: &str, json: bool) -> anyhow::Result<()> {
     use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_new(&args.log_level)
-        .map_err(|e| anyhow::anyhow!("--log-level `{}`: {e}", args.log_level))?;
+    let filter = EnvFilter::try_new(log_level)
+        .map_err(|e| anyhow::anyhow!("--log-level `{log_level}`: {e}"))?;
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => builder.with_target(false).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.with_target(false).init();
     }
     Ok(())
 }

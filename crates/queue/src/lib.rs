@@ -36,7 +36,9 @@ pub use async_nats;
 pub use embedded::{EmbeddedQueue, EmbeddedStore};
 pub use error::{Error, Result};
 pub use lease::{Lease, LeaseQueue};
-pub use nats::{NatsConnect, NatsQueue, NatsQueueOptions, NatsStore, NatsStoreOptions};
+pub use nats::{
+    NatsConnect, NatsQueue, NatsQueueOptions, NatsStore, NatsStoreOptions, open as open_nats,
+};
 pub use store::{RunPhase, RunState, RunStore, ShardState, ShardStatus, Versioned};
 
 #[cfg(test)]

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use replayfleet_config::Config;
 use replayfleet_coordinator::{CoordinateOptions, Fleet, coordinate, hostname};
-use replayfleet_queue::{
-    LeaseQueue, NatsConnect, NatsQueue, NatsQueueOptions, NatsStore, NatsStoreOptions, RunStore,
-};
+use replayfleet_queue::{LeaseQueue, NatsConnect, NatsQueueOptions, RunStore};
 use replayfleet_worker::{Runs, Worker};
 
 use crate::{
@@ -20,24 +18,7 @@ async fn open(
     connect: &NatsConnect,
     ttl: std::time::Duration,
 ) -> anyhow::Result<(Arc<dyn LeaseQueue>, Arc<dyn RunStore>)> {
-    open_client(connect.connect().await?, ttl).await
-}
-
-/// The fleet's queue (leases living `ttl` without a heartbeat) and store on `client`.
-pub(crate) async fn open_client(
-    client: replayfleet_queue::async_nats::Client,
-    ttl: std::time::Duration,
-) -> anyhow::Result<(Arc<dyn LeaseQueue>, Arc<dyn RunStore>)> {
-    let queue = NatsQueue::connect(
-        client.clone(),
-        NatsQueueOptions {
-            ttl,
-            ..NatsQueueOptions::default()
-        },
-    )
-    .await?;
-    let store = NatsStore::connect(client, NatsStoreOptions::default()).await?;
-    Ok((Arc::new(queue), Arc::new(store)))
+    Ok(replayfleet_queue::open_nats(connect.connect().await?, ttl).await?)
 }
 
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {

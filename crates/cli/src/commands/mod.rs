@@ -1,10 +1,8 @@
 //! One module per subcommand; each returns the exit code of a completed command.
 
-use crate::cli::{BenchCommand, Command, ContractsCommand};
+use crate::cli::{Command, ContractsCommand};
 
 mod audit;
-mod bench;
-mod bench_fleet;
 mod contracts;
 pub(crate) mod finalize;
 mod fleet;
@@ -21,9 +19,6 @@ pub async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Generate(args) => generate::run(args).await,
         Command::Contracts(ContractsCommand::Check(args)) => contracts::check(args),
         Command::Contracts(ContractsCommand::Test(args)) => contracts::test(args),
-        Command::Bench(BenchCommand::Upcast(args)) => bench::upcast(args).await,
-        Command::Bench(BenchCommand::Run(args)) => bench::run(args).await,
-        Command::Bench(BenchCommand::Fleet(args)) => bench_fleet::fleet(args).await,
         Command::Plan(args) => plan::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Finalize(args) => finalize::run(args).await,

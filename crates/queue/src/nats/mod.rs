@@ -32,7 +32,29 @@ use async_nats::jetstream::{consumer, kv};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{Error, Result};
+use crate::{Error, LeaseQueue, Result, RunStore};
+
+/// The fleet's queue (leases living `ttl` without a heartbeat) and run-state store on
+/// `client`, creating their stream, consumer and buckets when missing.
+///
+/// # Errors
+///
+/// As [`NatsQueue::connect`] and [`NatsStore::connect`].
+pub async fn open(
+    client: async_nats::Client,
+    ttl: Duration,
+) -> Result<(std::sync::Arc<dyn LeaseQueue>, std::sync::Arc<dyn RunStore>)> {
+    let queue = NatsQueue::connect(
+        client.clone(),
+        NatsQueueOptions {
+            ttl,
+            ..NatsQueueOptions::default()
+        },
+    )
+    .await?;
+    let store = NatsStore::connect(client, NatsStoreOptions::default()).await?;
+    Ok((std::sync::Arc::new(queue), std::sync::Arc::new(store)))
+}
 
 /// How long listing a bucket's keys may wait for the server before giving up.
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
