@@ -27,8 +27,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use replayfleet_archive::Location;
 use replayfleet_queue::{RunPhase, RunStore};
 use replayfleet_replay::{
-    Fingerprint, Lineage, Plan, SpillDir, Target, columns, query_only, quote, session, sha256_hex,
-    to_json_bytes,
+    Fingerprint, Lineage, Plan, ShardPlan, SpillDir, Target, columns, query_only, quote, session,
+    sha256_hex, to_json_bytes,
 };
 use serde_json::Value;
 
@@ -376,45 +376,88 @@ async fn coverage(
     plan: &Plan,
     checks: &mut Vec<CheckResult>,
 ) -> Result<Vec<Lineage>> {
-    let mut problems = Vec::new();
-    let mut lineages = Vec::new();
+    let mut found = Vec::with_capacity(plan.shards.len());
     for shard in &plan.shards {
         let path = Target::lineage_path(&plan.run_id, &shard.id);
-        match target.get_json::<Lineage>(&path).await? {
+        found.push(target.get_json::<Lineage>(&path).await?);
+    }
+    let covered: Vec<Option<Covered<'_>>> = found
+        .iter()
+        .map(|l| {
+            l.as_ref().map(|l| Covered {
+                run_id: &l.run_id,
+                shard: &l.shard,
+                partitions: &l.partitions,
+            })
+        })
+        .collect();
+    checks.push(coverage_check(&plan.run_id, &plan.shards, &covered));
+    Ok(found
+        .into_iter()
+        .zip(&plan.shards)
+        .filter_map(|(l, shard)| {
+            l.filter(|l| {
+                l.run_id == plan.run_id && l.shard == shard.id && l.partitions == shard.partitions
+            })
+        })
+        .collect())
+}
+
+/// What a shard's lineage manifest says it covers.
+struct Covered<'a> {
+    run_id: &'a str,
+    shard: &'a str,
+    partitions: &'a [i32],
+}
+
+/// The coverage check over what each planned shard's manifest (`found`, in the plan's
+/// order; `None`: no manifest) says: every shard has one, of this run and shard, over
+/// exactly the planned partitions, and no partition is planned twice.
+fn coverage_check(
+    run_id: &str,
+    shards: &[ShardPlan],
+    found: &[Option<Covered<'_>>],
+) -> CheckResult {
+    let mut problems = Vec::new();
+    for (shard, covered) in shards.iter().zip(found) {
+        match covered {
             None => problems.push(Value::from(format!("{}: no lineage manifest", shard.id))),
-            Some(l) if l.run_id != plan.run_id || l.shard != shard.id => problems.push(
-                Value::from(format!("{path} names run {} shard {}", l.run_id, l.shard)),
-            ),
-            Some(l) if l.partitions != shard.partitions => problems.push(Value::from(format!(
-                "{}: covers partitions {:?}, planned {:?}",
-                shard.id, l.partitions, shard.partitions
-            ))),
-            Some(l) => lineages.push(l),
+            Some(l) if l.run_id != run_id || l.shard != shard.id => {
+                problems.push(Value::from(format!(
+                    "{} names run {} shard {}",
+                    Target::lineage_path(run_id, &shard.id),
+                    l.run_id,
+                    l.shard
+                )));
+            }
+            Some(l) if l.partitions != shard.partitions.as_slice() => {
+                problems.push(Value::from(format!(
+                    "{}: covers partitions {:?}, planned {:?}",
+                    shard.id, l.partitions, shard.partitions
+                )));
+            }
+            Some(_) => {}
         }
     }
     let mut seen = std::collections::BTreeSet::new();
-    for shard in &plan.shards {
+    for shard in shards {
         for p in &shard.partitions {
             if !seen.insert(*p) {
                 problems.push(Value::from(format!("partition {p} is in two shards")));
             }
         }
     }
-    checks.push(check(
+    check(
         "coverage",
         "integrity",
         problems.is_empty(),
         if problems.is_empty() {
-            format!(
-                "all {} planned shards covered exactly once",
-                plan.shards.len()
-            )
+            format!("all {} planned shards covered exactly once", shards.len())
         } else {
             format!("{} problems: {}", problems.len(), join_samples(&problems))
         },
         problems.into_iter().take(SAMPLES).collect(),
-    ));
-    Ok(lineages)
+    )
 }
 
 type Output = (CommitSegment, Vec<RecordBatch>, SchemaRef);
@@ -762,7 +805,38 @@ async fn diff(
     }
     let base_schema = base_schema.unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
     register(ctx, "baseline", Arc::clone(&base_schema), batches)?;
-    let key = &plan.projection.key;
+    let diffing = Diffing {
+        key: &plan.projection.key,
+        windowed: plan.window.is_windowed(),
+        max_changed_ratio: plan.checks.max_changed_ratio,
+        baseline: base.version,
+    };
+    compare(ctx, &diffing, schema, &base_schema, checks).await
+}
+
+/// What the baseline diff compares by.
+struct Diffing<'a> {
+    /// The projection's key columns.
+    key: &'a [String],
+    /// A window run: only the window's keys are compared (none is "removed").
+    windowed: bool,
+    /// `checks.baseline.max_changed_ratio`.
+    max_changed_ratio: f64,
+    /// The baseline's version.
+    baseline: u64,
+}
+
+/// The baseline diff between the tables `projection` (the new version, of `schema`) and
+/// `baseline` (of `base_schema`) registered in `ctx`: keys added, removed and changed
+/// (any column of both, of the same type, distinct), with samples, and its check.
+async fn compare(
+    ctx: &SessionContext,
+    diffing: &Diffing<'_>,
+    schema: &SchemaRef,
+    base_schema: &SchemaRef,
+    checks: &mut Vec<CheckResult>,
+) -> Result<Diff> {
+    let key = diffing.key;
     let keys_in_base = key.iter().all(|k| base_schema.field_with_name(k).is_ok());
     let compared: Vec<String> = schema
         .fields()
@@ -775,7 +849,7 @@ async fn diff(
         })
         .map(|f| f.name().clone())
         .collect();
-    let windowed = plan.window.is_windowed();
+    let windowed = diffing.windowed;
     let (added, removed, changed, union, samples) = if !keys_in_base {
         let n = query(ctx, "baseline_diff", "SELECT count(*) FROM projection").await?;
         let b = query(ctx, "baseline_diff", "SELECT count(*) FROM baseline").await?;
@@ -859,20 +933,20 @@ async fn diff(
     } else {
         (added + removed + changed) as f64 / union as f64
     };
-    let max = plan.checks.max_changed_ratio;
+    let max = diffing.max_changed_ratio;
     checks.push(check(
         "baseline_diff",
         "discrepancy",
         ratio <= max,
         format!(
             "against version {}: {added} keys added, {removed} removed, {changed} changed of {union} (changed_ratio {ratio:.6}, max {max}){}",
-            base.version,
+            diffing.baseline,
             if windowed { "; window run: only the window's keys compared" } else { "" }
         ),
         Vec::new(),
     ));
     Ok(Diff {
-        baseline: base.version,
+        baseline: diffing.baseline,
         added,
         removed,
         changed,
@@ -912,14 +986,27 @@ mod tests {
         datatypes::{DataType, Field, Schema},
     };
 
+    use serde_json::json;
+
     use super::*;
 
     /// A session whose `projection` holds (account_id, balance) rows.
     fn projection(rows: &[(&str, i64)]) -> SessionContext {
-        let schema = Arc::new(Schema::new(vec![
+        let ctx = SessionContext::new();
+        table(&ctx, "projection", rows);
+        ctx
+    }
+
+    fn balances() -> SchemaRef {
+        Arc::new(Schema::new(vec![
             Field::new("account_id", DataType::Utf8, false),
             Field::new("balance", DataType::Int64, false),
-        ]));
+        ]))
+    }
+
+    /// Registers `name` in `ctx`, holding (account_id, balance) rows.
+    fn table(ctx: &SessionContext, name: &str, rows: &[(&str, i64)]) {
+        let schema = balances();
         let batch = RecordBatch::try_new(
             Arc::clone(&schema),
             vec![
@@ -928,9 +1015,220 @@ mod tests {
             ],
         )
         .unwrap();
-        let ctx = SessionContext::new();
-        register(&ctx, "projection", schema, vec![batch]).unwrap();
-        ctx
+        register(ctx, name, schema, vec![batch]).unwrap();
+    }
+
+    fn shard(id: &str, partitions: &[i32]) -> ShardPlan {
+        ShardPlan {
+            id: id.to_owned(),
+            partitions: partitions.to_vec(),
+            segments: Vec::new(),
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn coverage_names_every_shard_not_covered_exactly_as_planned() {
+        let shards = [shard("shard-0", &[0, 1]), shard("shard-1", &[2])];
+        let covered = |run_id, shard, partitions| {
+            Some(Covered {
+                run_id,
+                shard,
+                partitions,
+            })
+        };
+        let whole = coverage_check(
+            "r",
+            &shards,
+            &[
+                covered("r", "shard-0", &[0, 1]),
+                covered("r", "shard-1", &[2]),
+            ],
+        );
+        assert!(whole.passed, "{whole:?}");
+        assert_eq!(whole.class, "integrity");
+        assert_eq!(whole.detail, "all 2 planned shards covered exactly once");
+
+        let missing = coverage_check("r", &shards, &[covered("r", "shard-0", &[0, 1]), None]);
+        assert!(!missing.passed);
+        assert_eq!(missing.samples, vec![json!("shard-1: no lineage manifest")]);
+
+        let foreign = coverage_check(
+            "r",
+            &shards,
+            &[
+                covered("other", "shard-0", &[0, 1]),
+                covered("r", "shard-0", &[2]),
+            ],
+        );
+        assert_eq!(foreign.samples.len(), 2, "{foreign:?}");
+        assert!(
+            foreign.samples[0]
+                .as_str()
+                .unwrap()
+                .ends_with("shard-0/lineage.json names run other shard shard-0"),
+            "{foreign:?}"
+        );
+        assert!(
+            foreign.samples[1]
+                .as_str()
+                .unwrap()
+                .ends_with("shard-1/lineage.json names run r shard shard-0"),
+            "{foreign:?}"
+        );
+
+        let short = coverage_check(
+            "r",
+            &shards,
+            &[covered("r", "shard-0", &[0]), covered("r", "shard-1", &[2])],
+        );
+        assert_eq!(
+            short.samples,
+            vec![json!("shard-0: covers partitions [0], planned [0, 1]")]
+        );
+
+        let overlapping = [shard("shard-0", &[0, 1]), shard("shard-1", &[1])];
+        let twice = coverage_check(
+            "r",
+            &overlapping,
+            &[
+                covered("r", "shard-0", &[0, 1]),
+                covered("r", "shard-1", &[1]),
+            ],
+        );
+        assert_eq!(twice.samples, vec![json!("partition 1 is in two shards")]);
+    }
+
+    /// The diff of `new` against `base` rows, as a run (`windowed` false) or a window.
+    async fn diffed(
+        new: &[(&str, i64)],
+        base: &[(&str, i64)],
+        windowed: bool,
+        max: f64,
+    ) -> (Diff, CheckResult) {
+        let ctx = projection(new);
+        table(&ctx, "baseline", base);
+        let key = vec!["account_id".to_owned()];
+        let diffing = Diffing {
+            key: &key,
+            windowed,
+            max_changed_ratio: max,
+            baseline: 4,
+        };
+        let mut checks = Vec::new();
+        let diff = compare(&ctx, &diffing, &balances(), &balances(), &mut checks)
+            .await
+            .unwrap();
+        (diff, checks.remove(0))
+    }
+
+    #[tokio::test]
+    async fn the_baseline_diff_counts_keys_added_removed_and_changed() {
+        let (same, check) = diffed(&[("a", 1), ("b", 2)], &[("b", 2), ("a", 1)], false, 0.0).await;
+        assert_eq!(
+            (same.added, same.removed, same.changed, same.union),
+            (0, 0, 0, 2)
+        );
+        assert!(check.passed && check.class == "discrepancy", "{check:?}");
+        assert_eq!(same.compared_columns, vec!["balance"]);
+
+        // a removed, b changed, c added, d the same: 3 of 4 keys differ
+        let (diff, check) = diffed(
+            &[("b", 20), ("c", 3), ("d", 4)],
+            &[("a", 1), ("b", 2), ("d", 4)],
+            false,
+            0.5,
+        )
+        .await;
+        assert_eq!(
+            (diff.added, diff.removed, diff.changed, diff.union),
+            (1, 1, 1, 4)
+        );
+        assert!((diff.changed_ratio - 0.75).abs() < 1e-9);
+        assert!(!check.passed);
+        assert!(
+            check
+                .detail
+                .starts_with("against version 4: 1 keys added, 1 removed, 1 changed of 4"),
+            "{}",
+            check.detail
+        );
+        assert_eq!(diff.samples["added"], vec![json!({"account_id": "c"})]);
+        assert_eq!(diff.samples["removed"], vec![json!({"account_id": "a"})]);
+        assert_eq!(diff.samples["changed"], vec![json!({"account_id": "b"})]);
+    }
+
+    #[tokio::test]
+    async fn a_window_compares_only_its_own_keys() {
+        // the baseline's other keys are outside the window, not removed
+        let (diff, check) = diffed(&[("b", 2)], &[("a", 1), ("b", 2), ("c", 3)], true, 0.0).await;
+        assert_eq!(
+            (diff.added, diff.removed, diff.changed, diff.union),
+            (0, 0, 0, 1)
+        );
+        assert!(check.passed, "{check:?}");
+        assert!(check.detail.ends_with("only the window's keys compared"));
+    }
+
+    #[tokio::test]
+    async fn columns_not_in_both_versions_alike_are_not_compared() {
+        let ctx = projection(&[("a", 1)]);
+        // the baseline's balance is text: not comparable, so not compared
+        let text = Arc::new(Schema::new(vec![
+            Field::new("account_id", DataType::Utf8, false),
+            Field::new("balance", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&text),
+            vec![
+                Arc::new(StringArray::from_iter_values(["a"])),
+                Arc::new(StringArray::from_iter_values(["999"])),
+            ],
+        )
+        .unwrap();
+        register(&ctx, "baseline", Arc::clone(&text), vec![batch]).unwrap();
+        let key = vec!["account_id".to_owned()];
+        let diffing = Diffing {
+            key: &key,
+            windowed: false,
+            max_changed_ratio: 0.0,
+            baseline: 1,
+        };
+        let mut checks = Vec::new();
+        let diff = compare(
+            &ctx,
+            &diffing,
+            &balances(),
+            &(text as SchemaRef),
+            &mut checks,
+        )
+        .await
+        .unwrap();
+        assert!(diff.compared_columns.is_empty());
+        assert_eq!((diff.added, diff.removed, diff.changed), (0, 0, 0));
+
+        // a baseline without the key column: every row on both sides differs
+        let ctx = projection(&[("a", 1), ("b", 2)]);
+        let other = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&other),
+            vec![Arc::new(Int64Array::from_iter_values([7]))],
+        )
+        .unwrap();
+        register(&ctx, "baseline", Arc::clone(&other), vec![batch]).unwrap();
+        let mut checks = Vec::new();
+        let diff = compare(
+            &ctx,
+            &diffing,
+            &balances(),
+            &(other as SchemaRef),
+            &mut checks,
+        )
+        .await
+        .unwrap();
+        assert_eq!((diff.added, diff.removed, diff.union), (2, 1, 3));
+        assert!(!checks[0].passed);
     }
 
     #[tokio::test]

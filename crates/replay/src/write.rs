@@ -113,3 +113,80 @@ pub fn json_value(col: &ArrayRef, row: usize) -> Value {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use serde_json::json;
+
+    use super::*;
+
+    fn batch(ids: &[&str], balances: &[Option<i64>]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("account_id", DataType::Utf8, false),
+            Field::new("balance", DataType::Int64, true),
+            Field::new("rate", DataType::Float64, false),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        let n = ids.len();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(ids)),
+                Arc::new(Int64Array::from(balances.to_vec())),
+                Arc::new(Float64Array::from(vec![0.5; n])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![1_700_000_000_123_456; n])
+                        .with_timezone("UTC"),
+                ),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_same_rows_give_the_same_bytes_with_the_format_in_the_footer() {
+        let rows = batch(&["a", "b"], &[Some(1), None]);
+        let first = parquet_bytes("p/part-0.parquet", &rows).unwrap();
+        let second = parquet_bytes("p/part-0.parquet", &rows.clone()).unwrap();
+        assert_eq!(first, second);
+        assert_ne!(
+            first,
+            parquet_bytes("p", &batch(&["a", "b"], &[Some(1), Some(2)])).unwrap()
+        );
+
+        let reader = SerializedFileReader::new(first).unwrap();
+        let meta = reader.metadata().file_metadata();
+        assert_eq!(meta.created_by(), Some("replayfleet"));
+        assert_eq!(meta.num_rows(), 2);
+        let version = meta
+            .key_value_metadata()
+            .unwrap()
+            .iter()
+            .find(|kv| kv.key == "replayfleet.format_version")
+            .and_then(|kv| kv.value.clone());
+        assert_eq!(version, Some(PARQUET_FORMAT_VERSION.to_string()));
+    }
+
+    #[test]
+    fn keys_and_cells_read_as_json() {
+        let rows = batch(&["a", "b"], &[Some(-3), None]);
+        let key = ["account_id".to_owned(), "balance".to_owned()];
+        assert_eq!(key_of(&rows, &key, 0), vec![json!("a"), json!(-3)]);
+        assert_eq!(key_of(&rows, &key, 1), vec![json!("b"), json!(null)]);
+        assert_eq!(key_of(&rows, &["missing".to_owned()], 0), vec![json!(null)]);
+        assert_eq!(json_value(rows.column(2), 0), json!(0.5));
+        assert_eq!(
+            json_value(rows.column(3), 0),
+            json!("2023-11-14T22:13:20.123456Z")
+        );
+    }
+}
