@@ -108,47 +108,9 @@ pub async fn finalize(
         });
     }
     let baseline = history.last().cloned();
+    let verified = verify(target, source, &plan, baseline.as_ref()).await?;
 
-    let mut checks = Vec::new();
-    let lineages = coverage(target, &plan, &mut checks).await?;
-    let (outputs, totals) = outputs(target, &plan, &lineages, &mut checks).await?;
-    inputs_unchanged(source, &plan, &mut checks).await?;
-
-    // DataFusion's spill files in a locked folder of the finalizer's own, swept after a
-    // kill like a shard's.
-    let scratch = SpillDir::scratch(plan.spill_dir.as_deref().map(std::path::Path::new))?;
-    let ctx = session(
-        plan.memory_limit_bytes,
-        Some(scratch.path()),
-        plan.spill_max_bytes,
-    )?;
-    let schema = outputs
-        .first()
-        .map(|(_, batches, schema)| {
-            batches
-                .first()
-                .map_or_else(|| Arc::clone(schema), |b| b.schema())
-        })
-        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
-    let all: Vec<RecordBatch> = outputs
-        .iter()
-        .flat_map(|(_, batches, _)| batches.iter().cloned())
-        .collect();
-    let mut fingerprint = Fingerprint::new();
-    for batch in &all {
-        fingerprint.add_batch(batch)?;
-    }
-    register(&ctx, "projection", Arc::clone(&schema), all)?;
-    let key = &plan.projection.key;
-    unique_keys(&ctx, key, &mut checks).await?;
-    anomaly_budget(plan.checks.max_quarantined_ratio, &totals, &mut checks);
-    invariants(&ctx, &plan.checks.invariants, &mut checks).await?;
-    let diff = match &baseline {
-        Some(base) => Some(diff(&ctx, target, &plan, base, &schema, &mut checks).await?),
-        None => None,
-    };
-
-    let (accepted, refused) = verdict(&checks, options);
+    let (accepted, refused) = verdict(&verified.checks, options);
     let windowed = plan.window.is_windowed();
     let base_version = baseline.as_ref().map(|c| c.version);
     let version = base_version.unwrap_or(0) + 1;
@@ -167,48 +129,29 @@ pub async fn finalize(
         version: (outcome == "committed").then_some(version),
         baseline: base_version,
         windowed,
-        checks,
-        diff,
-        totals: totals.clone(),
-        fingerprint: Some(fingerprint.hex()),
+        checks: verified.checks,
+        diff: verified.diff,
+        totals: verified.totals.clone(),
+        fingerprint: Some(verified.fingerprint.clone()),
         accepted: accepted.clone(),
     };
     let report_path = Target::report_path(run_id);
     target.put(&report_path, to_json_bytes(&report)).await?;
-    if refused {
-        set_phase(
-            store,
-            run_id,
-            RunPhase::Refused,
-            Some(summary(&report)),
-            None,
-        )
-        .await?;
-        return Ok(Finalized::Refused {
-            report: Box::new(report),
-        });
-    }
-    if windowed {
-        set_phase(
-            store,
-            run_id,
-            RunPhase::Refused,
-            Some("window run: verified, not committed".into()),
-            None,
-        )
-        .await?;
-        return Ok(Finalized::Verified {
-            report: Box::new(report),
+    if refused || windowed {
+        let reason = if refused {
+            summary(&report)
+        } else {
+            "window run: verified, not committed".into()
+        };
+        set_phase(store, run_id, RunPhase::Refused, Some(reason), None).await?;
+        let report = Box::new(report);
+        return Ok(if refused {
+            Finalized::Refused { report }
+        } else {
+            Finalized::Verified { report }
         });
     }
 
-    if let Err(e) = claim(store, run_id).await {
-        // Committed meanwhile by another finalizer of this run: nothing to add.
-        if let Some(version) = commits::committed_version(target, run_id).await? {
-            return Ok(Finalized::AlreadyCommitted { version });
-        }
-        return Err(e);
-    }
     let commit = Commit {
         format_version: COMMIT_FORMAT_VERSION,
         version,
@@ -220,21 +163,113 @@ pub async fn finalize(
         committed_at: Utc::now(),
         committed_by: options.by.clone(),
         projection: plan.projection.name.clone(),
-        key: key.clone(),
-        schema: columns(&schema),
+        key: plan.projection.key.clone(),
+        schema: columns(&verified.schema),
         sql_sha256: plan.projection.sql_sha256.clone(),
         catalog_sha256: plan.contracts.sha256.clone(),
         build: plan.build.clone(),
-        segments: outputs
-            .iter()
-            .map(|(segment, _, _)| segment.clone())
-            .collect(),
-        totals,
-        fingerprint: fingerprint.hex(),
-        report: Some(report_path.clone()),
+        segments: verified.segments,
+        totals: verified.totals,
+        fingerprint: verified.fingerprint,
+        report: Some(report_path),
         accepted,
     };
-    if let Err(e) = commits::create(target, &commit, base_version.unwrap_or(0)).await {
+    commit_run(target, store, commit, report).await
+}
+
+/// What the checks of a run found, and what its commit would hold.
+struct Verified {
+    /// Every check, in the order they ran.
+    checks: Vec<CheckResult>,
+    /// The diff against the baseline (none for a first version).
+    diff: Option<Diff>,
+    /// The projection's schema.
+    schema: SchemaRef,
+    /// The outputs, re-hashed.
+    segments: Vec<CommitSegment>,
+    /// The manifests' counts, summed.
+    totals: CommitTotals,
+    /// The content fingerprint, hex.
+    fingerprint: String,
+}
+
+/// Runs every check of `plan`'s run: coverage, the outputs re-hashed, the inputs
+/// unchanged, unique keys, the anomaly budget, the invariants and the diff against
+/// `baseline`, with the projection loaded into a session of the plan's memory limit.
+async fn verify(
+    target: &Target,
+    source: &Location,
+    plan: &Plan,
+    baseline: Option<&Commit>,
+) -> Result<Verified> {
+    let mut checks = Vec::new();
+    let lineages = coverage(target, plan, &mut checks).await?;
+    let (outputs, totals) = outputs(target, plan, &lineages, &mut checks).await?;
+    inputs_unchanged(source, plan, &mut checks).await?;
+
+    // DataFusion's spill files in a locked folder of the finalizer's own, swept after a
+    // kill like a shard's.
+    let scratch = SpillDir::scratch(plan.spill_dir.as_deref().map(std::path::Path::new))?;
+    let ctx = session(
+        plan.memory_limit_bytes,
+        Some(scratch.path()),
+        plan.spill_max_bytes,
+    )?;
+    let schema = outputs
+        .first()
+        .map(|(_, batches, schema)| {
+            batches
+                .first()
+                .map_or_else(|| Arc::clone(schema), |b| b.schema())
+        })
+        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+    let mut segments = Vec::with_capacity(outputs.len());
+    let mut all = Vec::new();
+    for (segment, batches, _) in outputs {
+        segments.push(segment);
+        all.extend(batches);
+    }
+    let mut fingerprint = Fingerprint::new();
+    for batch in &all {
+        fingerprint.add_batch(batch)?;
+    }
+    register(&ctx, "projection", Arc::clone(&schema), all)?;
+    unique_keys(&ctx, &plan.projection.key, &mut checks).await?;
+    anomaly_budget(plan.checks.max_quarantined_ratio, &totals, &mut checks);
+    invariants(&ctx, &plan.checks.invariants, &mut checks).await?;
+    let diff = match baseline {
+        Some(base) => Some(diff(&ctx, target, plan, base, &schema, &mut checks).await?),
+        None => None,
+    };
+    Ok(Verified {
+        checks,
+        diff,
+        schema,
+        segments,
+        totals,
+        fingerprint: fingerprint.hex(),
+    })
+}
+
+/// Commits a verified run: claims it in the run-state store (a halt that got there
+/// first wins), creates `commit` put-if-absent, and records the phase. Losing the
+/// commit race to another finalizer of this very run is not an error (its commit and
+/// report stand); losing it to another run corrects the report to `refused`.
+async fn commit_run(
+    target: &Target,
+    store: Option<&dyn RunStore>,
+    commit: Commit,
+    report: Report,
+) -> Result<Finalized> {
+    let run_id = commit.run_id.as_str();
+    if let Err(e) = claim(store, run_id).await {
+        // Committed meanwhile by another finalizer of this run: nothing to add.
+        if let Some(version) = commits::committed_version(target, run_id).await? {
+            return Ok(Finalized::AlreadyCommitted { version });
+        }
+        return Err(e);
+    }
+    if let Err(e) = commits::create(target, &commit, commit.parent.unwrap_or(0)).await {
         // Another finalizer of this very run (a second coordinator) got there first:
         // its commit and report stand, and this one has nothing to add.
         if matches!(e, Error::LostRace { .. })
@@ -243,7 +278,7 @@ pub async fn finalize(
             return Ok(Finalized::AlreadyCommitted { version });
         }
         // The report said "committed": correct it before reporting the loss.
-        let mut lost = report.clone();
+        let mut lost = report;
         lost.outcome = "refused".into();
         lost.version = None;
         lost.checks.push(check(
@@ -253,11 +288,20 @@ pub async fn finalize(
             e.to_string(),
             Vec::new(),
         ));
-        target.put(&report_path, to_json_bytes(&lost)).await?;
+        target
+            .put(&Target::report_path(run_id), to_json_bytes(&lost))
+            .await?;
         set_phase(store, run_id, RunPhase::Refused, Some(e.to_string()), None).await?;
         return Err(e);
     }
-    set_phase(store, run_id, RunPhase::Committed, None, Some(version)).await?;
+    set_phase(
+        store,
+        run_id,
+        RunPhase::Committed,
+        None,
+        Some(commit.version),
+    )
+    .await?;
     Ok(Finalized::Committed {
         commit: Box::new(commit),
         report: Box::new(report),
