@@ -3,9 +3,10 @@
 //! Most SQL functions build a value no larger than their inputs together, so a SQL step
 //! or a projection can only hold what the batch it reads holds. A few multiply instead:
 //! `repeat(s, n)` builds `len(s) × n` bytes, `replace` and `regexp_replace` up to the
-//! length of the replacement for every character of the input, `array_repeat` and
-//! `array_resize` as many elements as asked, `array_replace_all` the replacement for
-//! every element. Nested, or over a large payload field, one event could ask for
+//! length of the replacement for every character of the input, `lpad`/`rpad` and the
+//! array functions `array_repeat`, `array_resize`, `range` and `generate_series` as
+//! many characters or elements as asked, `array_replace_all` the replacement for every
+//! element, and `encode` doubles its input (so nested, it doubles again). Nested, or over a large payload field, one event could ask for
 //! gigabytes before DataFusion's memory pool (which accounts operators, not function
 //! results) saw any of it. Here each of them is replaced, in every session replayfleet
 //! plans SQL in, by the same function behind a guard that works out, before calling it,
@@ -49,16 +50,29 @@ enum Growth {
     ArrayResize,
     /// `array_replace_all(array, from, to)`: the replacement for every element.
     ArrayReplaceAll,
+    /// `lpad(s, n[, fill])`, `rpad`: `n` characters (up to 4 bytes each). A SQL step
+    /// takes only a literal `n`; a projection may pass a column.
+    Pad,
+    /// `encode(s, 'hex' | 'base64')`: twice the input at most; nested, it doubles.
+    Encode,
+    /// `range(stop)`, `range(start, stop[, step])`, `generate_series` as array
+    /// functions: one element per step (integer bounds; refused in SQL steps).
+    Range,
 }
 
 /// The guarded functions, by the name DataFusion registers them under.
-const GUARDED: [(&str, Growth); 6] = [
+const GUARDED: [(&str, Growth); 11] = [
     ("repeat", Growth::Repeat),
     ("replace", Growth::Replace),
     ("regexp_replace", Growth::RegexpReplace),
     ("array_repeat", Growth::ArrayRepeat),
     ("array_resize", Growth::ArrayResize),
     ("array_replace_all", Growth::ArrayReplaceAll),
+    ("lpad", Growth::Pad),
+    ("rpad", Growth::Pad),
+    ("encode", Growth::Encode),
+    ("range", Growth::Range),
+    ("generate_series", Growth::Range),
 ];
 
 /// Replaces each growing function of `ctx` with the same function behind its guard.
@@ -148,6 +162,21 @@ impl Guarded {
                 existing.saturating_add(element.max(1).saturating_mul(length(1)))
             }
             Growth::ArrayReplaceAll => weight(0).saturating_add(count(0).saturating_mul(weight(2))),
+            Growth::Pad => length(1).saturating_mul(4),
+            Growth::Encode => weight(0).saturating_mul(2).saturating_add(4),
+            Growth::Range => {
+                let signed = |i: usize| args.get(i).map_or(0, |a| a.signed(row));
+                let (start, stop, step) = match args.len() {
+                    1 => (0, signed(0), 1),
+                    2 => (signed(0), signed(1), 1),
+                    _ => (signed(0), signed(1), signed(2)),
+                };
+                let span =
+                    u64::try_from(i128::from(stop).abs_diff(i128::from(start))).unwrap_or(u64::MAX);
+                (span / step.unsigned_abs().max(1))
+                    .saturating_add(1)
+                    .saturating_mul(16)
+            }
         }
     }
 }
@@ -201,14 +230,19 @@ impl<'a> Arg<'a> {
     /// The value of `row` as a non-negative integer (0 for null, negative or not a
     /// number).
     fn integer(&self, row: usize) -> u64 {
+        u64::try_from(self.signed(row)).unwrap_or(0)
+    }
+
+    /// The value of `row` as an integer (0 for null or not a number).
+    fn signed(&self, row: usize) -> i64 {
         let row = self.index(row);
-        if row >= self.array.len() {
+        if row >= self.array.len() || !self.array.data_type().is_numeric() {
             return 0;
         }
         match ScalarValue::try_from_array(self.array.as_ref(), row)
             .and_then(|v| v.cast_to(&DataType::Int64))
         {
-            Ok(ScalarValue::Int64(Some(n))) => u64::try_from(n).unwrap_or(0),
+            Ok(ScalarValue::Int64(Some(n))) => n,
             _ => 0,
         }
     }
@@ -347,6 +381,9 @@ mod tests {
             "SELECT array_repeat(1, 4)",
             "SELECT array_resize(make_array(1, 2), 5, 0)",
             "SELECT array_replace_all(make_array(1, 2, 1), 1, 9)",
+            "SELECT lpad('7', 3, '0')",
+            "SELECT encode('ab', 'hex')",
+            "SELECT range(2, 5)",
         ];
         let expected = [
             "ababab",
@@ -356,6 +393,9 @@ mod tests {
             "[1, 1, 1, 1]",
             "[1, 2, 0, 0, 0]",
             "[9, 2, 9]",
+            "007",
+            "6162",
+            "[2, 3, 4]",
         ];
         for (sql, want) in cases.iter().zip(expected) {
             let arrays = eval(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
