@@ -24,7 +24,7 @@ use replayfleet_cli::{
 
 use crate::{
     FleetArgs,
-    run::{BACKFILL, CATALOG, Scratch, local},
+    run::{BACKFILL, Scratch, local, write_example},
 };
 
 #[derive(Debug, Serialize)]
@@ -213,13 +213,7 @@ async fn scaling(
     );
     let spec = GenerateSpec::new(args.events, args.partitions, (args.events / 100).max(1), 42);
     generate(&local(&source_dir)?, &spec).await?;
-    let contracts = dir.join("contracts");
-    std::fs::create_dir_all(&contracts)?;
-    for (name, text) in CATALOG {
-        std::fs::write(contracts.join(name), text)?;
-    }
-    let config_path = dir.join("backfill.toml");
-    std::fs::write(&config_path, BACKFILL)?;
+    let config_path = write_example(dir)?;
     // The worker processes are the product's binary, built beside this one.
     let exe = std::env::current_exe()
         .context("finding this executable")?

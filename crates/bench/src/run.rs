@@ -63,6 +63,19 @@ pub(crate) const CATALOG: [(&str, &str); 4] = [
     ),
 ];
 
+/// Writes the example catalog (`dir/contracts`) and backfill (`dir/backfill.toml`) into
+/// `dir`; returns the backfill's path.
+pub(crate) fn write_example(dir: &Path) -> anyhow::Result<PathBuf> {
+    let contracts = dir.join("contracts");
+    std::fs::create_dir_all(&contracts)?;
+    for (name, text) in CATALOG {
+        std::fs::write(contracts.join(name), text)?;
+    }
+    let config_path = dir.join("backfill.toml");
+    std::fs::write(&config_path, BACKFILL)?;
+    Ok(config_path)
+}
+
 /// The relative target of `run` against DuckDB (events/s over events/s), now.
 const TARGET_VS_DUCKDB: f64 = 1.0;
 /// ... and where it should get to.
@@ -337,13 +350,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
 
     // The config: the example backfill over the example catalog, in the scratch folder.
-    let contracts = dir.join("contracts");
-    std::fs::create_dir_all(&contracts)?;
-    for (name, text) in CATALOG {
-        std::fs::write(contracts.join(name), text)?;
-    }
-    let config_path = dir.join("backfill.toml");
-    std::fs::write(&config_path, BACKFILL)?;
+    let config_path = write_example(&dir)?;
     let target_dir = dir.join("data/projections/account_balances");
     let mut overrides = vec![
         (
