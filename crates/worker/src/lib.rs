@@ -1,5 +1,6 @@
 //! The worker role: stateless. It claims a lease, finds the run's plan, replays the shard
-//! while a separate task heartbeats the lease, then records the outcome in the run-state
+//! (on threads of the replay's own, [`replay_runtime`]) while a task on the process's
+//! runtime heartbeats the lease, then records the outcome in the run-state
 //! store and acks — or releases the lease for another attempt.
 //!
 //! Attempts are counted in the store, never by the queue: a lease given back on shutdown
@@ -20,6 +21,33 @@ use replayfleet_config::store_options_from_env;
 use replayfleet_contracts::Catalog;
 use replayfleet_queue::{Lease, LeaseQueue, RunPhase, RunStore, ShardStatus};
 use replayfleet_replay::{Build, Pacer, Plan, ShardJob, Target, replay_shard};
+
+/// The runtime every shard of this process replays on, started at the first shard with
+/// as many threads as the runtime that asks (the process's, sized by `--workers`): apart
+/// from it, so that a projection keeping every replay thread busy (a query that does not
+/// yield for long) never delays what runs on the process's runtime: the lease
+/// heartbeats, the queue's connection, the metrics endpoint and the shutdown signal.
+fn replay_runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    static STARTING: Mutex<()> = Mutex::new(());
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let _one = STARTING.lock().expect("replay runtime lock");
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let threads = tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_workers())
+        .unwrap_or(1)
+        .max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("replayfleet-replay")
+        .enable_all()
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| runtime))
+}
 
 /// Everything a worker needs to replay shards of one run.
 #[derive(Debug, Clone)]
@@ -294,26 +322,31 @@ impl Worker {
                 per_second: run.plan.pacing_events_per_second,
             })),
         };
-        // Replay is CPU-bound: on a blocking thread it cannot starve the heartbeat task.
-        let runtime = tokio::runtime::Handle::current();
+        // Replay is CPU-bound: it runs on a runtime of its own, so that however long its
+        // work keeps every replay thread busy, the heartbeat (on this runtime) goes on.
         let shard = lease.shard.clone();
         let mut abandon = self.abandon.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            runtime.block_on(async {
+        let replayed = replay_runtime().map(|runtime| {
+            runtime.spawn(async move {
                 tokio::select! {
                     result = replay_shard(&job) => Ended::Replayed(result),
                     Ok(()) = lost_rx => Ended::Lost,
                     Ok(_) = abandon.wait_for(|go| *go) => Ended::Abandoned,
                 }
             })
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Ended::Replayed(Err(replayfleet_replay::Error::Projection {
-                shard,
-                message: format!("the replay task failed: {e}"),
-            }))
         });
+        let result = match replayed {
+            Ok(task) => task.await.unwrap_or_else(|e| {
+                Ended::Replayed(Err(replayfleet_replay::Error::Projection {
+                    shard,
+                    message: format!("the replay task failed: {e}"),
+                }))
+            }),
+            Err(e) => Ended::Replayed(Err(replayfleet_replay::Error::Projection {
+                shard,
+                message: format!("cannot start the replay's threads: {e}"),
+            })),
+        };
         heartbeat.abort();
         let result = match result {
             Ended::Replayed(result) => result,
@@ -507,6 +540,33 @@ mod tests {
     use replayfleet_queue::{EmbeddedQueue, EmbeddedStore};
 
     use super::*;
+
+    /// Work that keeps every replay thread busy without yielding does not stop what runs
+    /// on the process's runtime (where the heartbeats are).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replay_threads_kept_busy_do_not_stop_the_process_runtime() {
+        let runtime = replay_runtime().unwrap();
+        let threads = runtime.metrics().num_workers();
+        let blocked: Vec<_> = (0..threads * 2)
+            .map(|_| runtime.spawn(async { std::thread::sleep(Duration::from_millis(800)) }))
+            .collect();
+        let started = std::time::Instant::now();
+        let mut ticks = 0;
+        while started.elapsed() < Duration::from_millis(600) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ticks += 1;
+        }
+        assert!(
+            ticks >= 4,
+            "the process's runtime ticked {ticks} times in 600 ms while the replay's threads were busy"
+        );
+        for task in blocked {
+            task.await.unwrap();
+        }
+        let here = std::thread::current().id();
+        let there = runtime.spawn(async { std::thread::current().id() }).await.unwrap();
+        assert_ne!(here, there, "the replay runs on threads of its own");
+    }
 
     /// A lease of a run this worker cannot serve (the run-state store does not know it) is
     /// given back for another worker, and the delivery is not counted as an attempt.
