@@ -8,14 +8,14 @@
 //! made binary), and each top-level value is checked on its own: a value that is not
 //! UTF-8 becomes a null and is handed out as an [`Undecodable`] with its raw bytes, for
 //! the replay's anomaly policy to judge. A string nested in a struct, list or map that is
-//! not UTF-8 still fails the segment (exit 2, naming it and the column).
+//! not UTF-8 sets its whole row aside the same way, with the bytes of that string.
 //!
 //! [`SegmentBatches::keep_undecodable`]: crate::SegmentBatches::keep_undecodable
 
 use std::sync::Arc;
 
 use arrow::{
-    array::{Array, ArrayRef, AsArray, RecordBatch, StringArray},
+    array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray},
     compute::{CastOptions, cast_with_options},
     datatypes::{DataType, Field, FieldRef, Schema, SchemaRef},
 };
@@ -165,9 +165,9 @@ fn binary_type(dt: &DataType) -> DataType {
 }
 
 /// A batch read with [`binary_metadata`] back in `schema`'s types (the schema the
-/// segment reads as, projected as the batch is): a top-level value that is not UTF-8
-/// becomes a null and is added to `found` (rows numbered from `first_row`). A nested one
-/// fails, naming its column.
+/// segment reads as, projected as the batch is): a value that is not UTF-8 (at the top
+/// level or nested) becomes a null and is added to `found` (rows numbered from
+/// `first_row`, in row order).
 pub(crate) fn restore(
     batch: &RecordBatch,
     schema: &SchemaRef,
@@ -178,6 +178,7 @@ pub(crate) fn restore(
         safe: false,
         ..Default::default()
     };
+    let before = found.len();
     let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
     let columns = batch
         .columns()
@@ -188,9 +189,11 @@ pub(crate) fn restore(
             if *column.data_type() == wanted {
                 return Ok(Arc::clone(column));
             }
-            let (texts, bad) = byte_values(column)
-                .map(|v| texts_of(&v))
-                .unwrap_or_default();
+            let Some(values) = byte_values(column) else {
+                // A struct, list or map whose strings are bytes now.
+                return restore_nested(column, field, first_row, found);
+            };
+            let (texts, bad) = texts_of(&values);
             let column = if bad.is_empty() {
                 Arc::clone(column)
             } else {
@@ -209,17 +212,120 @@ pub(crate) fn restore(
                 }
                 cleared
             };
-            cast_with_options(&column, &wanted, &strict).map_err(|e| {
-                format!(
-                    "column `{}` holds bytes that are not UTF-8 inside a nested value ({e}); \
-                     only a top-level column's value can be set aside as an anomaly",
-                    field.name()
-                )
-            })
+            cast_with_options(&column, &wanted, &strict)
+                .map_err(|e| format!("column `{}` cannot be read as text ({e})", field.name()))
         })
         .collect::<Result<Vec<ArrayRef>, String>>()?;
+    // Row order across columns.
+    found[before..].sort_by_key(|u| u.row);
     let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
     RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| e.to_string())
+}
+
+/// A nested column (a struct, list or map) read with its strings as bytes, back in
+/// `field`'s type: a row with a string anywhere inside it that is not UTF-8 becomes a
+/// null (its field made nullable) and is added to `found` with the first such string's
+/// bytes.
+fn restore_nested(
+    column: &ArrayRef,
+    field: &mut FieldRef,
+    first_row: u64,
+    found: &mut Vec<Undecodable>,
+) -> Result<ArrayRef, String> {
+    let wanted = field.data_type().clone();
+    let strict = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let whole = match cast_with_options(column, &wanted, &strict) {
+        Ok(cast) => return Ok(cast),
+        Err(e) => e,
+    };
+    // Rare (a corrupt segment): each row on its own, to name the rows.
+    let mut bad = Vec::new();
+    for i in 0..column.len() {
+        let row = column.slice(i, 1);
+        if cast_with_options(&row, &wanted, &strict).is_err() {
+            let (bytes, reason) = first_not_text(row.as_ref()).unwrap_or_else(|| {
+                (Vec::new(), whole.to_string())
+            });
+            bad.push(i);
+            found.push(Undecodable {
+                row: first_row + i as u64,
+                column: field.name().clone(),
+                bytes,
+                reason: format!("a string inside the value: {reason}"),
+            });
+        }
+    }
+    if bad.is_empty() {
+        return Err(format!(
+            "column `{}` cannot be read as text ({whole})",
+            field.name()
+        ));
+    }
+    let keep: BooleanArray = (0..column.len())
+        .map(|i| Some(bad.binary_search(&i).is_err()))
+        .collect();
+    // The bad rows are null at the top; the strings under them no longer count.
+    let kept = arrow::compute::nullif(column, &arrow::compute::not(&keep).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    *field = Arc::new(field.as_ref().clone().with_nullable(true));
+    let lenient = CastOptions {
+        safe: true,
+        ..Default::default()
+    };
+    cast_with_options(&kept, &wanted, &lenient).map_err(|e| {
+        format!("column `{}` cannot be read as text ({e})", field.name())
+    })
+}
+
+/// The bytes of the first value that is not UTF-8 in `array` or anything nested in it,
+/// with why.
+fn first_not_text(array: &dyn Array) -> Option<(Vec<u8>, String)> {
+    let valid = |i: usize| array.is_valid(i);
+    match array.data_type() {
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+            let column: ArrayRef = arrow::array::make_array(array.to_data());
+            let values = byte_values(&column)?;
+            values.into_iter().flatten().find_map(|v| {
+                std::str::from_utf8(v)
+                    .err()
+                    .map(|e| (v.to_vec(), e.to_string()))
+            })
+        }
+        DataType::Struct(_) => array
+            .as_struct()
+            .columns()
+            .iter()
+            .find_map(|c| first_not_text(c.as_ref())),
+        DataType::List(_) => {
+            let list = array.as_list::<i32>();
+            (0..list.len())
+                .filter(|i| valid(*i))
+                .find_map(|i| first_not_text(list.value(i).as_ref()))
+        }
+        DataType::LargeList(_) => {
+            let list = array.as_list::<i64>();
+            (0..list.len())
+                .filter(|i| valid(*i))
+                .find_map(|i| first_not_text(list.value(i).as_ref()))
+        }
+        DataType::FixedSizeList(..) => {
+            let list = array.as_fixed_size_list();
+            (0..list.len())
+                .filter(|i| valid(*i))
+                .find_map(|i| first_not_text(list.value(i).as_ref()))
+        }
+        DataType::Map(..) => {
+            let map = array.as_map();
+            (0..map.len())
+                .filter(|i| valid(*i))
+                .find_map(|i| first_not_text(&map.value(i)))
+        }
+        DataType::Dictionary(..) => first_not_text(array.as_any_dictionary().values().as_ref()),
+        _ => None,
+    }
 }
 
 /// The values of a binary column (`Binary`, `LargeBinary`, `BinaryView`); `None` for
@@ -402,5 +508,84 @@ mod tests {
         assert_eq!(found[0].column, "payload");
         assert_eq!(found[0].bytes, b"{\"a\":\"\xff\"}");
         assert!(found[0].to_string().contains("not UTF-8"), "{}", found[0]);
+    }
+
+    #[test]
+    fn a_row_with_a_nested_value_that_is_not_utf8_is_handed_out_whole() {
+        use arrow::array::{ListArray, StructArray};
+        use arrow::buffer::OffsetBuffer;
+        let text_fields = |t: DataType| {
+            vec![
+                Field::new("note", t.clone(), true),
+                Field::new(
+                    "tags",
+                    DataType::List(Arc::new(Field::new("item", t, true))),
+                    true,
+                ),
+            ]
+        };
+        let wanted = Arc::new(Schema::new(vec![
+            Field::new("seq", DataType::Int64, false),
+            Field::new(
+                "payload",
+                DataType::Struct(text_fields(DataType::Utf8).into()),
+                false,
+            ),
+        ]));
+        let notes = BinaryArray::from_opt_vec(vec![Some(b"a"), Some(b"b\xfe"), Some(b"c"), None]);
+        let tags = ListArray::new(
+            Arc::new(Field::new("item", DataType::Binary, true)),
+            OffsetBuffer::from_lengths([1, 0, 2, 1]),
+            Arc::new(BinaryArray::from_opt_vec(vec![
+                Some(b"x"),
+                Some(b"y"),
+                Some(b"\xc3("),
+                Some(b"z"),
+            ])),
+            None,
+        );
+        let payload = StructArray::new(
+            text_fields(DataType::Binary).into(),
+            vec![Arc::new(notes), Arc::new(tags)],
+            None,
+        );
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("seq", DataType::Int64, false),
+                Field::new("payload", payload.data_type().clone(), false),
+            ])),
+            vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4])), Arc::new(payload)],
+        )
+        .unwrap();
+
+        let mut found = Vec::new();
+        let restored = restore(&batch, &wanted, 10, &mut found).unwrap();
+        let rows: Vec<(u64, &str, &[u8])> = found
+            .iter()
+            .map(|u| (u.row, u.column.as_str(), u.bytes.as_slice()))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (11, "payload", &b"b\xfe"[..]),
+                (12, "payload", &b"\xc3("[..])
+            ]
+        );
+        assert!(found[0].reason.contains("inside the value"), "{}", found[0]);
+        let payload = restored.column(1).as_struct();
+        assert_eq!(
+            (0..4).map(|i| payload.is_valid(i)).collect::<Vec<_>>(),
+            vec![true, false, false, true]
+        );
+        assert_eq!(
+            payload.column(0).as_string::<i32>().value(0),
+            "a",
+            "good rows keep their text"
+        );
+        assert!(restored.schema().field(1).is_nullable());
+        assert_eq!(
+            restored.schema().field(1).data_type(),
+            wanted.field(1).data_type()
+        );
     }
 }
