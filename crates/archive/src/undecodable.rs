@@ -241,14 +241,11 @@ fn restore_nested(
         Ok(cast) => return Ok(cast),
         Err(e) => e,
     };
-    // Rare (a corrupt segment): each row on its own, to name the rows.
+    // Rare (a corrupt segment): each row on its own, to name the rows. (A cast of a
+    // one-row slice of a list would check the whole list's values.)
     let mut bad = Vec::new();
-    for i in 0..column.len() {
-        let row = column.slice(i, 1);
-        if cast_with_options(&row, &wanted, &strict).is_err() {
-            let (bytes, reason) = first_not_text(row.as_ref()).unwrap_or_else(|| {
-                (Vec::new(), whole.to_string())
-            });
+    for i in (0..column.len()).filter(|i| column.is_valid(*i)) {
+        if let Some((bytes, reason)) = first_not_text(column.slice(i, 1).as_ref()) {
             bad.push(i);
             found.push(Undecodable {
                 row: first_row + i as u64,
