@@ -1,23 +1,16 @@
 //! Where a shard's raw rows wait between reading and the buckets' replay: in memory up
-//! to a budget (a share of `limits.memory`), then appended to one Arrow IPC file per
-//! bucket (LZ4-compressed) in a spill folder (under `limits.spill_dir`, else the system's
-//! temp folder, `TMPDIR`), removed when the shard is done, or when it fails. A bucket is
-//! read back whole when its turn comes, so memory holds the rows not yet spilled and the
+//! to a budget (70% of `limits.memory`), then appended to one Arrow IPC file per bucket
+//! (LZ4-compressed) in a spill folder (under `limits.spill_dir`, else the system's temp
+//! folder, `TMPDIR`), removed when the shard is done, or when it fails. A bucket is read
+//! back whole when its turn comes, so memory holds the rows not yet spilled and the
 //! buckets being replayed, whatever the shard's size.
 //!
-//! Whole buckets spill, not the rows of every bucket: once the rows read so far say the
-//! shard will not fit (bytes per row so far × the plan's rows, with the memory that
-//! cannot spill grown the same way), the first buckets that fit in the budget stay in
-//! memory (resident) and the others are written as their rows come, a chunk (an eighth
-//! of the budget) at a time. So what spills is only what does not fit, written once and
-//! read once. Should the resident buckets outgrow the budget after all (the plan's
-//! estimate was low, or streams are skewed), the last of them become spilled ones until
-//! the rest fit in three quarters of it.
-//!
-//! Spilling does not stop the reading: the thread whose rows pass a threshold takes the
-//! rows of the spilled buckets and writes them while the other threads go on decoding
-//! into memory. Rows held, rows being written and the bytes that cannot spill (the id
-//! digests, [`Store::hold`]) never pass the budget by more than one push.
+//! Spilling does not stop the reading: the thread whose rows pass the budget takes every
+//! row held, and writes them while the other threads go on decoding into memory. Once
+//! the rows read so far say the shard will not fit (rows per byte so far × the plan's
+//! rows), a spill starts at half the budget, so that one half is written while the other
+//! fills. Rows held, rows being written and the bytes that cannot spill (the id digests,
+//! [`Store::hold`]) never pass the budget by more than one push.
 
 use std::{
     fs::File,
@@ -59,69 +52,23 @@ struct Inner {
     rows_seen: u64,
     bytes_seen: usize,
     buckets: Vec<Vec<RecordBatch>>,
-    /// Bytes of rows in each bucket (a push's bytes shared out by rows).
-    bucket_bytes: Vec<usize>,
-    /// Buckets below this index stay in memory; the others spill as their rows come.
-    resident: usize,
 }
 
 impl Inner {
-    /// Bytes held by the buckets that spill.
-    fn spillable(&self) -> usize {
-        self.bucket_bytes[self.resident..].iter().sum()
-    }
-
-    /// Decides what stays in memory (see the module's comment) and whether the rows of
-    /// the spilled buckets should be written now: they make a chunk and no other chunk is
-    /// being written, or the rows held pass the budget.
-    fn wants_spill(&mut self, budget: usize, expected_rows: u64) -> bool {
+    /// Whether the rows held should be spilled now: they pass the budget, or the shard
+    /// will not fit and no spill is being written while half the budget is held.
+    fn wants_spill(&self, budget: usize, expected_rows: u64) -> bool {
         if self.held == 0 {
             return false;
         }
-        let buckets = self.buckets.len();
-        if self.resident == buckets && self.rows_seen > 0 {
-            let grown = |bytes: usize| {
-                (bytes as u128 * u128::from(expected_rows.max(self.rows_seen))
-                    / u128::from(self.rows_seen)) as usize
-            };
-            let (rows, fixed) = (grown(self.bytes_seen), grown(self.fixed));
-            if rows + fixed > budget {
-                // What fits, leaving a tenth of the budget for the estimate's error.
-                let room = (budget / 10 * 9).saturating_sub(fixed);
-                let per_bucket = (rows / buckets).max(1);
-                self.resident = (room / per_bucket).min(buckets);
-            }
-        }
         if self.held + self.spilling + self.fixed > budget {
-            let mut resident_bytes = self.held - self.spillable();
-            while self.resident > 0 && resident_bytes + self.spilling + self.fixed > budget / 4 * 3
-            {
-                self.resident -= 1;
-                resident_bytes -= self.bucket_bytes[self.resident];
-            }
-            return self.spillable() > 0;
+            return true;
         }
-        self.spilling == 0 && self.spillable() >= (budget / 8).max(1)
-    }
-
-    /// Takes the rows of the spilled buckets (and their bytes off what is held).
-    fn take_spillable(&mut self) -> (Vec<Vec<RecordBatch>>, usize) {
-        let from = self.resident;
-        let taken = self
-            .buckets
-            .iter_mut()
-            .enumerate()
-            .map(|(b, rows)| {
-                if b >= from {
-                    std::mem::take(rows)
-                } else {
-                    Vec::new()
-                }
-            })
-            .collect();
-        let bytes: usize = self.bucket_bytes[from..].iter_mut().map(std::mem::take).sum();
-        self.held -= bytes;
-        (taken, bytes)
+        let will_not_fit = self.rows_seen > 0
+            && (self.bytes_seen as u128 * u128::from(expected_rows) / u128::from(self.rows_seen))
+                + self.fixed as u128
+                > budget as u128;
+        will_not_fit && self.spilling == 0 && self.held + self.fixed > budget / 2
     }
 }
 
@@ -160,8 +107,6 @@ impl Store {
                 rows_seen: 0,
                 bytes_seen: 0,
                 buckets: vec![Vec::new(); buckets],
-                bucket_bytes: vec![0; buckets],
-                resident: buckets,
             }),
             spiller: Mutex::new(Spiller {
                 spill_dir,
@@ -178,25 +123,9 @@ impl Store {
     pub(crate) fn push(&self, pieces: Vec<(usize, RecordBatch)>, bytes: usize) -> Result<()> {
         let spill = {
             let mut inner = self.inner.lock().expect("store lock");
-            let rows: usize = pieces.iter().map(|(_, p)| p.num_rows()).sum();
-            let mut shared = 0;
-            let last = pieces.len().saturating_sub(1);
-            for (i, (b, piece)) in pieces.into_iter().enumerate() {
-                // The pieces share buffers: each bucket gets the bytes of its rows' share
-                // (the last the rest, so that the buckets' bytes add up to `held`).
-                let share = if i == last {
-                    bytes - shared
-                } else {
-                    (bytes as u128 * piece.num_rows() as u128 / rows.max(1) as u128) as usize
-                };
-                shared += share;
-                inner.bucket_bytes[b] += share;
+            for (b, piece) in pieces {
                 inner.rows_seen += piece.num_rows() as u64;
                 inner.buckets[b].push(piece);
-            }
-            if rows == 0 {
-                // Bytes without rows (none in practice): held by the first bucket.
-                inner.bucket_bytes[0] += bytes;
             }
             inner.held += bytes;
             inner.bytes_seen += bytes;
@@ -216,9 +145,9 @@ impl Store {
         if spill { self.spill() } else { Ok(()) }
     }
 
-    /// Writes the rows of the spilled buckets to the spill folder, without holding the
-    /// rows' lock: other threads push meanwhile. A thread that finds a spill being
-    /// written waits for it (the rows it holds meanwhile are bounded by the budget).
+    /// Writes every row held to the spill folder, without holding the rows' lock: other
+    /// threads push meanwhile. A thread that finds a spill being written waits for it
+    /// (the rows it holds meanwhile are bounded by the budget).
     fn spill(&self) -> Result<()> {
         let mut spiller = self.spiller.lock().expect("spill lock");
         let (taken, bytes) = {
@@ -226,7 +155,9 @@ impl Store {
             if !inner.wants_spill(self.budget, self.expected_rows) {
                 return Ok(());
             }
-            let (taken, bytes) = inner.take_spillable();
+            let taken: Vec<Vec<RecordBatch>> =
+                inner.buckets.iter_mut().map(std::mem::take).collect();
+            let bytes = std::mem::take(&mut inner.held);
             inner.spilling += bytes;
             (taken, bytes)
         };
@@ -587,45 +518,34 @@ mod tests {
         RecordBatch::try_new(schema, columns).unwrap()
     }
 
-    /// Ten rows in each of four buckets, 2 bytes a row.
-    fn spread(first: u64) -> Vec<(usize, RecordBatch)> {
-        (0..4)
-            .map(|b| (b, rows(10, first + 10 * b as u64)))
-            .collect()
-    }
-
     #[test]
-    fn a_shard_that_will_not_fit_spills_the_buckets_that_do_not_as_their_rows_come() {
-        // 1,000 rows of 2 bytes will not fit in 800: one bucket of four (500 bytes) does.
-        let big = Store::new(4, 800, 1_000, None, u64::MAX);
-        big.push(spread(0), 80).unwrap();
-        assert_eq!(big.spilled_rows(), 0, "less than a chunk (100 bytes) to write");
-        big.push(spread(40), 80).unwrap();
-        assert_eq!(big.spilled_rows(), 60, "buckets 1 to 3 spill, bucket 0 stays");
-        big.push(spread(80), 80).unwrap();
-        assert_eq!(big.spilled_rows(), 60);
-        // Bucket 0 outgrows the budget after all: it spills too, with what the others
-        // held since.
-        big.push(vec![(0, rows(300, 120))], 700).unwrap();
-        assert_eq!(big.spilled_rows(), 60 + 330 + 30);
-
-        let small = Store::new(4, 800, 120, None, u64::MAX);
-        small.push(spread(0), 80).unwrap();
-        small.push(spread(40), 80).unwrap();
+    fn a_shard_that_will_not_fit_spills_from_half_the_budget() {
+        // 10 rows held in 60 bytes: 1,000 rows will not fit in 100 bytes, 15 rows will.
+        let big = Store::new(1, 100, 1_000, None, u64::MAX);
+        big.push(vec![(0, rows(10, 0))], 40).unwrap();
+        assert_eq!(big.spilled_rows(), 0, "under half the budget");
+        big.push(vec![(0, rows(5, 10))], 20).unwrap();
+        assert_eq!(big.spilled_rows(), 15, "past half the budget");
+        let small = Store::new(1, 100, 15, None, u64::MAX);
+        small.push(vec![(0, rows(10, 0))], 40).unwrap();
+        small.push(vec![(0, rows(5, 10))], 20).unwrap();
         assert_eq!(small.spilled_rows(), 0, "it fits: nothing spills");
-        small.push(vec![(2, rows(400, 80))], 700).unwrap();
+        small.push(vec![(0, rows(10, 15))], 50).unwrap();
         assert_eq!(
             small.spilled_rows(),
-            440,
-            "past the budget, whatever the plan said: the last buckets (3, then 2) spill until the rest fit in three quarters"
+            25,
+            "past the budget, whatever the plan said"
         );
-
         let (sources, _dir) = big.finish().unwrap();
-        let counts: Vec<usize> = sources
-            .iter()
-            .map(|s| s.load().unwrap().iter().map(RecordBatch::num_rows).sum())
-            .collect();
-        assert_eq!(counts, vec![330, 30, 30, 30]);
+        assert_eq!(
+            sources[0]
+                .load()
+                .unwrap()
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>(),
+            15
+        );
     }
 
     #[test]
@@ -638,11 +558,7 @@ mod tests {
         assert_eq!(store.spilled_rows(), 4, "40 held + 70 outside pass 100");
         store.hold(-70).unwrap();
         store.push(vec![(0, rows(4, 4))], 90).unwrap();
-        assert_eq!(
-            store.spilled_rows(),
-            8,
-            "a bucket found not to fit keeps spilling as its rows come"
-        );
+        assert_eq!(store.spilled_rows(), 4, "released");
     }
 
     #[test]
