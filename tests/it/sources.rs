@@ -1018,3 +1018,126 @@ fn same_json(a: &Value, b: &Value) -> bool {
         _ => a == b,
     }
 }
+
+/// `path` rewritten uncompressed, without dictionaries or statistics, with the first
+/// value of the first text field of the struct column `value` made bytes that are not
+/// UTF-8; returns that field's name.
+fn corrupt_a_nested_string(path: &Path) -> String {
+    use arrow::array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::file::properties::EnabledStatistics;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    let schema = batches[0].schema();
+    let batch = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let at = schema.index_of("value").unwrap();
+    let value = batch.column(at).as_struct();
+    let (field, text) = value
+        .fields()
+        .iter()
+        .zip(value.columns())
+        .find(|(f, c)| *f.data_type() == DataType::Utf8 && c.is_valid(0))
+        .expect("a text field");
+    let name = field.name().clone();
+    let marker = "@@NOT-TEXT@@";
+    let text = text.as_string::<i32>();
+    let changed: StringArray = (0..text.len())
+        .map(|i| match i {
+            0 => Some(marker.to_owned()),
+            _ => text.is_valid(i).then(|| text.value(i).to_owned()),
+        })
+        .collect();
+    let mut children = value.columns().to_vec();
+    let index = value
+        .fields()
+        .iter()
+        .position(|f| *f.name() == name)
+        .unwrap();
+    children[index] = Arc::new(changed);
+    let value = StructArray::new(value.fields().clone(), children, value.nulls().cloned());
+    let mut columns = batch.columns().to_vec();
+    columns[at] = Arc::new(value);
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::None)
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .expect("the marker is written as is");
+    bytes[at] = 0xC3; // a lead byte followed by `@`: not UTF-8
+    std::fs::write(path, bytes).unwrap();
+    name
+}
+
+#[test]
+fn a_string_nested_in_a_struct_that_is_not_utf8_is_an_undecodable_anomaly() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_example_contracts(dir.path());
+    let events = history(dir.path());
+    let layout = Layout::Aiven;
+    layout.write(&dir.path().join("layout"), &events);
+    let mut segments: Vec<PathBuf> = walk(&dir.path().join("layout"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    segments.sort();
+    let field = corrupt_a_nested_string(&segments[0]);
+    let url = format!("layout/{}", layout.folder());
+    let config = backfill(dir.path(), "nested", &url, layout.source());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("undecodable = \"quarantine\"\n");
+    std::fs::write(&config, text).unwrap();
+
+    // Before, the whole segment failed (exit 2); now the row is set aside, the rest runs.
+    let run = run(&config);
+    let report = run.json()["report"].clone();
+    assert_eq!(
+        report["totals"]["events_read"],
+        events.len() as u64,
+        "{report}"
+    );
+    assert_eq!(report["totals"]["anomalies"]["undecodable"], 1, "{report}");
+    let anomalies: Vec<PathBuf> = walk(&dir.path().join("nested-target"))
+        .into_iter()
+        .filter(|p| {
+            p.to_string_lossy().contains("anomal") && p.extension().is_some_and(|e| e == "parquet")
+        })
+        .collect();
+    let rows: Vec<Value> = anomalies
+        .iter()
+        .flat_map(|p| read_segment_rows(p))
+        .filter(|r| r["kind"] == "undecodable")
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    let message = row["message"].as_str().unwrap();
+    assert!(
+        message.contains("column `value`") && message.contains("inside the value"),
+        "{message} (field `{field}`)"
+    );
+}
+
+/// The rows of a Parquet file as JSON objects.
+fn read_segment_rows(path: &Path) -> Vec<Value> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    for batch in reader {
+        writer.write(&batch.unwrap()).unwrap();
+    }
+    writer.finish().unwrap();
+    serde_json::from_slice(&writer.into_inner()).unwrap()
+}

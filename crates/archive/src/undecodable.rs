@@ -265,16 +265,18 @@ fn restore_nested(
         .map(|i| Some(bad.binary_search(&i).is_err()))
         .collect();
     // The bad rows are null at the top; the strings under them no longer count.
-    let kept = arrow::compute::nullif(column, &arrow::compute::not(&keep).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let kept = arrow::compute::nullif(
+        column,
+        &arrow::compute::not(&keep).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     *field = Arc::new(field.as_ref().clone().with_nullable(true));
     let lenient = CastOptions {
         safe: true,
         ..Default::default()
     };
-    cast_with_options(&kept, &wanted, &lenient).map_err(|e| {
-        format!("column `{}` cannot be read as text ({e})", field.name())
-    })
+    cast_with_options(&kept, &wanted, &lenient)
+        .map_err(|e| format!("column `{}` cannot be read as text ({e})", field.name()))
 }
 
 /// The bytes of the first value that is not UTF-8 in `array` or anything nested in it,
@@ -551,7 +553,10 @@ mod tests {
                 Field::new("seq", DataType::Int64, false),
                 Field::new("payload", payload.data_type().clone(), false),
             ])),
-            vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4])), Arc::new(payload)],
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+                Arc::new(payload),
+            ],
         )
         .unwrap();
 

@@ -564,7 +564,10 @@ mod tests {
             task.await.unwrap();
         }
         let here = std::thread::current().id();
-        let there = runtime.spawn(async { std::thread::current().id() }).await.unwrap();
+        let there = runtime
+            .spawn(async { std::thread::current().id() })
+            .await
+            .unwrap();
         assert_ne!(here, there, "the replay runs on threads of its own");
     }
 
