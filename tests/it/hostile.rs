@@ -623,19 +623,13 @@ fn a_corrupt_page_met_by_a_shard_fails_the_run_with_exit_2_naming_the_segment() 
 fn rewrite_with_bad_payloads(victim: &std::path::Path, rows: &[usize], drop_rows: bool) {
     use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
     use parquet::{
-        arrow::{ArrowWriter, arrow_reader::ParquetRecordBatchReaderBuilder},
+        arrow::ArrowWriter,
         basic::Compression,
         file::properties::{EnabledStatistics, WriterProperties},
         schema::types::ColumnPath,
     };
-    let file = std::fs::File::open(victim).unwrap();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
-    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
-    let schema = batches[0].schema();
-    let batch = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let batch = crate::support::read_parquet_batch(victim);
+    let schema = batch.schema();
     let payload_at = schema.index_of("payload").unwrap();
     let batch = if drop_rows {
         let keep: BooleanArray = (0..batch.num_rows())

@@ -1024,15 +1024,9 @@ fn same_json(a: &Value, b: &Value) -> bool {
 /// UTF-8; returns that field's name.
 fn corrupt_a_nested_string(path: &Path) -> String {
     use arrow::array::Array;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::file::properties::EnabledStatistics;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
-    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
-    let schema = batches[0].schema();
-    let batch = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let batch = crate::support::read_parquet_batch(path);
+    let schema = batch.schema();
     let at = schema.index_of("value").unwrap();
     let value = batch.column(at).as_struct();
     let (field, text) = value

@@ -117,3 +117,15 @@ pub fn copy_example_contracts(dir: &Path) -> PathBuf {
     }
     to
 }
+
+/// A Parquet file's rows as one batch.
+pub fn read_parquet_batch(path: &Path) -> arrow::array::RecordBatch {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = std::fs::File::open(path).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<arrow::array::RecordBatch> = reader.map(Result::unwrap).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
