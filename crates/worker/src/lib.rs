@@ -1,5 +1,5 @@
 //! The worker role: stateless. It claims a lease, finds the run's plan, replays the shard
-//! (on threads of the replay's own, [`replay_runtime`]) while a task on the process's
+//! (on threads of the replay's own, `replay_runtime`) while a task on the process's
 //! runtime heartbeats the lease, then records the outcome in the run-state
 //! store and acks — or releases the lease for another attempt.
 //!
