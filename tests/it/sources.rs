@@ -1123,15 +1123,10 @@ fn a_string_nested_in_a_struct_that_is_not_utf8_is_an_undecodable_anomaly() {
 
 /// The rows of a Parquet file as JSON objects.
 fn read_segment_rows(path: &Path) -> Vec<Value> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
     let mut writer = arrow::json::ArrayWriter::new(Vec::new());
-    for batch in reader {
-        writer.write(&batch.unwrap()).unwrap();
-    }
+    writer
+        .write(&crate::support::read_parquet_batch(path))
+        .unwrap();
     writer.finish().unwrap();
     serde_json::from_slice(&writer.into_inner()).unwrap()
 }

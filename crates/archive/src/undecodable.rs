@@ -189,7 +189,7 @@ pub(crate) fn restore(
             if *column.data_type() == wanted {
                 return Ok(Arc::clone(column));
             }
-            let Some(values) = byte_values(column) else {
+            let Some(values) = byte_values(column.as_ref()) else {
                 // A struct, list or map whose strings are bytes now.
                 return restore_nested(column, field, first_row, found);
             };
@@ -243,10 +243,10 @@ fn restore_nested(
     };
     // Rare (a corrupt segment): each row on its own, to name the rows. (A cast of a
     // one-row slice of a list would check the whole list's values.)
-    let mut bad = Vec::new();
+    let mut bad = vec![false; column.len()];
     for i in (0..column.len()).filter(|i| column.is_valid(*i)) {
         if let Some((bytes, reason)) = first_not_text(column.slice(i, 1).as_ref()) {
-            bad.push(i);
+            bad[i] = true;
             found.push(Undecodable {
                 row: first_row + i as u64,
                 column: field.name().clone(),
@@ -255,21 +255,15 @@ fn restore_nested(
             });
         }
     }
-    if bad.is_empty() {
+    if !bad.contains(&true) {
         return Err(format!(
             "column `{}` cannot be read as text ({whole})",
             field.name()
         ));
     }
-    let keep: BooleanArray = (0..column.len())
-        .map(|i| Some(bad.binary_search(&i).is_err()))
-        .collect();
     // The bad rows are null at the top; the strings under them no longer count.
-    let kept = arrow::compute::nullif(
-        column,
-        &arrow::compute::not(&keep).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let kept =
+        arrow::compute::nullif(column, &BooleanArray::from(bad)).map_err(|e| e.to_string())?;
     *field = Arc::new(field.as_ref().clone().with_nullable(true));
     let lenient = CastOptions {
         safe: true,
@@ -285,9 +279,7 @@ fn first_not_text(array: &dyn Array) -> Option<(Vec<u8>, String)> {
     let valid = |i: usize| array.is_valid(i);
     match array.data_type() {
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
-            let column: ArrayRef = arrow::array::make_array(array.to_data());
-            let values = byte_values(&column)?;
-            values.into_iter().flatten().find_map(|v| {
+            byte_values(array)?.into_iter().flatten().find_map(|v| {
                 std::str::from_utf8(v)
                     .err()
                     .map(|e| (v.to_vec(), e.to_string()))
@@ -329,7 +321,7 @@ fn first_not_text(array: &dyn Array) -> Option<(Vec<u8>, String)> {
 
 /// The values of a binary column (`Binary`, `LargeBinary`, `BinaryView`); `None` for
 /// another type.
-fn byte_values(column: &ArrayRef) -> Option<Vec<Option<&[u8]>>> {
+fn byte_values(column: &dyn Array) -> Option<Vec<Option<&[u8]>>> {
     Some(match column.data_type() {
         DataType::Binary => column.as_binary::<i32>().iter().collect(),
         DataType::LargeBinary => column.as_binary::<i64>().iter().collect(),

@@ -28,25 +28,25 @@ use replayfleet_replay::{Build, Pacer, Plan, ShardJob, Target, replay_shard};
 /// yield for long) never delays what runs on the process's runtime: the lease
 /// heartbeats, the queue's connection, the metrics endpoint and the shutdown signal.
 fn replay_runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    static STARTING: Mutex<()> = Mutex::new(());
-    if let Some(runtime) = RUNTIME.get() {
-        return Ok(runtime);
-    }
-    let _one = STARTING.lock().expect("replay runtime lock");
-    if let Some(runtime) = RUNTIME.get() {
+    static RUNTIME: Mutex<Option<&'static tokio::runtime::Runtime>> = Mutex::new(None);
+    let mut runtime = RUNTIME.lock().expect("replay runtime lock");
+    if let Some(runtime) = *runtime {
         return Ok(runtime);
     }
     let threads = tokio::runtime::Handle::try_current()
         .map(|h| h.metrics().num_workers())
         .unwrap_or(1)
         .max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("replayfleet-replay")
-        .enable_all()
-        .build()?;
-    Ok(RUNTIME.get_or_init(|| runtime))
+    // Lives as long as the process.
+    let started = Box::leak(Box::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("replayfleet-replay")
+            .enable_all()
+            .build()?,
+    ));
+    *runtime = Some(started);
+    Ok(started)
 }
 
 /// Everything a worker needs to replay shards of one run.
