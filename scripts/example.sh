@@ -26,6 +26,12 @@ echo
 echo "== plan"
 "$RF" plan --config "$EX/backfill.toml"
 echo
+TARGET="$EX/data/projections/account_balances"
+if [ -d "$TARGET/_commits" ] && [ ! -d "$TARGET/_delta_log" ]; then
+  echo "== migrate (a target written before the Delta log)"
+  "$RF" migrate --target "$TARGET"
+  echo
+fi
 echo "== run (embedded: plan, replay, verify, commit)"
 "$RF" run --config "$EX/backfill.toml"
 echo

@@ -36,6 +36,10 @@ need_pip=()
 # as DuckDB), and jq: the jq executable when there is one, else PyPI's jq package
 # (the test puts a small `jq` command over it on PATH).
 "$PY" -c 'import duckdb' >/dev/null 2>&1 || need_pip+=('duckdb>=1.1')
+# Delta readers the tests check the target with (docs/READING.md): deltalake (delta-rs,
+# with pyarrow for its tables) and polars read the projection's Delta log as any engine would.
+"$PY" -c 'import deltalake, pyarrow' >/dev/null 2>&1 || need_pip+=('deltalake>=0.25' 'pyarrow>=15')
+"$PY" -c 'import polars' >/dev/null 2>&1 || need_pip+=('polars>=1.20')
 command -v jq >/dev/null 2>&1 || "$PY" -c 'import jq' >/dev/null 2>&1 || need_pip+=('jq>=1.6')
 if [ ${#need_pip[@]} -gt 0 ]; then
   say "installing ${need_pip[*]} from PyPI"

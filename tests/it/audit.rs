@@ -293,13 +293,14 @@ fn jq_on_path(dir: &std::path::Path) -> String {
         &shim,
         r#"#!/usr/bin/env python3
 import json, sys, jq
-args, named, raw, join, exit_status, compact, files, program = sys.argv[1:], {}, False, False, False, False, [], None
+args, named, raw, join, exit_status, compact, slurp, files, program = sys.argv[1:], {}, False, False, False, False, False, [], None
 while args:
     a = args.pop(0)
     if a in ("-r", "--raw-output"): raw = True
     elif a in ("-j", "--join-output"): raw = join = True
     elif a in ("-e", "--exit-status"): exit_status = True
     elif a in ("-c", "--compact-output"): compact = True
+    elif a in ("-s", "--slurp"): slurp = True
     elif a == "--arg": k = args.pop(0); named[k] = args.pop(0)
     elif a == "--argjson": k = args.pop(0); named[k] = json.loads(args.pop(0))
     elif program is None: program = a
@@ -307,7 +308,7 @@ while args:
 texts = [open(f).read() for f in files] or [sys.stdin.read()]
 outputs = []
 for text in texts:
-    outputs += jq.compile(program, args=named).input_text(text).all()
+    outputs += jq.compile(program, args=named).input_text(text, slurp=slurp).all()
 for v in outputs:
     s = v if raw and isinstance(v, str) else json.dumps(v, separators=(",", ":") if compact else None)
     sys.stdout.write(s if join else s + "\n")

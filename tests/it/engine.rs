@@ -175,8 +175,8 @@ exit $rc"#;
         assert!(stderr.contains(&needle), "{needle}: {stderr}");
     }
     assert!(
-        !f.path("full/_commits").exists()
-            || std::fs::read_dir(f.path("full/_commits"))
+        !f.path("full/_delta_log").exists()
+            || std::fs::read_dir(f.path("full/_delta_log"))
                 .unwrap()
                 .next()
                 .is_none(),
@@ -214,7 +214,10 @@ exit $rc"#;
     capped
         .expect_code(1)
         .stderr_names(&["limits.spill_max", "limits.memory"]);
-    assert!(!f.path("capped/_commits").exists(), "nothing is committed");
+    assert!(
+        !f.path("capped/_delta_log").exists(),
+        "nothing is committed"
+    );
     assert_eq!(
         std::fs::read_dir(&capped_dir).unwrap().count(),
         0,

@@ -562,7 +562,7 @@ fn inventory_verify_reads_every_page_and_names_a_corrupt_segment() {
     let config = f.config("corrupt", &Settings::default());
     f.run(&config, "2").expect_code(2).stderr_names(&[&name]);
     assert!(
-        files_under(&f.path("target/_commits")).is_empty(),
+        files_under(&f.path("target/_delta_log")).is_empty(),
         "nothing is committed"
     );
 }
@@ -611,7 +611,7 @@ fn a_corrupt_page_met_by_a_shard_fails_the_run_with_exit_2_naming_the_segment() 
         .expect_code(2)
         .stderr_names(&[&name, "failed after 1 attempts"]);
     assert!(
-        files_under(&f.path("target/_commits")).is_empty(),
+        files_under(&f.path("target/_delta_log")).is_empty(),
         "nothing is committed"
     );
 }
@@ -710,7 +710,8 @@ fn a_payload_that_is_not_utf8_is_an_undecodable_anomaly_with_its_policy() {
         "not UTF-8",
     ]);
     assert!(
-        !f.path("target/_commits").exists() || files_under(&f.path("target/_commits")).is_empty(),
+        !f.path("target/_delta_log").exists()
+            || files_under(&f.path("target/_delta_log")).is_empty(),
         "nothing is committed"
     );
 

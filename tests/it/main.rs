@@ -4,6 +4,7 @@ mod archive;
 mod audit;
 mod cli;
 mod crash;
+mod delta;
 mod deploy;
 mod engine;
 mod faults;

@@ -20,7 +20,7 @@ pub(crate) fn schema_of(relative: &str) -> Option<&'static str> {
             .is_some_and(|d| d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
     };
     match parts.as_slice() {
-        ["_commits", name] if commit(name) => Some("commit.schema.json"),
+        ["_delta_log", name] if commit(name) => Some("delta-action.schema.json"),
         ["runs", _, "plan.json"] => Some("plan.schema.json"),
         ["runs", _, "report.json"] => Some("report.schema.json"),
         ["runs", _, "shards", _, "lineage.json"] => Some("lineage.schema.json"),
@@ -148,8 +148,38 @@ pub(crate) fn validate_target(target: &Path) -> std::collections::BTreeMap<&'sta
             }
             continue;
         };
+        let bytes = std::fs::read(&file).unwrap();
+        if name == "delta-action.schema.json" {
+            // a Delta commit: one action per line, and replayfleet's commit record in
+            // its commitInfo
+            for (n, line) in String::from_utf8_lossy(&bytes).lines().enumerate() {
+                let action: Value = match serde_json::from_str(line) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        problems.push(format!("{relative}:{}: not JSON: {e}", n + 1));
+                        continue;
+                    }
+                };
+                let actions = validators.entry(name).or_insert_with(|| validator(name));
+                for e in errors(actions, &action) {
+                    problems.push(format!("{relative}:{} ({name}): {e}", n + 1));
+                }
+                if let Some(record) = action["commitInfo"].get("replayfleet") {
+                    let commit = "commit.schema.json";
+                    let records = validators
+                        .entry(commit)
+                        .or_insert_with(|| validator(commit));
+                    for e in errors(records, record) {
+                        problems.push(format!("{relative}:{} ({commit}): {e}", n + 1));
+                    }
+                    *counts.entry(commit).or_default() += 1;
+                }
+            }
+            *counts.entry(name).or_default() += 1;
+            continue;
+        }
         let validator = validators.entry(name).or_insert_with(|| validator(name));
-        let instance: Value = match serde_json::from_slice(&std::fs::read(&file).unwrap()) {
+        let instance: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(e) => {
                 problems.push(format!("{relative}: not JSON: {e}"));
@@ -259,6 +289,12 @@ fn every_json_file_a_run_writes_validates_against_its_schema() {
 
     let counts = validate_target(&target);
     assert_eq!(counts.get("commit.schema.json"), Some(&3), "{counts:?}");
+    // versions 0 (the table) to 3
+    assert_eq!(
+        counts.get("delta-action.schema.json"),
+        Some(&4),
+        "{counts:?}"
+    );
     assert_eq!(counts.get("plan.schema.json"), Some(&4), "{counts:?}");
     assert_eq!(counts.get("report.schema.json"), Some(&4), "{counts:?}");
     assert!(

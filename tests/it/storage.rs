@@ -173,8 +173,16 @@ fn a_write_that_landed_but_whose_answer_was_lost_is_read_back_not_guessed() {
     // (fault, aimed at, how many times): the commit, a lineage manifest, the plan and a
     // report, each reset or answered 500 after the write landed
     let cases = [
-        (Fault::ResetAfterWrite, "/_commits/", 1),
-        (Fault::ErrorAfterWrite, "/_commits/", 1),
+        (
+            Fault::ResetAfterWrite,
+            "/_delta_log/00000000000000000001.json",
+            1,
+        ),
+        (
+            Fault::ErrorAfterWrite,
+            "/_delta_log/00000000000000000001.json",
+            1,
+        ),
         (Fault::ResetAfterWrite, "/lineage.json", 2),
         (Fault::ErrorAfterWrite, "/lineage.json", 1),
         (Fault::ResetAfterWrite, "/plan.json", 1),
@@ -277,7 +285,7 @@ fn s3_unreachable_past_the_retry_budget_fails_naming_the_endpoint_and_the_next_r
     // the commit can never be written nor read back: the run gives up within its budget
     setup.proxy.set(Faults {
         reset_before: 1.0,
-        only_path: Some("/_commits/0".into()),
+        only_path: Some("/_delta_log/0".into()),
         ..Faults::none()
     });
     let out = setup.run(&config);

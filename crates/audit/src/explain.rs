@@ -1,7 +1,7 @@
 //! `explain`: one projection row and every event behind it.
 //!
 //! ```text
-//!  _commits/<N>.json ──▶ the segment whose key range holds the key ──▶ the row
+//!  _delta_log/<N>.json ──▶ the segment whose key range holds the key ──▶ the row
 //!  runs/<run>/shards/<shard>/lineage.json ──▶ the input segments the shard read
 //!  each input segment ──▶ row groups whose stream_id / event_id statistics can hold a key
 //!                         value ──▶ the events of the key's stream (or the keyed event)

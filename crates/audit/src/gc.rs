@@ -1,14 +1,15 @@
 //! `gc`: delete what no commit references, once it is old enough.
 //!
 //! ```text
-//!  _commits/*.json ──▶ referenced runs, and every file a commit names (segments, report)
+//!  _delta_log/*.json ──▶ referenced runs, and every file a commit names or any Delta
+//!                      version adds (segments, report)
 //!  runs/<run>/     ──▶ no commit names the run, nothing in it newer than the cutoff
 //!                        → the whole folder (its plan first, so a late `finalize` stops)
 //!                  ──▶ a commit names the run: per shard, the attempt folders that are
 //!                        not the manifest's winner, nothing in them newer than the cutoff
 //! ```
 //!
-//! Never deleted: the commit log, and in a referenced run its plan, report, manifests,
+//! Never deleted: the commit log (`_delta_log/`), and in a referenced run its plan, report, manifests,
 //! anomalies files, OpenLineage events and the winning attempts' part files. Every path
 //! is checked against the files the commits name before it is deleted.
 
@@ -16,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use replayfleet_finalizer::{Commit, history};
+use replayfleet_finalizer::{Commit, added_files, history};
 use replayfleet_replay::{Lineage, Target, TargetPath};
 use serde::Serialize;
 
@@ -77,8 +78,15 @@ pub async fn gc(target: &Target, options: &GcOptions) -> Result<Collected> {
         .map_err(|_| Error::Input("--older-than is too long".into()))?;
     let cutoff = options.now - older_than;
     let commits = history(target).await?;
-    let protected = protected(&commits);
-    let referenced: BTreeSet<String> = commits.iter().map(|c| c.run_id.clone()).collect();
+    let mut protected = protected(&commits);
+    // Every file any Delta version adds: a reader time-travelling to it reads them.
+    protected.extend(added_files(target).await?);
+    let mut referenced: BTreeSet<String> = commits.iter().map(|c| c.run_id.clone()).collect();
+    referenced.extend(
+        protected
+            .iter()
+            .filter_map(|p| TargetPath::parse(p).run().map(str::to_owned)),
+    );
 
     let mut runs: BTreeMap<String, Vec<Object>> = BTreeMap::new();
     for object in list(target, "runs").await? {

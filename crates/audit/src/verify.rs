@@ -1,7 +1,8 @@
 //! `verify`: re-check a committed version from the target and the archive alone.
 //!
 //! ```text
-//!  _commits/<N>.json ──▶ every segment re-read: SHA-256 and size as committed     (segments)
+//!  _delta_log/<N>.json ──▶ every segment re-read: SHA-256 and size as committed   (segments)
+//!                    ──▶ the files Delta readers read at N: the segments, no more  (table)
 //!                    ──▶ the rows' content fingerprint and count as committed     (fingerprint)
 //!  runs/<run>/plan.json, shards/<shard>/lineage.json
 //!                    ──▶ every committed segment named by its shard's manifest    (lineage)
@@ -47,7 +48,8 @@ pub struct VerifyOptions {
 /// manifest says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mismatch {
-    /// `segment`, `fingerprint`, `plan`, `lineage`, `anomalies`, `input` or `rerun`.
+    /// `segment`, `fingerprint`, `table`, `plan`, `lineage`, `anomalies`, `input` or
+    /// `rerun`.
     pub check: String,
     /// The file: relative to the target, or to the archive for `input`.
     pub path: String,
@@ -134,6 +136,7 @@ pub async fn verify(
         notes: Vec::new(),
     };
     segments(target, &commit, &mut v).await?;
+    table(target, &commit, &mut v).await?;
 
     let plan = match load::plan(target, &commit.run_id).await? {
         Ok(plan) => plan,
@@ -228,6 +231,56 @@ async fn segments(target: &Target, commit: &Commit, v: &mut Verification) -> Res
                 fingerprint.hex(),
                 fingerprint.rows()
             ),
+        );
+    }
+    Ok(())
+}
+
+/// The files a Delta reader of the version reads (the log's adds and removes replayed)
+/// are exactly the commit's segments, with their sizes and SHA-256 tags.
+async fn table(target: &Target, commit: &Commit, v: &mut Verification) -> Result<()> {
+    let Some(mut files) = replayfleet_finalizer::table_files(target, commit.version).await? else {
+        v.notes.push(format!(
+            "version {} is in the `_commits/` log written before the Delta log: Delta readers do not see it",
+            commit.version
+        ));
+        return Ok(());
+    };
+    let log = Target::commit_path(commit.version);
+    for segment in &commit.segments {
+        let expected = digest_and_size(&segment.sha256, segment.bytes);
+        match files.remove(&segment.path) {
+            None => v.mismatch(
+                "table",
+                &segment.path,
+                Some(&segment.shard),
+                expected,
+                format!(
+                    "not in the Delta table at version {} ({log})",
+                    commit.version
+                ),
+            ),
+            Some(file) => {
+                let found = digest_and_size(file.sha256.as_deref().unwrap_or("?"), file.size);
+                if found != expected {
+                    v.mismatch(
+                        "table",
+                        &segment.path,
+                        Some(&segment.shard),
+                        expected,
+                        found,
+                    );
+                }
+            }
+        }
+    }
+    for extra in files.into_keys() {
+        v.mismatch(
+            "table",
+            extra,
+            None,
+            "not a segment of the commit",
+            format!("in the Delta table at version {} ({log})", commit.version),
         );
     }
     Ok(())

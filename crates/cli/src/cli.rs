@@ -82,6 +82,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Commit a new version whose segments are those of an older version.
     Rollback(RollbackArgs),
+    /// Convert a target whose versions are in `_commits/` (written before the Delta log)
+    /// into a Delta Lake table: each version becomes the Delta version of the same number.
+    Migrate(MigrateArgs),
     /// Fleet coordinator: plan (or resume) a run, publish its leases over NATS, watch the
     /// shards and finalize.
     Coordinator(CoordinatorArgs),
@@ -361,6 +364,16 @@ pub struct HistoryArgs {
     #[arg(long, env = "REPLAYFLEET_TARGET")]
     pub target: String,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The projection's home: a URL or a path.
+    #[arg(long, env = "REPLAYFLEET_TARGET")]
+    pub target: String,
+    /// Print JSON instead of a sentence.
     #[arg(long)]
     pub json: bool,
 }

@@ -121,6 +121,8 @@ pub async fn coordinate(
         None,
         &config.target.options,
     )?);
+    // A foreign or legacy commit log refuses the run before it writes anything.
+    replayfleet_finalizer::check_target(&target).await?;
     let resume = match &options.resume {
         Some(id) => Some(id.clone()),
         None => unfinished_uncommitted(&**store, &target, &config.name).await?,

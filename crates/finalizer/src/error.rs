@@ -56,6 +56,24 @@ pub enum Error {
         /// Its phase.
         phase: String,
     },
+    /// The target's Delta log cannot be read or written by replayfleet (a table another
+    /// writer made or changed, a newer protocol, a malformed version, a column Delta
+    /// cannot hold).
+    #[error("{path}: {message}")]
+    Table {
+        /// The log file (relative to the target), or the column.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A target written before the Delta log: read-only.
+    #[error(
+        "`{target}` keeps its versions in `_commits/`, the commit log before the Delta log: `history`, `show`, `verify`, `explain` and `gc` read it, but new versions are Delta commits; run `replayfleet migrate --target {target}` to convert it"
+    )]
+    LegacyLog {
+        /// The target URL.
+        target: String,
+    },
     /// A check query failed to run (a bad invariant, a DataFusion error).
     #[error("{what}: {message}")]
     Query {
@@ -82,7 +100,11 @@ impl Error {
     /// errors it wraps keep their kind.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::NoRun { .. } | Error::NoVersion { .. } | Error::Query { .. } => ErrorKind::Input,
+            Error::NoRun { .. }
+            | Error::NoVersion { .. }
+            | Error::Query { .. }
+            | Error::Table { .. }
+            | Error::LegacyLog { .. } => ErrorKind::Input,
             Error::LostRace { .. } | Error::NotFinalizable { .. } => ErrorKind::Refused,
             Error::Replay(e) => e.kind(),
             Error::Archive(e) => e.kind(),

@@ -10,7 +10,7 @@
 //!            ──▶ diff against the current version N within the limit    (baseline_diff)
 //!            ──▶ report.json
 //!            ──▶ run state running → finalizing (compare-and-set)
-//!            ──▶ PutMode::Create _commits/<N+1>.json  ── exists? ──▶ lost the race
+//!            ──▶ PutMode::Create _delta_log/<N+1>.json  ── exists? ──▶ lost the race
 //! ```
 //!
 //! Integrity checks (the first four) have no override. The discrepancy checks (budget,
@@ -95,6 +95,7 @@ pub async fn finalize(
         target: target.location().url().to_string(),
     })?;
     let plan = Plan::from_json(&plan_path, &plan_bytes)?;
+    commits::check_target(target).await?;
     let history = commits::history(target).await?;
     if let Some(done) = history
         .iter()
@@ -152,6 +153,7 @@ pub async fn finalize(
         });
     }
 
+    let schema = Arc::clone(&verified.schema);
     let commit = Commit {
         format_version: COMMIT_FORMAT_VERSION,
         version,
@@ -174,7 +176,7 @@ pub async fn finalize(
         report: Some(report_path),
         accepted,
     };
-    commit_run(target, store, commit, report).await
+    commit_run(target, store, commit, &schema, report).await
 }
 
 /// What the checks of a run found, and what its commit would hold.
@@ -259,6 +261,7 @@ async fn commit_run(
     target: &Target,
     store: Option<&dyn RunStore>,
     commit: Commit,
+    schema: &arrow::datatypes::Schema,
     report: Report,
 ) -> Result<Finalized> {
     let run_id = commit.run_id.as_str();
@@ -269,7 +272,14 @@ async fn commit_run(
         }
         return Err(e);
     }
-    if let Err(e) = commits::create(target, &commit, commit.parent.unwrap_or(0)).await {
+    if let Err(e) = commits::create(
+        target,
+        &commit,
+        commit.parent.unwrap_or(0),
+        commits::TableOf::Schema(schema),
+    )
+    .await
+    {
         // Another finalizer of this very run (a second coordinator) got there first:
         // its commit and report stand, and this one has nothing to add.
         if matches!(e, Error::LostRace { .. })
@@ -858,6 +868,59 @@ async fn diff(
     compare(ctx, &diffing, schema, &base_schema, checks).await
 }
 
+/// The columns of the new version against the baseline's.
+struct ColumnChanges {
+    /// Only in the new version.
+    added: Vec<String>,
+    /// Only in the baseline.
+    removed: Vec<String>,
+    /// In both, of another type: `name: <baseline type> -> <new type>`.
+    retyped: Vec<String>,
+}
+
+impl ColumnChanges {
+    fn between(schema: &SchemaRef, base: &SchemaRef) -> Self {
+        let mut changes = ColumnChanges {
+            added: Vec::new(),
+            removed: Vec::new(),
+            retyped: Vec::new(),
+        };
+        for field in schema.fields() {
+            match base.field_with_name(field.name()) {
+                Err(_) => changes.added.push(field.name().clone()),
+                Ok(b) if b.data_type() != field.data_type() => changes.retyped.push(format!(
+                    "{}: {} -> {}",
+                    field.name(),
+                    b.data_type(),
+                    field.data_type()
+                )),
+                Ok(_) => {}
+            }
+        }
+        for field in base.fields() {
+            if schema.field_with_name(field.name()).is_err() {
+                changes.removed.push(field.name().clone());
+            }
+        }
+        changes
+    }
+
+    /// `; columns added: a; removed: b; retyped: c: Int64 -> Utf8`, or nothing.
+    fn describe(&self) -> String {
+        let mut out = String::new();
+        for (what, columns) in [
+            ("columns added", &self.added),
+            ("columns removed", &self.removed),
+            ("columns retyped", &self.retyped),
+        ] {
+            if !columns.is_empty() {
+                out.push_str(&format!("; {what}: {}", columns.join(", ")));
+            }
+        }
+        out
+    }
+}
+
 /// What the baseline diff compares by.
 struct Diffing<'a> {
     /// The projection's key columns.
@@ -978,13 +1041,15 @@ async fn compare(
         (added + removed + changed) as f64 / union as f64
     };
     let max = diffing.max_changed_ratio;
+    let columns = ColumnChanges::between(schema, base_schema);
     checks.push(check(
         "baseline_diff",
         "discrepancy",
         ratio <= max,
         format!(
-            "against version {}: {added} keys added, {removed} removed, {changed} changed of {union} (changed_ratio {ratio:.6}, max {max}){}",
+            "against version {}: {added} keys added, {removed} removed, {changed} changed of {union} (changed_ratio {ratio:.6}, max {max}){}{}",
             diffing.baseline,
+            columns.describe(),
             if windowed { "; window run: only the window's keys compared" } else { "" }
         ),
         Vec::new(),
@@ -998,6 +1063,9 @@ async fn compare(
         changed_ratio: ratio,
         max_changed_ratio: max,
         compared_columns: compared,
+        added_columns: columns.added,
+        removed_columns: columns.removed,
+        retyped_columns: columns.retyped,
         samples,
     })
 }

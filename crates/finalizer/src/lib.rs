@@ -1,16 +1,21 @@
 //! The finalizer role (docs/FORMATS.md, "Commit protocol"): re-verify everything a run
 //! wrote and read, run the checks, and commit the new projection version with
-//! `PutMode::Create` of its commit file — or refuse with a report. Also the commit log:
-//! history and rollback.
+//! `PutMode::Create` of its Delta commit (`_delta_log/<version>.json`) — or refuse with a
+//! report. Also the commit log: history and rollback.
 //!
 //! Only the finalizer commits, and a commit file is never rewritten. A refused run
 //! commits nothing, so readers of the projection never see it.
 
 mod commits;
+mod delta;
 mod error;
 mod finalize;
 
-pub use commits::{commit_of, committed_version, current, history, rollback};
+pub use commits::{
+    Migrated, added_files, check_target, commit_of, committed_version, current, history, migrate,
+    rollback, table_files,
+};
+pub use delta::FileAction;
 pub use error::{Error, Result};
 pub use finalize::{FinalizeOptions, Finalized, finalize, summary};
 /// The commit and report formats, which live with the target's layout in

@@ -1,5 +1,5 @@
-//! The commit (`_commits/<version>.json`) and the report (`runs/<run>/report.json`): their
-//! formats live here with the plan's, the lineage manifest's and the target's layout
+//! The commit record (`commitInfo.replayfleet` of `_delta_log/<version>.json`) and the
+//! report (`runs/<run>/report.json`): their formats live here with the plan's, the lineage manifest's and the target's layout
 //! (`layout.rs`), so that every file of a target has one home; the finalizer writes them.
 
 use std::collections::BTreeMap;
@@ -14,7 +14,8 @@ pub const COMMIT_FORMAT_VERSION: u32 = 1;
 /// Version of the report format.
 pub const REPORT_FORMAT_VERSION: u32 = 1;
 
-/// One version of a projection. Created put-if-absent, never rewritten.
+/// One version of a projection, as replayfleet records it in its Delta commit. Created
+/// put-if-absent, never rewritten.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Commit {
     /// [`COMMIT_FORMAT_VERSION`].
@@ -184,6 +185,15 @@ pub struct Diff {
     pub max_changed_ratio: f64,
     /// The columns compared (both versions have them, with the same type).
     pub compared_columns: Vec<String>,
+    /// Columns only the new version has (its Delta commit carries a new `metaData`).
+    #[serde(default)]
+    pub added_columns: Vec<String>,
+    /// Columns only the baseline has.
+    #[serde(default)]
+    pub removed_columns: Vec<String>,
+    /// Columns of both whose type changed: `name: <baseline type> -> <new type>`.
+    #[serde(default)]
+    pub retyped_columns: Vec<String>,
     /// Up to 10 keys of each kind.
     pub samples: BTreeMap<String, Vec<Value>>,
 }

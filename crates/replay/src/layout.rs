@@ -9,7 +9,8 @@
 //! backoff, for at most the location's retry budget (`retry_timeout`).
 //!
 //! ```text
-//! <target>/_commits/00000000000000000001.json
+//! <target>/_delta_log/00000000000000000000.json     the table (Delta Lake's commit log)
+//! <target>/_delta_log/00000000000000000001.json     version 1
 //! <target>/runs/<run_id>/plan.json
 //! <target>/runs/<run_id>/shards/<shard>/<attempt>/part-00000.parquet
 //! <target>/runs/<run_id>/shards/<shard>/lineage.json
@@ -29,8 +30,12 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
-/// Folder of the commit log.
-pub const COMMITS_DIR: &str = "_commits";
+/// Folder of the commit log: the target is a Delta Lake table, and its log is Delta's.
+pub const COMMITS_DIR: &str = "_delta_log";
+
+/// Folder of the commit log of targets written before the Delta log (read-only: `history`,
+/// `show`, `verify`, `explain` and `gc` read it; nothing commits there).
+pub const LEGACY_COMMITS_DIR: &str = "_commits";
 
 /// The counter of storage writes tried again after an unknown outcome or a transient
 /// failure (label `op`: `put_if_absent` or `put`).
@@ -62,9 +67,14 @@ impl Target {
         &self.location
     }
 
-    /// `_commits/<20 digits>.json`.
+    /// `_delta_log/<20 digits>.json`: the Delta commit of `version`.
     pub fn commit_path(version: u64) -> String {
         format!("{COMMITS_DIR}/{version:020}.json")
+    }
+
+    /// `_commits/<20 digits>.json`: a version of a target written before the Delta log.
+    pub fn legacy_commit_path(version: u64) -> String {
+        format!("{LEGACY_COMMITS_DIR}/{version:020}.json")
     }
 
     /// `runs/<run>`.
@@ -307,7 +317,7 @@ impl Target {
 /// the one parser of it, so that no command splits paths by hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetPath<'a> {
-    /// `_commits/<version>.json`.
+    /// `_delta_log/<version>.json`.
     Commit {
         /// The version.
         version: u64,
@@ -482,7 +492,8 @@ mod path_tests {
             );
         }
         assert_eq!(TargetPath::parse("runs/"), TargetPath::Other);
-        assert_eq!(TargetPath::parse("_commits/x.json"), TargetPath::Other);
+        assert_eq!(TargetPath::parse("_delta_log/x.json"), TargetPath::Other);
+        assert_eq!(TargetPath::parse("_commits/1.json"), TargetPath::Other);
         assert_eq!(TargetPath::parse("elsewhere/file"), TargetPath::Other);
         assert_eq!(
             TargetPath::parse(&Target::plan_path("r-1")).run(),

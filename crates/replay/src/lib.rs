@@ -42,7 +42,8 @@ pub use commit::{
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
 pub use layout::{
-    COMMITS_DIR, Created, Target, TargetPath, WRITE_RETRIES_METRIC, sha256_hex, to_json_bytes,
+    COMMITS_DIR, Created, LEGACY_COMMITS_DIR, Target, TargetPath, WRITE_RETRIES_METRIC, sha256_hex,
+    to_json_bytes,
 };
 pub use lineage::{
     Applied, LINEAGE_FORMAT_VERSION, Lineage, LineageInput, OutputFile, VersionApplied,

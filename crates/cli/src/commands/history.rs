@@ -1,14 +1,14 @@
-//! `replayfleet history` and `rollback`: the versions of a projection.
+//! `replayfleet history`, `rollback` and `migrate`: the versions of a projection.
 
 use replayfleet_archive::Location;
 use replayfleet_config::store_options_from_env;
 use replayfleet_finalizer::{
-    Commit, commit_of, current, history as commits, rollback as roll_back,
+    Commit, commit_of, current, history as commits, migrate as convert, rollback as roll_back,
 };
 use replayfleet_replay::Target;
 
 use crate::{
-    cli::{HistoryArgs, RollbackArgs, ShowArgs},
+    cli::{HistoryArgs, MigrateArgs, RollbackArgs, ShowArgs},
     commands::finalize::who,
     exit,
     output::{Table, print_json, thousands},
@@ -82,6 +82,26 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
             commit.version,
             args.to,
             thousands(commit.totals.rows)
+        );
+    }
+    Ok(exit::SUCCESS)
+}
+
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<u8> {
+    let migrated = convert(&target(&args.target)?).await?;
+    if args.json {
+        print_json(&migrated)?;
+    } else if migrated.already {
+        println!(
+            "{} is a Delta Lake table already: nothing to do",
+            args.target
+        );
+    } else {
+        println!(
+            "{} is a Delta Lake table: versions 1 to {} of `_commits/` are Delta versions 1 to {} (version 0 creates the table)",
+            args.target,
+            migrated.versions.len(),
+            migrated.versions.len()
         );
     }
     Ok(exit::SUCCESS)

@@ -24,6 +24,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Finalize(args) => finalize::run(args).await,
         Command::History(args) => history::history(args).await,
         Command::Rollback(args) => history::rollback(args).await,
+        Command::Migrate(args) => history::migrate(args).await,
         Command::Show(args) => history::show(args).await,
         Command::Coordinator(args) => fleet::coordinator(args).await,
         Command::Worker(args) => fleet::worker(args).await,
