@@ -1,6 +1,8 @@
 """Reads a replayfleet target as Delta readers do, with no replayfleet code.
 
     delta_read.py versions URI     every version 0..current: rows by deltalake and by polars
+    delta_read.py types URI        the column types of the current version as Delta, deltalake
+                                   and polars see them, its row count and first row
     delta_read.py loop URI STOP    the current version, again and again until STOP exists:
                                    one JSON line per read (version, rows)
 
@@ -79,6 +81,22 @@ def versions(uri):
     print(json.dumps(out))
 
 
+def types(uri):
+    import polars as pl
+
+    dt = DeltaTable(uri, storage_options=options())
+    table = dt.to_pyarrow_table()
+    frame = pl.read_delta(uri, storage_options=options())
+    print(json.dumps({
+        "protocol": [dt.protocol().min_reader_version, dt.protocol().min_writer_version],
+        "delta": {f.name: str(f.type) for f in dt.schema().fields},
+        "deltalake": {f.name: str(f.type) for f in table.schema},
+        "polars": {name: str(dtype) for name, dtype in frame.schema.items()},
+        "rows": [table.num_rows, frame.height],
+        "first": canonical(frame.sort("account_id").head(1).to_dicts()),
+    }))
+
+
 def loop(uri, stop):
     print("ready", flush=True)
     last = False
@@ -99,6 +117,8 @@ def loop(uri, stop):
 if __name__ == "__main__":
     if sys.argv[1] == "versions":
         versions(sys.argv[2])
+    elif sys.argv[1] == "types":
+        types(sys.argv[2])
     elif sys.argv[1] == "loop":
         loop(sys.argv[2], sys.argv[3])
     else:

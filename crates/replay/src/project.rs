@@ -3,7 +3,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
@@ -228,7 +228,7 @@ pub async fn check_projection(catalog: &Catalog, sql: &str, key: &[String]) -> R
         "`projection.sql`",
         "a replay must give the same rows every time it runs (`verify` replays shards again and compares their bytes)",
     )?;
-    let output: Schema = frame.schema().as_arrow().clone();
+    let output = stored_schema(frame.schema().as_arrow()).map_err(Error::BadProjection)?;
     if key.is_empty() {
         return Err(Error::BadProjection(
             "`projection.key` names no column".into(),
@@ -253,6 +253,66 @@ pub async fn check_projection(catalog: &Catalog, sql: &str, key: &[String]) -> R
         }
     }
     Ok(columns(&output))
+}
+
+/// The schema a projection's segments are written with: [`stored_type`] of each column;
+/// `Err` names the first column a Delta Lake table cannot hold.
+pub fn stored_schema(schema: &Schema) -> std::result::Result<Schema, String> {
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            stored_type(f.data_type())
+                .map(|ty| f.as_ref().clone().with_data_type(ty))
+                .map_err(|inner| {
+                    format!(
+                        "output column `{}` is of type {}, which a Delta Lake table (the target) cannot hold ({inner}); cast it in the SQL, for example to BIGINT, DOUBLE or VARCHAR",
+                        f.name(),
+                        f.data_type()
+                    )
+                })
+        })
+        .collect::<std::result::Result<Vec<Field>, String>>()?;
+    Ok(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The type a projection column of type `ty` is written as. The target is a Delta Lake
+/// table, whose integers are all signed: an unsigned integer widens to the next signed type
+/// (`UInt64` to `Decimal128(20, 0)`), so every value is kept and every Delta reader reads
+/// it; a dictionary is written as its values; nested types map their children. `Err` for
+/// a type Delta has none for (a duration, an interval, a time of day, a half float, a
+/// union).
+pub fn stored_type(ty: &DataType) -> std::result::Result<DataType, String> {
+    let field = |f: &Field| -> std::result::Result<Arc<Field>, String> {
+        Ok(Arc::new(
+            f.clone().with_data_type(stored_type(f.data_type())?),
+        ))
+    };
+    Ok(match ty {
+        DataType::UInt8 => DataType::Int16,
+        DataType::UInt16 => DataType::Int32,
+        DataType::UInt32 => DataType::Int64,
+        DataType::UInt64 => DataType::Decimal128(20, 0),
+        DataType::Dictionary(_, values) => stored_type(values)?,
+        DataType::Duration(_)
+        | DataType::Interval(_)
+        | DataType::Time32(_)
+        | DataType::Time64(_)
+        | DataType::Float16
+        | DataType::Union(..) => return Err(format!("Delta has no {ty} type")),
+        DataType::List(f) => DataType::List(field(f)?),
+        DataType::LargeList(f) => DataType::LargeList(field(f)?),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f)?, *n),
+        DataType::Map(f, sorted) => DataType::Map(field(f)?, *sorted),
+        DataType::Struct(fields) => DataType::Struct(
+            fields
+                .iter()
+                .map(|f| field(f))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+                .into(),
+        ),
+        other => other.clone(),
+    })
 }
 
 /// Plans every invariant over an empty `projection` table shaped like the projection's
@@ -298,6 +358,32 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn unsigned_columns_are_stored_widened_and_types_delta_lacks_are_named() {
+        let list = |ty| DataType::List(Arc::new(Field::new("item", ty, true)));
+        assert_eq!(stored_type(&DataType::UInt8), Ok(DataType::Int16));
+        assert_eq!(stored_type(&DataType::UInt32), Ok(DataType::Int64));
+        assert_eq!(
+            stored_type(&DataType::UInt64),
+            Ok(DataType::Decimal128(20, 0))
+        );
+        assert_eq!(
+            stored_type(&list(DataType::UInt16)),
+            Ok(list(DataType::Int32))
+        );
+        assert_eq!(stored_type(&DataType::Utf8), Ok(DataType::Utf8));
+        let schema = Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new(
+                "span",
+                DataType::Duration(arrow::datatypes::TimeUnit::Microsecond),
+                true,
+            ),
+        ]);
+        let err = stored_schema(&schema).unwrap_err();
+        assert!(err.contains("`span`") && err.contains("Duration"), "{err}");
+    }
 
     fn catalog() -> Catalog {
         Catalog::load(

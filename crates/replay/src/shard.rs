@@ -259,6 +259,8 @@ pub async fn replay_shard(job: &ShardJob) -> Result<ShardOutcome> {
 
 /// Writes one projection segment into the attempt's own folder (nobody else writes there).
 async fn write_segment(job: &ShardJob, path: &str, segment: &RecordBatch) -> Result<OutputFile> {
+    let stored = stored_batch(path, segment)?;
+    let segment = &stored;
     let bytes = parquet_bytes(path, segment)?;
     let rows = segment.num_rows();
     let key_at = |row: usize| (rows > 0).then(|| key_of(segment, &job.plan.projection.key, row));
@@ -272,6 +274,27 @@ async fn write_segment(job: &ShardJob, path: &str, segment: &RecordBatch) -> Res
     };
     job.target.put(path, bytes).await?;
     Ok(file)
+}
+
+/// `segment` with each column cast to the type it is stored as
+/// ([`crate::project::stored_type`]: unsigned integers widened for the Delta table).
+fn stored_batch(path: &str, segment: &RecordBatch) -> Result<RecordBatch> {
+    let failed = |message: String| Error::Format {
+        path: path.to_owned(),
+        message,
+    };
+    let schema = crate::project::stored_schema(segment.schema_ref()).map_err(failed)?;
+    if schema.fields() == segment.schema_ref().fields() {
+        return Ok(segment.clone());
+    }
+    let columns = segment
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| failed(e.to_string()))?;
+    RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| failed(e.to_string()))
 }
 
 /// Reads, dedupes, upcasts and folds a shard, bucket by bucket on every thread.
