@@ -255,9 +255,24 @@ pub async fn check_projection(catalog: &Catalog, sql: &str, key: &[String]) -> R
     Ok(columns(&output))
 }
 
+/// Characters a Delta Lake column name may not hold without column mapping (Spark's rule).
+const DELTA_NAME_FORBIDS: &str = " ,;{}()\n\t=";
+
 /// The schema a projection's segments are written with: [`stored_type`] of each column;
-/// `Err` names the first column a Delta Lake table cannot hold.
+/// `Err` names the first column a Delta Lake table cannot hold (by its type, or by a name
+/// Spark refuses).
 pub fn stored_schema(schema: &Schema) -> std::result::Result<Schema, String> {
+    if let Some(name) = schema
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .find(|n| n.chars().any(|c| DELTA_NAME_FORBIDS.contains(c)))
+    {
+        return Err(format!(
+            "output column `{}` has a character Spark and Databricks refuse in a Delta Lake column name (space, comma, semicolon, braces, parentheses, newline, tab or `=`); rename it with AS",
+            name.escape_debug()
+        ));
+    }
     let fields = schema
         .fields()
         .iter()
@@ -383,6 +398,9 @@ mod tests {
         ]);
         let err = stored_schema(&schema).unwrap_err();
         assert!(err.contains("`span`") && err.contains("Duration"), "{err}");
+        let spaced = Schema::new(vec![Field::new("balance (cents)", DataType::Int64, true)]);
+        let err = stored_schema(&spaced).unwrap_err();
+        assert!(err.contains("`balance (cents)`"), "{err}");
     }
 
     fn catalog() -> Catalog {
