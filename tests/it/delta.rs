@@ -214,6 +214,37 @@ fn delta_readers_read_every_version_after_run_run_rollback_on_a_local_folder() {
     three_versions(&f, target, &[], |_| {});
     readers_see_every_version(target, &[], &BTreeMap::new());
 
+    // every add carries its key column's statistics; the rollback re-adds version 1's
+    // files with the statistics they were first added with
+    let adds = |v: u64| -> BTreeMap<String, Value> {
+        let log = f.path(&format!("target/_delta_log/{v:020}.json"));
+        std::fs::read_to_string(log)
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .unwrap()
+                    .get("add")
+                    .cloned()
+            })
+            .map(|a| {
+                let stats = serde_json::from_str(a["stats"].as_str().unwrap()).unwrap();
+                (a["path"].as_str().unwrap().to_owned(), stats)
+            })
+            .collect()
+    };
+    let first = adds(1);
+    assert!(!first.is_empty());
+    for stats in first.values() {
+        assert_eq!(stats["nullCount"]["account_id"], 0, "{stats}");
+        let (lo, hi) = (
+            &stats["minValues"]["account_id"],
+            &stats["maxValues"]["account_id"],
+        );
+        assert!(lo.as_str().unwrap() <= hi.as_str().unwrap(), "{stats}");
+    }
+    assert_eq!(adds(3), first);
+
     // a log whose version 1 lost an `add` no longer holds the commit's segments: verify
     // names the segment Delta readers would not read
     let log = f.path("target/_delta_log/00000000000000000001.json");

@@ -13,6 +13,8 @@
 //! the Delta log keeps `_commits/<version>.json`, read here (never written) until
 //! `migrate` converts it.
 
+use std::collections::BTreeMap;
+
 use arrow::datatypes::Schema;
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
@@ -246,8 +248,8 @@ pub async fn commit_of(target: &Target, version: u64) -> Result<Commit> {
 /// The table a new version describes: the replayed projection's schema, or (a rollback)
 /// the table as it was at a version.
 pub(crate) enum TableOf<'a> {
-    /// The projection's output schema.
-    Schema(&'a Schema),
+    /// The projection's output schema, and each segment's `add.stats` by path.
+    Schema(&'a Schema, &'a BTreeMap<String, String>),
     /// The `metaData` in force at this version.
     AsOf(u64),
 }
@@ -268,7 +270,7 @@ pub(crate) async fn create(
     }
     let created_ms = commit.committed_at.timestamp_millis();
     if log.latest().is_none() {
-        let TableOf::Schema(schema) = table else {
+        let TableOf::Schema(schema, _) = table else {
             return Err(Error::NoVersion {
                 version: baseline,
                 target: target.location().url().to_string(),
@@ -293,8 +295,10 @@ pub(crate) async fn create(
             message: "no metaData".into(),
         })?;
     let mut change = TableChange::default();
+    let mut stats = BTreeMap::new();
     match table {
-        TableOf::Schema(schema) => {
+        TableOf::Schema(schema, read) => {
+            stats.clone_from(read);
             let id = current
                 .get("id")
                 .and_then(Value::as_str)
@@ -308,6 +312,15 @@ pub(crate) async fn create(
             }
         }
         TableOf::AsOf(version) => {
+            // the statistics the restored files were added with
+            stats = log
+                .entries
+                .iter()
+                .filter(|e| e.version == version)
+                .flat_map(|e| &e.files)
+                .filter(|f| f.add)
+                .filter_map(|f| Some((f.path.clone(), f.stats.clone()?)))
+                .collect();
             if let Some(then) = log.metadata_at(version)
                 && !same_table(then, &current)
             {
@@ -324,7 +337,7 @@ pub(crate) async fn create(
         .map(|c| c.segments.as_slice())
         .unwrap_or_default();
     let path = Target::commit_path(commit.version);
-    let bytes = delta::version_bytes(commit, previous, &change);
+    let bytes = delta::version_bytes(commit, previous, &change, &stats);
     match target.put_if_absent(&path, bytes).await? {
         Created::Created => Ok(()),
         Created::Existed => {
@@ -449,7 +462,7 @@ pub async fn migrate(target: &Target) -> Result<Migrated> {
         put_new(
             target,
             commit.version,
-            delta::version_bytes(commit, previous, &change),
+            delta::version_bytes(commit, previous, &change, &BTreeMap::new()),
         )
         .await?;
         previous = &commit.segments;

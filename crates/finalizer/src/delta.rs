@@ -22,7 +22,9 @@
 
 use std::collections::BTreeMap;
 
-use arrow::datatypes::{DataType as ArrowType, Field, Fields, Schema, TimeUnit};
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::compute::{cast, kernels::aggregate};
+use arrow::datatypes::{DataType as ArrowType, Field, Fields, Int64Type, Schema, TimeUnit};
 use bytes::Bytes;
 use delta_kernel::engine::arrow_conversion::TryFromArrow;
 use delta_kernel::schema::{DataType, StructType};
@@ -79,6 +81,8 @@ pub struct FileAction {
     pub size: u64,
     /// Its `replayfleet.sha256` tag (an `add`'s).
     pub sha256: Option<String>,
+    /// Its `stats` (an `add`'s), as written.
+    pub stats: Option<String>,
 }
 
 /// The table's metadata and protocol to write in a version, when they change.
@@ -137,6 +141,7 @@ pub(crate) fn parse(path: &str, version: u64, bytes: &[u8]) -> Result<Entry> {
                             .pointer("/tags/replayfleet.sha256")
                             .and_then(Value::as_str)
                             .map(str::to_owned),
+                        stats: body.get("stats").and_then(Value::as_str).map(str::to_owned),
                     });
                 }
                 "protocol" => {
@@ -331,6 +336,7 @@ pub(crate) fn version_bytes(
     commit: &Commit,
     previous: &[CommitSegment],
     change: &TableChange,
+    stats: &BTreeMap<String, String>,
 ) -> Bytes {
     let ms = commit.committed_at.timestamp_millis();
     let (operation, parameters) = if commit.kind == "rollback" {
@@ -380,7 +386,10 @@ pub(crate) fn version_bytes(
             "size": segment.bytes,
             "modificationTime": ms,
             "dataChange": true,
-            "stats": stats(segment, first_key.as_deref()),
+            "stats": stats
+                .get(&segment.path)
+                .cloned()
+                .unwrap_or_else(|| key_range_stats(segment, first_key.as_deref())),
             "tags": tags(segment),
         }}));
     }
@@ -436,10 +445,82 @@ fn orderable(data_type: &str) -> bool {
     )
 }
 
-/// `add.stats`: the row count, and the min/max of the first key column (a segment is
-/// sorted by key, so its first and last rows hold them; the other key columns' are not
-/// known without reading the file, so they are left out, which readers take as unknown).
-fn stats(segment: &CommitSegment, first_key: Option<&str>) -> String {
+/// `add.stats` of a segment read back: the row count, and the null count, minimum and
+/// maximum of each key column (min/max for integer and text columns, whose order is the
+/// one readers compare statistics in; other types are left out, which readers take as
+/// unknown).
+pub(crate) fn file_stats(batches: &[RecordBatch], key: &[String], rows: u64) -> String {
+    let mut min = Map::new();
+    let mut max = Map::new();
+    let mut nulls = Map::new();
+    for column in key {
+        let arrays: Vec<&ArrayRef> = batches
+            .iter()
+            .filter_map(|b| b.column_by_name(column))
+            .collect();
+        if arrays.len() != batches.len() {
+            continue;
+        }
+        let null_count: usize = arrays.iter().map(|a| a.null_count()).sum();
+        nulls.insert(column.clone(), null_count.into());
+        if let Some((lo, hi)) = bounds(&arrays) {
+            min.insert(column.clone(), lo);
+            max.insert(column.clone(), hi);
+        }
+    }
+    let mut stats = json!({ "numRecords": rows, "nullCount": nulls });
+    if !min.is_empty() {
+        stats["minValues"] = Value::Object(min);
+        stats["maxValues"] = Value::Object(max);
+    }
+    stats.to_string()
+}
+
+/// The least and greatest value of one column over its arrays: integers and text only.
+fn bounds(arrays: &[&ArrayRef]) -> Option<(Value, Value)> {
+    let ty = arrays.first()?.data_type();
+    let mut lo: Option<Value> = None;
+    let mut hi: Option<Value> = None;
+    let mut keep = |a: Value, b: Value, less: &dyn Fn(&Value, &Value) -> bool| {
+        if lo.as_ref().is_none_or(|l| less(&a, l)) {
+            lo = Some(a);
+        }
+        if hi.as_ref().is_none_or(|h| less(h, &b)) {
+            hi = Some(b);
+        }
+    };
+    match ty {
+        ArrowType::Int8 | ArrowType::Int16 | ArrowType::Int32 | ArrowType::Int64 => {
+            let less = |a: &Value, b: &Value| a.as_i64() < b.as_i64();
+            for array in arrays {
+                let wide = cast(array, &ArrowType::Int64).ok()?;
+                let ints = wide.as_primitive::<Int64Type>();
+                if let (Some(a), Some(b)) = (aggregate::min(ints), aggregate::max(ints)) {
+                    keep(a.into(), b.into(), &less);
+                }
+            }
+        }
+        ArrowType::Utf8 | ArrowType::LargeUtf8 | ArrowType::Utf8View => {
+            let less = |a: &Value, b: &Value| a.as_str() < b.as_str();
+            for array in arrays {
+                let text = cast(array, &ArrowType::LargeUtf8).ok()?;
+                let text = text.as_string::<i64>();
+                if let (Some(a), Some(b)) =
+                    (aggregate::min_string(text), aggregate::max_string(text))
+                {
+                    keep(a.into(), b.into(), &less);
+                }
+            }
+        }
+        _ => return None,
+    }
+    lo.zip(hi)
+}
+
+/// `add.stats` from the commit record alone (`migrate`, and a segment not read back): the
+/// row count, and the min/max of the first key column (a segment is sorted by key, so its
+/// first and last rows hold them).
+fn key_range_stats(segment: &CommitSegment, first_key: Option<&str>) -> String {
     let mut stats = json!({ "numRecords": segment.rows });
     let bound = |key: &Option<Vec<Value>>| {
         key.as_ref()
@@ -532,7 +613,7 @@ mod tests {
         let old = segment("runs/a/shards/p0/x/part-00000.parquet", "a", "c");
         let new = segment("runs/b/shards/p 0/x/part-00000.parquet", "b", "d");
         let commit = commit(2, vec![new]);
-        let bytes = version_bytes(&commit, &[old], &TableChange::default());
+        let bytes = version_bytes(&commit, &[old], &TableChange::default(), &BTreeMap::new());
         let entry = parse("_delta_log/2.json", 2, &bytes).unwrap();
         assert_eq!(entry.commit.as_ref(), Some(&commit));
         let files: Vec<(bool, &str)> = entry
@@ -571,6 +652,40 @@ mod tests {
             json!({"numRecords": 7, "minValues": {"account": "b"}, "maxValues": {"account": "d"}})
         );
         assert_eq!(lines[2]["add"]["tags"]["replayfleet.keyMin"], "[\"b\"]");
+    }
+
+    #[test]
+    fn stats_hold_each_key_columns_nulls_and_bounds_over_every_batch() {
+        use arrow::array::{Int32Array, StringArray};
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("tenant", ArrowType::Utf8, true),
+            Field::new("n", ArrowType::Int32, true),
+        ]));
+        let batch = |tenants: Vec<Option<&str>>, ns: Vec<Option<i32>>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    std::sync::Arc::new(StringArray::from(tenants)),
+                    std::sync::Arc::new(Int32Array::from(ns)),
+                ],
+            )
+            .unwrap()
+        };
+        let batches = [
+            batch(vec![Some("b"), Some("c")], vec![Some(7), None]),
+            batch(vec![Some("a"), None], vec![Some(-3), Some(2)]),
+        ];
+        let key = ["tenant".to_owned(), "n".to_owned()];
+        let stats: Value = serde_json::from_str(&file_stats(&batches, &key, 4)).unwrap();
+        assert_eq!(
+            stats,
+            json!({
+                "numRecords": 4,
+                "nullCount": {"tenant": 1, "n": 1},
+                "minValues": {"tenant": "a", "n": -3},
+                "maxValues": {"tenant": "c", "n": 7},
+            })
+        );
     }
 
     #[test]

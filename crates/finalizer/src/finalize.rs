@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use crate::{
     Acceptance, COMMIT_FORMAT_VERSION, CheckResult, Commit, CommitSegment, CommitTotals, Diff,
-    Error, REPORT_FORMAT_VERSION, Report, Result, commits,
+    Error, REPORT_FORMAT_VERSION, Report, Result, commits, delta,
 };
 
 /// Rows shown per failing check.
@@ -109,7 +109,7 @@ pub async fn finalize(
         });
     }
     let baseline = history.last().cloned();
-    let verified = verify(target, source, &plan, baseline.as_ref()).await?;
+    let mut verified = verify(target, source, &plan, baseline.as_ref()).await?;
 
     let (accepted, refused) = verdict(&verified.checks, options);
     let windowed = plan.window.is_windowed();
@@ -154,6 +154,7 @@ pub async fn finalize(
     }
 
     let schema = Arc::clone(&verified.schema);
+    let stats = std::mem::take(&mut verified.stats);
     let commit = Commit {
         format_version: COMMIT_FORMAT_VERSION,
         version,
@@ -176,7 +177,7 @@ pub async fn finalize(
         report: Some(report_path),
         accepted,
     };
-    commit_run(target, store, commit, &schema, report).await
+    commit_run(target, store, commit, (&schema, &stats), report).await
 }
 
 /// What the checks of a run found, and what its commit would hold.
@@ -189,6 +190,8 @@ struct Verified {
     schema: SchemaRef,
     /// The outputs, re-hashed.
     segments: Vec<CommitSegment>,
+    /// Each output's Delta `add.stats`, by path.
+    stats: BTreeMap<String, String>,
     /// The manifests' counts, summed.
     totals: CommitTotals,
     /// The content fingerprint, hex.
@@ -226,8 +229,14 @@ async fn verify(
         })
         .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
     let mut segments = Vec::with_capacity(outputs.len());
+    let mut stats = BTreeMap::new();
     let mut all = Vec::new();
     for (segment, batches, _) in outputs {
+        // the Delta `add.stats` of the segment, from its rows as read back
+        stats.insert(
+            segment.path.clone(),
+            delta::file_stats(&batches, &plan.projection.key, segment.rows),
+        );
         segments.push(segment);
         all.extend(batches);
     }
@@ -248,6 +257,7 @@ async fn verify(
         diff,
         schema,
         segments,
+        stats,
         totals,
         fingerprint: fingerprint.hex(),
     })
@@ -261,7 +271,7 @@ async fn commit_run(
     target: &Target,
     store: Option<&dyn RunStore>,
     commit: Commit,
-    schema: &arrow::datatypes::Schema,
+    (schema, stats): (&arrow::datatypes::Schema, &BTreeMap<String, String>),
     report: Report,
 ) -> Result<Finalized> {
     let run_id = commit.run_id.as_str();
@@ -276,7 +286,7 @@ async fn commit_run(
         target,
         &commit,
         commit.parent.unwrap_or(0),
-        commits::TableOf::Schema(schema),
+        commits::TableOf::Schema(schema, stats),
     )
     .await
     {
