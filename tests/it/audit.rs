@@ -391,6 +391,25 @@ fn auditing_md_steps_verify_a_committed_example() {
         bad.stdout.contains(segment) || bad.stderr.contains(segment),
         "{bad:?}"
     );
+
+    // and a Delta log whose version lost an `add` (readers would miss a segment the
+    // commit record names): step 2b's diff names the segment
+    std::fs::write(
+        copy.join(segment),
+        std::fs::read(f.path("target").join(segment)).unwrap(),
+    )
+    .unwrap();
+    let log = copy.join("_delta_log/00000000000000000001.json");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !(l.starts_with("{\"add\"") && l.contains(segment)))
+        .collect();
+    assert_eq!(kept.len() + 1, text.lines().count(), "one add dropped");
+    std::fs::write(&log, kept.join("\n") + "\n").unwrap();
+    let bad = run_steps(&script, &copy, &path);
+    assert_ne!(bad.code, 0, "{}", bad.stdout);
+    assert!(bad.stdout.contains(segment), "{bad:?}");
 }
 
 /// Writes `events/partition=0/audit.parquet`: the stream `acc-audit` between two filler
