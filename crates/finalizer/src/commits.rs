@@ -56,6 +56,21 @@ impl Log {
             .next_back()
     }
 
+    /// Every commit record, ascending.
+    pub(crate) fn commits(&self) -> &[Commit] {
+        &self.commits
+    }
+
+    /// [`Error::LegacyLog`] for a log read from `_commits/`.
+    pub(crate) fn refuse_legacy(&self, target: &Target) -> Result<()> {
+        if self.legacy {
+            return Err(Error::LegacyLog {
+                target: target.location().url().to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// The highest version (0 for a table without a commit yet, or none).
     fn latest(&self) -> Option<u64> {
         self.entries.last().map(|e| e.version)
@@ -140,12 +155,7 @@ async fn legacy_history(target: &Target) -> Result<Vec<Commit>> {
 ///
 /// [`Error::Table`] naming the log file, [`Error::LegacyLog`], storage errors.
 pub async fn check_target(target: &Target) -> Result<()> {
-    if read_log(target).await?.legacy {
-        return Err(Error::LegacyLog {
-            target: target.location().url().to_string(),
-        });
-    }
-    Ok(())
+    read_log(target).await?.refuse_legacy(target)
 }
 
 /// Every commit, ascending by version.
@@ -256,18 +266,18 @@ pub(crate) enum TableOf<'a> {
 
 /// Creates `commit` put-if-absent as Delta version `commit.version` (and version 0, the
 /// table, first when there is none); [`Error::LostRace`] when its version exists.
+///
+/// `log` is the log as read when the version to create was chosen (versions never
+/// change once written, so the previous version's files and the table's metadata are
+/// still what it says; a newer version makes the put-if-absent fail).
 pub(crate) async fn create(
     target: &Target,
     commit: &Commit,
     baseline: u64,
     table: TableOf<'_>,
+    mut log: Log,
 ) -> Result<()> {
-    let mut log = read_log(target).await?;
-    if log.legacy {
-        return Err(Error::LegacyLog {
-            target: target.location().url().to_string(),
-        });
-    }
+    log.refuse_legacy(target)?;
     let created_ms = commit.committed_at.timestamp_millis();
     if log.latest().is_none() {
         let TableOf::Schema(schema, _) = table else {
@@ -278,14 +288,27 @@ pub(crate) async fn create(
         };
         let id = uuid::Uuid::new_v4().to_string();
         let (metadata, protocol) = delta::table_of(&id, commit, schema, created_ms)?;
-        // Another finalizer's version 0 does as well as ours: the race is for version 1.
-        target
+        let created = target
             .put_if_absent(
                 &Target::commit_path(0),
                 delta::create_bytes(&metadata, &protocol, created_ms),
             )
             .await?;
-        log = read_log(target).await?;
+        log = match created {
+            Created::Created => Log {
+                entries: vec![Entry {
+                    version: 0,
+                    commit: None,
+                    metadata: Some(metadata),
+                    protocol: Some(protocol),
+                    files: Vec::new(),
+                }],
+                ..Log::default()
+            },
+            // Another finalizer's version 0 does as well as ours (the race is for
+            // version 1), once checked like any log.
+            Created::Existed => read_log(target).await?,
+        };
     }
     let current = log
         .metadata_at(u64::MAX)
@@ -514,11 +537,7 @@ fn covers(have: &Value, need: &Value) -> bool {
 /// Commits a new version whose segments (and schema) are those of version `to`.
 pub async fn rollback(target: &Target, to: u64, by: &str, reason: &str) -> Result<Commit> {
     let log = read_log(target).await?;
-    if log.legacy {
-        return Err(Error::LegacyLog {
-            target: target.location().url().to_string(),
-        });
-    }
+    log.refuse_legacy(target)?;
     let old = log
         .commits
         .iter()
@@ -541,7 +560,7 @@ pub async fn rollback(target: &Target, to: u64, by: &str, reason: &str) -> Resul
         accepted: None,
         ..old
     };
-    create(target, &commit, current, TableOf::AsOf(to)).await?;
+    create(target, &commit, current, TableOf::AsOf(to), log).await?;
     Ok(commit)
 }
 

@@ -95,8 +95,10 @@ pub async fn finalize(
         target: target.location().url().to_string(),
     })?;
     let plan = Plan::from_json(&plan_path, &plan_bytes)?;
-    commits::check_target(target).await?;
-    let history = commits::history(target).await?;
+    // The log is read (and checked) once: the baseline, and what the commit builds on.
+    let log = commits::read_log(target).await?;
+    log.refuse_legacy(target)?;
+    let history = log.commits();
     if let Some(done) = history
         .iter()
         .find(|c| c.run_id == run_id && c.kind == "replay")
@@ -177,7 +179,8 @@ pub async fn finalize(
         report: Some(report_path),
         accepted,
     };
-    commit_run(target, store, commit, (&schema, &stats), report).await
+    let table = commits::TableOf::Schema(&schema, &stats);
+    commit_run(target, store, commit, (table, log), report).await
 }
 
 /// What the checks of a run found, and what its commit would hold.
@@ -271,7 +274,7 @@ async fn commit_run(
     target: &Target,
     store: Option<&dyn RunStore>,
     commit: Commit,
-    (schema, stats): (&arrow::datatypes::Schema, &BTreeMap<String, String>),
+    (table, log): (commits::TableOf<'_>, commits::Log),
     report: Report,
 ) -> Result<Finalized> {
     let run_id = commit.run_id.as_str();
@@ -282,14 +285,7 @@ async fn commit_run(
         }
         return Err(e);
     }
-    if let Err(e) = commits::create(
-        target,
-        &commit,
-        commit.parent.unwrap_or(0),
-        commits::TableOf::Schema(schema, stats),
-    )
-    .await
-    {
+    if let Err(e) = commits::create(target, &commit, commit.parent.unwrap_or(0), table, log).await {
         // Another finalizer of this very run (a second coordinator) got there first:
         // its commit and report stand, and this one has nothing to add.
         if matches!(e, Error::LostRace { .. })
