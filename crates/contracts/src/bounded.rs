@@ -18,7 +18,7 @@
 //! regular expressions run in linear time).
 
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -56,7 +56,8 @@ enum Growth {
     /// `encode(s, 'hex' | 'base64')`: twice the input at most; nested, it doubles.
     Encode,
     /// `range(stop)`, `range(start, stop[, step])`, `generate_series` as array
-    /// functions: one element per step (integer bounds; refused in SQL steps).
+    /// functions: one element per step, over integers, or over dates and timestamps by
+    /// an interval (a month counted as 28 days); refused in SQL steps.
     Range,
 }
 
@@ -165,6 +166,20 @@ impl Guarded {
             Growth::Pad => length(1).saturating_mul(4),
             Growth::Encode => weight(0).saturating_mul(2).saturating_add(4),
             Growth::Range => {
+                if let Some(start) = args.first().and_then(|a| a.instant_nanos(row)) {
+                    // dates and timestamps, stepped by an interval
+                    let stop = args
+                        .get(1)
+                        .and_then(|a| a.instant_nanos(row))
+                        .unwrap_or(start);
+                    let step = args
+                        .get(2)
+                        .and_then(|a| a.interval_nanos(row))
+                        .unwrap_or(1)
+                        .max(1);
+                    let span = u64::try_from(stop.abs_diff(start) / step).unwrap_or(u64::MAX);
+                    return span.saturating_add(1).saturating_mul(16);
+                }
                 let signed = |i: usize| args.get(i).map_or(0, |a| a.signed(row));
                 let (start, stop, step) = match args.len() {
                     1 => (0, signed(0), 1),
@@ -245,6 +260,69 @@ impl<'a> Arg<'a> {
             Ok(ScalarValue::Int64(Some(n))) => n,
             _ => 0,
         }
+    }
+
+    /// The value of `row` as nanoseconds since the epoch, when the argument is a date or
+    /// a timestamp and not null.
+    fn instant_nanos(&self, row: usize) -> Option<i128> {
+        let row = self.index(row);
+        let array = self.array.as_ref();
+        if row >= array.len() || array.is_null(row) {
+            return None;
+        }
+        let per_unit: i128 = match array.data_type() {
+            DataType::Date32 => 86_400_000_000_000,
+            DataType::Date64 => 1_000_000,
+            DataType::Timestamp(unit, _) => match unit {
+                TimeUnit::Second => 1_000_000_000,
+                TimeUnit::Millisecond => 1_000_000,
+                TimeUnit::Microsecond => 1_000,
+                TimeUnit::Nanosecond => 1,
+            },
+            _ => return None,
+        };
+        let value = match ScalarValue::try_from_array(array, row).ok()? {
+            ScalarValue::Date32(Some(v)) => i128::from(v),
+            ScalarValue::Date64(Some(v))
+            | ScalarValue::TimestampSecond(Some(v), _)
+            | ScalarValue::TimestampMillisecond(Some(v), _)
+            | ScalarValue::TimestampMicrosecond(Some(v), _)
+            | ScalarValue::TimestampNanosecond(Some(v), _) => i128::from(v),
+            _ => return None,
+        };
+        Some(value * per_unit)
+    }
+
+    /// The shortest time one step of the interval in `row` can advance, in nanoseconds
+    /// (a month counts as 28 days); an interval whose parts differ in sign counts as one
+    /// nanosecond, so the bound never undercounts. `None` when it is not an interval.
+    fn interval_nanos(&self, row: usize) -> Option<u128> {
+        const DAY: i128 = 86_400_000_000_000;
+        let row = self.index(row);
+        let array = self.array.as_ref();
+        if row >= array.len() || array.is_null(row) {
+            return None;
+        }
+        let parts: [i128; 3] = match ScalarValue::try_from_array(array, row).ok()? {
+            ScalarValue::IntervalYearMonth(Some(months)) => [i128::from(months) * 28 * DAY, 0, 0],
+            ScalarValue::IntervalDayTime(Some(v)) => [
+                0,
+                i128::from(v.days) * DAY,
+                i128::from(v.milliseconds) * 1_000_000,
+            ],
+            ScalarValue::IntervalMonthDayNano(Some(v)) => [
+                i128::from(v.months) * 28 * DAY,
+                i128::from(v.days) * DAY,
+                i128::from(v.nanoseconds),
+            ],
+            _ => return None,
+        };
+        let same_sign = parts.iter().all(|p| *p >= 0) || parts.iter().all(|p| *p <= 0);
+        Some(if same_sign {
+            parts.iter().sum::<i128>().unsigned_abs()
+        } else {
+            1
+        })
     }
 
     /// The text of `row`, when the argument is text and not null.
@@ -384,6 +462,7 @@ mod tests {
             "SELECT lpad('7', 3, '0')",
             "SELECT encode('ab', 'hex')",
             "SELECT range(2, 5)",
+            "SELECT cardinality(range(DATE '2000-01-01', DATE '2100-01-01', INTERVAL '1' DAY))",
         ];
         let expected = [
             "ababab",
@@ -396,6 +475,7 @@ mod tests {
             "007",
             "6162",
             "[2, 3, 4]",
+            "36525",
         ];
         for (sql, want) in cases.iter().zip(expected) {
             let arrays = eval(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -425,6 +505,15 @@ mod tests {
             (
                 "SELECT array_resize(make_array(1), 2000000000)",
                 "array_resize",
+            ),
+            // a century of seconds: 3.2 billion timestamps
+            (
+                "SELECT range(TIMESTAMP '2000-01-01 00:00:00', TIMESTAMP '2100-01-01 00:00:00', INTERVAL '1' SECOND)",
+                "range",
+            ),
+            (
+                "SELECT generate_series(DATE '0001-01-01', DATE '9999-01-01', INTERVAL '1 hour')",
+                "generate_series",
             ),
         ] {
             let e = eval(sql).await.unwrap_err();
