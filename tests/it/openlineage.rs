@@ -182,8 +182,23 @@ fn a_committed_run_posts_and_writes_its_openlineage_events() {
         "COMPLETE is posted last"
     );
     assert_eq!(complete["run"]["runId"], parent_id);
-    let outputs = complete["outputs"].as_array().unwrap();
+    let all = complete["outputs"].as_array().unwrap();
+    // the segments, then the Delta table at the version committed
+    let (table, outputs) = all.split_last().unwrap();
     assert_eq!(outputs.len(), commit["segments"].as_array().unwrap().len());
+    assert_eq!(
+        table["facets"]["version"]["datasetVersion"], "1",
+        "{table:#}"
+    );
+    assert_eq!(
+        table["facets"]["storage"]["storageLayer"], "delta",
+        "{table:#}"
+    );
+    assert_eq!(
+        table["outputFacets"]["outputStatistics"]["rowCount"],
+        commit["totals"]["rows"]
+    );
+    assert!(!table["name"].as_str().unwrap().ends_with('/'), "{table:#}");
     let discrepancy = &complete["run"]["facets"]["replayfleet_discrepancy"];
     assert_eq!(discrepancy["outcome"], "committed");
     assert_eq!(discrepancy["version"], 1);

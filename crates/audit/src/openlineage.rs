@@ -159,6 +159,9 @@ impl Emitter {
                 if kind == "FAIL" {
                     outputs.clear();
                 }
+                if let Finalized::Committed { commit, .. } = finalized {
+                    outputs.push(self.table_dataset(commit.version, commit.totals.rows));
+                }
                 kind
             }
             RunEnd::Halted(reason) => {
@@ -347,6 +350,42 @@ impl Emitter {
             );
         }
         json!({"namespace": namespace, "name": name, "facets": facets})
+    }
+
+    /// The projection as a whole: the Delta table at the target, at the version the run
+    /// committed (`datasetVersion`), after the segments it is made of.
+    fn table_dataset(&self, version: u64, rows: u64) -> Value {
+        let (namespace, name) = dataset_name(&self.plan.target, "");
+        let fields: Vec<Value> = self
+            .plan
+            .output_columns
+            .iter()
+            .map(|c| json!({"name": c.name, "type": c.data_type}))
+            .collect();
+        json!({
+            "namespace": namespace,
+            "name": name.trim_end_matches('/'),
+            "facets": {
+                "schema": self.standard(
+                    "1-1-1/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
+                    json!({"fields": fields}),
+                ),
+                "storage": self.standard(
+                    "1-0-1/StorageDatasetFacet.json#/$defs/StorageDatasetFacet",
+                    json!({"storageLayer": "delta", "fileFormat": "parquet"}),
+                ),
+                "version": self.standard(
+                    "1-0-1/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet",
+                    json!({"datasetVersion": version.to_string()}),
+                ),
+            },
+            "outputFacets": {
+                "outputStatistics": self.standard(
+                    "1-0-2/OutputStatisticsOutputDatasetFacet.json#/$defs/OutputStatisticsOutputDatasetFacet",
+                    json!({"rowCount": rows}),
+                ),
+            },
+        })
     }
 
     fn output_dataset(&self, file: &OutputFile) -> Value {
