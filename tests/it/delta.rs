@@ -245,6 +245,19 @@ fn delta_readers_read_every_version_after_run_run_rollback_on_a_local_folder() {
     }
     assert_eq!(adds(3), first);
 
+    // a rollback to the version already current: the files are added again, never also
+    // removed in the same version, so readers still read them all
+    replayfleet(&[
+        "rollback", "--target", target, "--to", "3", "--reason", "again", "--by", "test",
+    ])
+    .expect_code(0);
+    let log =
+        std::fs::read_to_string(f.path("target/_delta_log/00000000000000000004.json")).unwrap();
+    assert!(!log.contains("\"remove\""), "{log}");
+    let read = delta_read(&["versions", target], &BTreeMap::new());
+    assert_eq!(read["current_rows"], read["versions"]["1"]["deltalake"]);
+    assert_eq!(read["current"], 4);
+
     // a log whose version 1 lost an `add` no longer holds the commit's segments: verify
     // names the segment Delta readers would not read
     let log = f.path("target/_delta_log/00000000000000000001.json");

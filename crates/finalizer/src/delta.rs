@@ -361,7 +361,11 @@ pub(crate) fn version_bytes(
     if let Some(metadata) = &change.metadata {
         lines.push(json!({ "metaData": metadata }));
     }
-    for segment in previous {
+    // A file this version adds again (a rollback to a version whose files are current)
+    // is not also removed: Delta allows one action per path and version.
+    let kept: std::collections::BTreeSet<&str> =
+        commit.segments.iter().map(|s| s.path.as_str()).collect();
+    for segment in previous.iter().filter(|s| !kept.contains(s.path.as_str())) {
         lines.push(json!({"remove": {
             "path": uri(&segment.path),
             "deletionTimestamp": ms,
@@ -652,6 +656,28 @@ mod tests {
             json!({"numRecords": 7, "minValues": {"account": "b"}, "maxValues": {"account": "d"}})
         );
         assert_eq!(lines[2]["add"]["tags"]["replayfleet.keyMin"], "[\"b\"]");
+    }
+
+    #[test]
+    fn a_file_added_again_is_not_also_removed() {
+        let same = segment("runs/a/shards/p0/x/part-00000.parquet", "a", "c");
+        let gone = segment("runs/a/shards/p1/x/part-00000.parquet", "d", "f");
+        let commit = commit(4, vec![same.clone()]);
+        let bytes = version_bytes(
+            &commit,
+            &[same, gone],
+            &TableChange::default(),
+            &BTreeMap::new(),
+        );
+        let files = parse("_delta_log/4.json", 4, &bytes).unwrap().files;
+        let actions: Vec<(bool, &str)> = files.iter().map(|f| (f.add, f.path.as_str())).collect();
+        assert_eq!(
+            actions,
+            [
+                (false, "runs/a/shards/p1/x/part-00000.parquet"),
+                (true, "runs/a/shards/p0/x/part-00000.parquet")
+            ]
+        );
     }
 
     #[test]
