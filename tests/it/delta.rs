@@ -552,6 +552,25 @@ fn a_foreign_delta_table_or_a_newer_protocol_is_refused_naming_the_file() {
     replayfleet(&["history", "--target", newer.to_str().unwrap()])
         .expect_code(2)
         .stderr_names(&["deletionVectors"]);
+
+    // a replayfleet table of another projection: the two would replace each other's rows
+    f.run(&f.config("mine", &Settings::default()), "1")
+        .expect_code(0);
+    let other = f.config("other", &Settings::default());
+    let text = std::fs::read_to_string(&other)
+        .unwrap()
+        .replace("name = \"account_balances\"", "name = \"orders\"");
+    std::fs::write(&other, text).unwrap();
+    let runs_before = std::fs::read_dir(f.path("target/runs")).unwrap().count();
+    f.run(&other, "1").expect_code(2).stderr_names(&[
+        "_delta_log/00000000000000000000.json",
+        "`account_balances`, not `orders`",
+    ]);
+    assert_eq!(
+        std::fs::read_dir(f.path("target/runs")).unwrap().count(),
+        runs_before,
+        "nothing is written"
+    );
 }
 
 /// A target written before the Delta log (`_commits/`): read as before, refused for a new

@@ -122,7 +122,7 @@ pub async fn coordinate(
         &config.target.options,
     )?);
     // A foreign or legacy commit log refuses the run before it writes anything.
-    replayfleet_finalizer::check_target(&target).await?;
+    replayfleet_finalizer::check_target(&target, &config.projection.name).await?;
     let resume = match &options.resume {
         Some(id) => Some(id.clone()),
         None => unfinished_uncommitted(&**store, &target, &config.name).await?,

@@ -71,6 +71,34 @@ impl Log {
         Ok(())
     }
 
+    /// [`Error::Table`] when the table holds another projection than `projection`: two
+    /// projections would take turns replacing each other's rows in one table.
+    pub(crate) fn refuse_other_projection(&self, projection: &str) -> Result<()> {
+        let Some(metadata) = self.metadata_at(u64::MAX) else {
+            return Ok(());
+        };
+        let holds = metadata
+            .get("configuration")
+            .and_then(|c| c.get(delta::PROJECTION_CONF))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if holds == projection {
+            return Ok(());
+        }
+        let version = self
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.metadata.is_some())
+            .map_or(0, |e| e.version);
+        Err(Error::Table {
+            path: Target::commit_path(version),
+            message: format!(
+                "the table holds the projection `{holds}`, not `{projection}`: give each projection a target of its own"
+            ),
+        })
+    }
+
     /// The highest version (0 for a table without a commit yet, or none).
     fn latest(&self) -> Option<u64> {
         self.entries.last().map(|e| e.version)
@@ -147,15 +175,18 @@ async fn legacy_history(target: &Target) -> Result<Vec<Commit>> {
     Ok(commits)
 }
 
-/// Checks that new versions can be committed to `target`: its log is replayfleet's Delta
-/// log (or none yet), of a protocol replayfleet supports, and not the legacy `_commits/`.
+/// Checks that new versions of `projection` can be committed to `target`: its log is
+/// replayfleet's Delta log of that projection (or none yet), of a protocol replayfleet
+/// supports, and not the legacy `_commits/`.
 /// Run before any work, so that a run into a foreign table writes nothing.
 ///
 /// # Errors
 ///
 /// [`Error::Table`] naming the log file, [`Error::LegacyLog`], storage errors.
-pub async fn check_target(target: &Target) -> Result<()> {
-    read_log(target).await?.refuse_legacy(target)
+pub async fn check_target(target: &Target, projection: &str) -> Result<()> {
+    let log = read_log(target).await?;
+    log.refuse_legacy(target)?;
+    log.refuse_other_projection(projection)
 }
 
 /// Every commit, ascending by version.

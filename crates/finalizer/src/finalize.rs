@@ -98,6 +98,7 @@ pub async fn finalize(
     // The log is read (and checked) once: the baseline, and what the commit builds on.
     let log = commits::read_log(target).await?;
     log.refuse_legacy(target)?;
+    log.refuse_other_projection(&plan.projection.name)?;
     let history = log.commits();
     if let Some(done) = history
         .iter()
