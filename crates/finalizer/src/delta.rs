@@ -24,11 +24,12 @@ use std::collections::BTreeMap;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::compute::{cast, kernels::aggregate};
-use arrow::datatypes::{DataType as ArrowType, Field, Fields, Int64Type, Schema, TimeUnit};
+use arrow::datatypes::{DataType as ArrowType, Int64Type, Schema, TimeUnit};
 use bytes::Bytes;
 use delta_kernel::engine::arrow_conversion::TryFromArrow;
-use delta_kernel::schema::{DataType, StructType};
+use delta_kernel::schema::{StructField, StructType};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use replayfleet_replay::map_types;
 use serde_json::{Map, Value, json};
 
 use crate::{Commit, CommitSegment, Error, Result};
@@ -287,47 +288,38 @@ pub(crate) fn table_of(
     Ok((metadata, protocol))
 }
 
-/// Delta's schema of an Arrow schema, by delta_kernel. Timestamps are instants in Delta
-/// (`timestamp`, UTC, or `timestamp_ntz`): any time zone maps to `timestamp` and any unit is
-/// written as Parquet stores it (readers read its unit from the file).
+/// Delta's schema of an Arrow schema, by delta_kernel, one field at a time (to name the
+/// column it refuses). Timestamps are instants in Delta (`timestamp`, UTC, or
+/// `timestamp_ntz`): any time zone maps to `timestamp` and any unit is written as Parquet
+/// stores it (readers read its unit from the file).
 fn delta_schema(schema: &Schema) -> Result<StructType> {
-    let fields: Vec<Field> = schema
+    let fields = schema
         .fields()
         .iter()
-        .map(|f| f.as_ref().clone().with_data_type(as_delta(f.data_type())))
-        .collect();
-    for field in &fields {
-        DataType::try_from_arrow(field.data_type()).map_err(|e| Error::Table {
-            path: format!("column `{}`", field.name()),
-            message: format!(
-                "its type {} cannot be a Delta Lake column ({e}); cast it in the projection SQL",
-                field.data_type()
-            ),
-        })?;
-    }
-    StructType::try_from_arrow(&Schema::new(fields)).map_err(|e| Error::Table {
+        .map(|f| {
+            let Ok(ty) = map_types(f.data_type(), &|t| {
+                Ok::<_, std::convert::Infallible>(match t {
+                    ArrowType::Timestamp(_, tz) => Some(ArrowType::Timestamp(
+                        TimeUnit::Microsecond,
+                        tz.as_ref().map(|_| "UTC".into()),
+                    )),
+                    _ => None,
+                })
+            });
+            let field = f.as_ref().clone().with_data_type(ty);
+            StructField::try_from_arrow(&field).map_err(|e| Error::Table {
+                path: format!("column `{}`", field.name()),
+                message: format!(
+                    "its type {} cannot be a Delta Lake column ({e}); cast it in the projection SQL",
+                    f.data_type()
+                ),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    StructType::try_new(fields).map_err(|e| Error::Table {
         path: "the projection's schema".into(),
         message: e.to_string(),
     })
-}
-
-/// `ty` with every timestamp in microseconds and every time zone `UTC` (Delta's own
-/// types), nested types included.
-fn as_delta(ty: &ArrowType) -> ArrowType {
-    let field = |f: &Field| f.clone().with_data_type(as_delta(f.data_type()));
-    match ty {
-        ArrowType::Timestamp(_, tz) => {
-            ArrowType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "UTC".into()))
-        }
-        ArrowType::Struct(fields) => {
-            ArrowType::Struct(fields.iter().map(|f| field(f)).collect::<Fields>())
-        }
-        ArrowType::List(f) => ArrowType::List(field(f).into()),
-        ArrowType::LargeList(f) => ArrowType::LargeList(field(f).into()),
-        ArrowType::FixedSizeList(f, n) => ArrowType::FixedSizeList(field(f).into(), *n),
-        ArrowType::Map(f, sorted) => ArrowType::Map(field(f).into(), *sorted),
-        other => other.clone(),
-    }
 }
 
 /// The lines of version `commit.version`: `commitInfo` with the commit record, the table

@@ -55,7 +55,7 @@ pub use plan::{
 };
 pub use project::{
     check_invariants, check_projection, columns, events_schema, keyed_query, limit_message,
-    query_only, quote, session,
+    map_types, query_only, quote, session,
 };
 pub use shard::{PaceError, Pacer, ShardJob, ShardOutcome, replay_shard};
 pub use store::SpillDir;

@@ -298,23 +298,40 @@ pub fn stored_schema(schema: &Schema) -> std::result::Result<Schema, String> {
 /// a type Delta has none for (a duration, an interval, a time of day, a half float, a
 /// union).
 pub fn stored_type(ty: &DataType) -> std::result::Result<DataType, String> {
-    let field = |f: &Field| -> std::result::Result<Arc<Field>, String> {
+    map_types(ty, &|t| {
+        Ok(match t {
+            DataType::UInt8 => Some(DataType::Int16),
+            DataType::UInt16 => Some(DataType::Int32),
+            DataType::UInt32 => Some(DataType::Int64),
+            DataType::UInt64 => Some(DataType::Decimal128(20, 0)),
+            DataType::Dictionary(_, values) => Some(stored_type(values)?),
+            DataType::Duration(_)
+            | DataType::Interval(_)
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+            | DataType::Float16
+            | DataType::Union(..) => return Err(format!("Delta has no {t} type")),
+            _ => None,
+        })
+    })
+}
+
+/// `ty` with each type `map` replaces (`Some`) replaced, and the children of the nested
+/// types it leaves (`None`: lists, maps, structs) mapped the same way; field names,
+/// nullability and metadata kept.
+pub fn map_types<E>(
+    ty: &DataType,
+    map: &impl Fn(&DataType) -> std::result::Result<Option<DataType>, E>,
+) -> std::result::Result<DataType, E> {
+    if let Some(mapped) = map(ty)? {
+        return Ok(mapped);
+    }
+    let field = |f: &Field| -> std::result::Result<Arc<Field>, E> {
         Ok(Arc::new(
-            f.clone().with_data_type(stored_type(f.data_type())?),
+            f.clone().with_data_type(map_types(f.data_type(), map)?),
         ))
     };
     Ok(match ty {
-        DataType::UInt8 => DataType::Int16,
-        DataType::UInt16 => DataType::Int32,
-        DataType::UInt32 => DataType::Int64,
-        DataType::UInt64 => DataType::Decimal128(20, 0),
-        DataType::Dictionary(_, values) => stored_type(values)?,
-        DataType::Duration(_)
-        | DataType::Interval(_)
-        | DataType::Time32(_)
-        | DataType::Time64(_)
-        | DataType::Float16
-        | DataType::Union(..) => return Err(format!("Delta has no {ty} type")),
         DataType::List(f) => DataType::List(field(f)?),
         DataType::LargeList(f) => DataType::LargeList(field(f)?),
         DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f)?, *n),
