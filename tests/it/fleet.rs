@@ -108,6 +108,50 @@ fn a_coordinator_and_two_workers_commit_the_embedded_fingerprint() {
 }
 
 #[test]
+fn a_hot_partition_split_over_two_workers_commits_the_unsplit_fingerprint() {
+    let nats = NatsServer::start();
+    // One partition of ~4,000 events: unsplit, one shard; at 800 events a shard, five
+    // sub-shards that the two worker processes share.
+    let f = Fixture::new(4_000, 1, 59, &["--all-edge-cases"]);
+    let expected = embedded_fingerprint(&f, "whole", 1_000_000);
+    let _workers = [
+        WorkerProcess::start(&nats.url()),
+        WorkerProcess::start(&nats.url()),
+    ];
+    let config = f.config("split", &fleet_settings(&nats, "split"));
+    let out = replayfleet(&["coordinator", "--config", &config, "--json"]);
+    out.expect_code(0);
+    let history = f.history("split");
+    assert_eq!(
+        history[0]["fingerprint"],
+        expected.as_str(),
+        "{}",
+        out.stdout
+    );
+    let shards = history[0]["totals"]["shards"].as_u64().unwrap();
+    assert!(shards >= 5, "{:#}", history[0]);
+    let run_id = history[0]["run_id"].as_str().unwrap();
+    let mut workers = std::collections::BTreeSet::new();
+    for i in 0..shards {
+        let lineage: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(f.path(&format!(
+                "split/runs/{run_id}/shards/shard-{i:05}/lineage.json"
+            )))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(lineage["partitions"], serde_json::json!([0]));
+        assert_eq!(lineage["split"]["bucket"], i, "{lineage:#}");
+        assert_eq!(lineage["split"]["of"], shards, "{lineage:#}");
+        workers.insert(lineage["worker"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        workers.iter().all(|w| !w.contains("embedded-")),
+        "{workers:?}"
+    );
+}
+
+#[test]
 fn a_coordinator_without_nats_says_so_and_a_restarted_one_resumes_its_run() {
     let f = Fixture::new(1_000, 2, 53, &[]);
     let config = f.config("no-nats", &Settings::default());

@@ -188,6 +188,20 @@ impl Emitter {
 
     async fn shard_events(&self, lineage: &Lineage) {
         let run = || {
+            let mut applied = json!({
+                "attempt": lineage.attempt,
+                "worker": lineage.worker,
+                "eventsRead": lineage.applied.events_read,
+                "duplicatesDropped": lineage.applied.duplicates_dropped,
+                "eventsProjected": lineage.applied.events_projected,
+                "anomalies": lineage.applied.anomalies,
+                "quarantined": lineage.applied.quarantined,
+                "rowsOut": lineage.applied.rows_out,
+                "partitions": lineage.partitions,
+            });
+            if let Some(split) = lineage.split {
+                applied["split"] = json!(split);
+            }
             self.run(
                 self.shard_run_id(&lineage.shard),
                 json!({
@@ -195,16 +209,7 @@ impl Emitter {
                     "replayfleet_upcasters": self.facet("UpcastersRunFacet", json!({
                         "versions": lineage.applied.versions,
                     })),
-                    "replayfleet_applied": self.facet("AppliedRunFacet", json!({
-                        "attempt": lineage.attempt,
-                        "worker": lineage.worker,
-                        "eventsRead": lineage.applied.events_read,
-                        "duplicatesDropped": lineage.applied.duplicates_dropped,
-                        "eventsProjected": lineage.applied.events_projected,
-                        "anomalies": lineage.applied.anomalies,
-                        "quarantined": lineage.applied.quarantined,
-                        "rowsOut": lineage.applied.rows_out,
-                    })),
+                    "replayfleet_applied": self.facet("AppliedRunFacet", applied),
                 }),
             )
         };

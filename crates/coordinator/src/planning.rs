@@ -11,7 +11,7 @@ use replayfleet_config::{AnomalyKind, Config, Policy, redact_url};
 use replayfleet_contracts::{Catalog, PathStatus};
 use replayfleet_replay::{
     Build, ContractsSnapshot, InputSegment, PLAN_FORMAT_VERSION, Plan, ProjectionSnapshot,
-    ShardPlan, SourceSnapshot, TypeCoverage, check_invariants, check_projection, shard_id,
+    ShardPlan, SourceSnapshot, Split, TypeCoverage, check_invariants, check_projection, shard_id,
     split_hazard,
 };
 use serde::Serialize;
@@ -126,7 +126,10 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
     };
 
     let coverage = coverage(&catalog, &inventory, config)?;
-    let shards = shards(&inventory, &wanted, config.shard_target_events);
+    let hazard = split_hazard(&catalog, &config.projection.sql, &config.projection.key).await?;
+    // A partition's streams can be replayed apart only when no two streams give one key.
+    let splits = hazard.is_none();
+    let shards = shards(&inventory, &wanted, config.shard_target_events, splits);
     let used: BTreeSet<&str> = shards
         .iter()
         .flat_map(|s| s.segments.iter().map(String::as_str))
@@ -156,9 +159,25 @@ pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
             / NOMINAL_EVENTS_PER_SECOND_PER_WORKER,
     };
     let mut warnings = Vec::new();
-    if let Some(why) =
-        split_hazard(&catalog, &config.projection.sql, &config.projection.key).await?
-    {
+    if let Some(why) = hazard {
+        let whole: Vec<String> = inventory
+            .partitions
+            .iter()
+            .filter(|p| {
+                wanted.contains(&p.partition) && shares(p.rows, config.shard_target_events) >= 2
+            })
+            .take(5)
+            .map(|p| format!("{} ({} events)", p.partition, p.rows))
+            .collect();
+        if !whole.is_empty() {
+            warnings.push(format!(
+                "partitions of 1.5 × shards.target_events ({}) or more are replayed whole, \
+                 each by one worker, instead of split into sub-shards, because the \
+                 projection's streams cannot be replayed apart ({why}): {}",
+                config.shard_target_events,
+                whole.join(", ")
+            ));
+        }
         let warning = if shards.len() > 1 {
             format!(
                 "projection.sql: {why}; the plan has {} shards, each folded apart, so two \
@@ -273,30 +292,69 @@ fn coverage(
     }
 }
 
+/// Sub-shards a partition is split into at most (its shares of streams).
+const MAX_SPLIT: u64 = 256;
+
+/// The sub-shards a partition of `rows` rows would be split into: `round(rows / target)`,
+/// at most [`MAX_SPLIT`] (below 2: not split).
+fn shares(rows: u64, target: u64) -> u64 {
+    let target = target.max(1);
+    (rows.saturating_add(target / 2) / target).min(MAX_SPLIT)
+}
+
 /// Groups the wanted partitions, ascending, into shards of about `target_events` rows: a
-/// partition that would take a non-empty shard past the target starts the next shard (a
-/// partition is never split, so one larger than the target is a shard of its own).
-fn shards(inventory: &Inventory, wanted: &BTreeSet<i32>, target_events: u64) -> Vec<ShardPlan> {
-    let mut groups: Vec<(Vec<i32>, u64)> = Vec::new();
+/// partition that would take a non-empty shard past the target starts the next shard. A
+/// partition larger than the target is a shard of its own or, when `splits` (the
+/// projection is keyed by stream) and it holds at least 1.5 targets, `round(rows /
+/// target)` sub-shards (at most [`MAX_SPLIT`]), each replaying one share of its streams
+/// ([`Split`]) and estimated at an equal share of its rows. Every sub-shard reads the
+/// whole partition, so one barely past the target is not split in two.
+fn shards(
+    inventory: &Inventory,
+    wanted: &BTreeSet<i32>,
+    target_events: u64,
+    splits: bool,
+) -> Vec<ShardPlan> {
+    let target = target_events.max(1);
+    // (partitions, rows, split)
+    let mut groups: Vec<(Vec<i32>, u64, Option<Split>)> = Vec::new();
     let mut current: (Vec<i32>, u64) = (Vec::new(), 0);
     for p in inventory
         .partitions
         .iter()
         .filter(|p| wanted.contains(&p.partition))
     {
-        if !current.0.is_empty() && current.1 + p.rows > target_events.max(1) && current.1 > 0 {
-            groups.push(std::mem::take(&mut current));
+        let of = shares(p.rows, target);
+        if splits && of >= 2 {
+            if !current.0.is_empty() {
+                let (partitions, rows) = std::mem::take(&mut current);
+                groups.push((partitions, rows, None));
+            }
+            for bucket in 0..of {
+                // Equal shares whose sum is the partition's rows.
+                let rows = p.rows * (bucket + 1) / of - p.rows * bucket / of;
+                let split = Split {
+                    bucket: bucket as u32,
+                    of: of as u32,
+                };
+                groups.push((vec![p.partition], rows, Some(split)));
+            }
+            continue;
+        }
+        if !current.0.is_empty() && current.1 + p.rows > target && current.1 > 0 {
+            let (partitions, rows) = std::mem::take(&mut current);
+            groups.push((partitions, rows, None));
         }
         current.0.push(p.partition);
         current.1 += p.rows;
     }
     if !current.0.is_empty() {
-        groups.push(current);
+        groups.push((current.0, current.1, None));
     }
     groups
         .into_iter()
         .enumerate()
-        .map(|(i, (partitions, rows))| {
+        .map(|(i, (partitions, rows, split))| {
             let set: BTreeSet<i32> = partitions.iter().copied().collect();
             let segments: Vec<_> = inventory
                 .segments
@@ -309,6 +367,7 @@ fn shards(inventory: &Inventory, wanted: &BTreeSet<i32>, target_events: u64) -> 
                 segments: segments.iter().map(|s| s.path.clone()).collect(),
                 rows,
                 bytes: segments.iter().map(|s| s.bytes).sum(),
+                split,
             }
         })
         .collect()
@@ -345,17 +404,50 @@ mod tests {
     fn shards_group_whole_partitions_near_the_target() {
         let inv = inventory(&[40, 40, 40, 100, 10]);
         let all: BTreeSet<i32> = (0..5).collect();
-        let shards = shards(&inv, &all, 100);
+        let shards = shards(&inv, &all, 100, true);
         let parts: Vec<_> = shards.iter().map(|s| s.partitions.clone()).collect();
         assert_eq!(parts, vec![vec![0, 1], vec![2], vec![3], vec![4]]);
         assert_eq!(shards[0].id, "shard-00000");
-        let one = super::shards(&inv, &all, u64::MAX);
+        assert!(shards.iter().all(|s| s.split.is_none()));
+        let one = super::shards(&inv, &all, u64::MAX, true);
         assert_eq!(one.len(), 1);
         let canary: BTreeSet<i32> = [1, 3].into();
-        let parts: Vec<_> = super::shards(&inv, &canary, 1000)
+        let parts: Vec<_> = super::shards(&inv, &canary, 1000, true)
             .into_iter()
             .map(|s| s.partitions)
             .collect();
         assert_eq!(parts, vec![vec![1, 3]]);
+    }
+
+    #[test]
+    fn a_partition_past_the_target_is_split_into_shares_of_its_streams() {
+        let inv = inventory(&[40, 250, 40, 40, 140]);
+        let all: BTreeSet<i32> = (0..5).collect();
+        let shards = shards(&inv, &all, 100, true);
+        let got: Vec<_> = shards
+            .iter()
+            .map(|s| (s.id.as_str(), s.partitions.clone(), s.rows, s.split))
+            .collect();
+        let share = |bucket| Some(Split { bucket, of: 3 });
+        assert_eq!(
+            got,
+            vec![
+                ("shard-00000", vec![0], 40, None),
+                ("shard-00001", vec![1], 83, share(0)),
+                ("shard-00002", vec![1], 83, share(1)),
+                ("shard-00003", vec![1], 84, share(2)),
+                ("shard-00004", vec![2, 3], 80, None),
+                // 1.4 targets: whole, as a shard of its own.
+                ("shard-00005", vec![4], 140, None),
+            ]
+        );
+        // A projection whose streams cannot be replayed apart keeps partitions whole.
+        let whole = super::shards(&inv, &all, 100, false);
+        assert!(whole.iter().all(|s| s.split.is_none()), "{whole:?}");
+        assert_eq!(whole.len(), 4);
+        // At most MAX_SPLIT shares.
+        let huge = super::shards(&inventory(&[10_000]), &[0].into(), 1, true);
+        assert_eq!(huge.len(), MAX_SPLIT as usize);
+        assert_eq!(huge.iter().map(|s| s.rows).sum::<u64>(), 10_000);
     }
 }

@@ -27,8 +27,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use replayfleet_archive::Location;
 use replayfleet_queue::{RunPhase, RunStore};
 use replayfleet_replay::{
-    Fingerprint, Lineage, Plan, ShardPlan, SpillDir, Target, columns, query_only, quote, session,
-    sha256_hex, to_json_bytes,
+    Fingerprint, Lineage, Plan, ShardPlan, SpillDir, Split, Target, columns, query_only, quote,
+    session, sha256_hex, to_json_bytes,
 };
 use serde_json::Value;
 
@@ -449,6 +449,7 @@ async fn coverage(
                 run_id: &l.run_id,
                 shard: &l.shard,
                 partitions: &l.partitions,
+                split: l.split,
             })
         })
         .collect();
@@ -458,7 +459,10 @@ async fn coverage(
         .zip(&plan.shards)
         .filter_map(|(l, shard)| {
             l.filter(|l| {
-                l.run_id == plan.run_id && l.shard == shard.id && l.partitions == shard.partitions
+                l.run_id == plan.run_id
+                    && l.shard == shard.id
+                    && l.partitions == shard.partitions
+                    && l.split == shard.split
             })
         })
         .collect())
@@ -469,11 +473,13 @@ struct Covered<'a> {
     run_id: &'a str,
     shard: &'a str,
     partitions: &'a [i32],
+    split: Option<Split>,
 }
 
 /// The coverage check over what each planned shard's manifest (`found`, in the plan's
 /// order; `None`: no manifest) says: every shard has one, of this run and shard, over
-/// exactly the planned partitions, and no partition is planned twice.
+/// exactly the planned partitions (and share of streams), and every partition is planned
+/// once: in one shard, or in sub-shards that split it into shares `0..of` of one `of`.
 fn coverage_check(
     run_id: &str,
     shards: &[ShardPlan],
@@ -497,15 +503,47 @@ fn coverage_check(
                     shard.id, l.partitions, shard.partitions
                 )));
             }
+            Some(l) if l.split != shard.split => {
+                let share = |s: Option<Split>| {
+                    s.map_or("every stream".to_owned(), |s| format!("share {s}"))
+                };
+                problems.push(Value::from(format!(
+                    "{}: covers {} of its partitions' streams, planned {}",
+                    shard.id,
+                    share(l.split),
+                    share(shard.split)
+                )));
+            }
             Some(_) => {}
         }
     }
-    let mut seen = std::collections::BTreeSet::new();
+    let mut planned: std::collections::BTreeMap<i32, Vec<Option<Split>>> = Default::default();
     for shard in shards {
         for p in &shard.partitions {
-            if !seen.insert(*p) {
-                problems.push(Value::from(format!("partition {p} is in two shards")));
-            }
+            planned.entry(*p).or_default().push(shard.split);
+        }
+    }
+    for (p, splits) in planned {
+        let whole = splits.len() == 1 && splits[0].is_none();
+        let shares: std::collections::BTreeSet<(u32, u32)> =
+            splits.iter().flatten().map(|s| (s.bucket, s.of)).collect();
+        let of = splits.first().copied().flatten().map_or(0, |s| s.of);
+        let split_once = splits.iter().all(Option::is_some)
+            && shares.len() == splits.len()
+            && shares == (0..of).map(|b| (b, of)).collect();
+        if !whole && !split_once {
+            problems.push(Value::from(if splits.iter().all(Option::is_none) {
+                format!("partition {p} is in two shards")
+            } else {
+                format!(
+                    "partition {p} is not split into shares 0..n of one n: {}",
+                    splits
+                        .iter()
+                        .map(|s| s.map_or("whole".to_owned(), |s| s.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }));
         }
     }
     check(
@@ -1144,6 +1182,14 @@ mod tests {
             segments: Vec::new(),
             rows: 0,
             bytes: 0,
+            split: None,
+        }
+    }
+
+    fn sub(id: &str, partition: i32, bucket: u32, of: u32) -> ShardPlan {
+        ShardPlan {
+            split: Some(Split { bucket, of }),
+            ..shard(id, &[partition])
         }
     }
 
@@ -1155,6 +1201,7 @@ mod tests {
                 run_id,
                 shard,
                 partitions,
+                split: None,
             })
         };
         let whole = coverage_check(
@@ -1217,6 +1264,66 @@ mod tests {
             ],
         );
         assert_eq!(twice.samples, vec![json!("partition 1 is in two shards")]);
+    }
+
+    #[test]
+    fn coverage_takes_a_partition_split_into_every_share_once() {
+        let check = |shards: &[ShardPlan], found: &[Option<Split>]| {
+            let covered: Vec<_> = shards
+                .iter()
+                .zip(found)
+                .map(|(s, split)| {
+                    Some(Covered {
+                        run_id: "r",
+                        shard: &s.id,
+                        partitions: &s.partitions,
+                        split: *split,
+                    })
+                })
+                .collect();
+            coverage_check("r", shards, &covered)
+        };
+        let split = [
+            shard("shard-0", &[0]),
+            sub("shard-1", 1, 0, 3),
+            sub("shard-2", 1, 1, 3),
+            sub("shard-3", 1, 2, 3),
+        ];
+        let planned: Vec<_> = split.iter().map(|s| s.split).collect();
+        let whole = check(&split, &planned);
+        assert!(whole.passed, "{whole:?}");
+
+        // A manifest of another share than planned.
+        let mut found = planned.clone();
+        found[2] = Some(Split { bucket: 2, of: 3 });
+        let wrong = check(&split, &found);
+        assert_eq!(
+            wrong.samples,
+            vec![json!(
+                "shard-2: covers share 2/3 of its partitions' streams, planned share 1/3"
+            )]
+        );
+
+        // A share missing from the plan, a share twice, a whole shard beside shares.
+        let short = &split[..3];
+        let missing = check(short, &planned[..3]);
+        assert_eq!(
+            missing.samples,
+            vec![json!(
+                "partition 1 is not split into shares 0..n of one n: 0/3, 1/3"
+            )]
+        );
+        let twice = [sub("a", 1, 0, 2), sub("b", 1, 0, 2), sub("c", 1, 1, 2)];
+        let found: Vec<_> = twice.iter().map(|s| s.split).collect();
+        assert!(!check(&twice, &found).passed);
+        let mixed = [shard("a", &[1]), sub("b", 1, 0, 1)];
+        let found: Vec<_> = mixed.iter().map(|s| s.split).collect();
+        assert_eq!(
+            check(&mixed, &found).samples,
+            vec![json!(
+                "partition 1 is not split into shares 0..n of one n: whole, 0/1"
+            )]
+        );
     }
 
     /// The diff of `new` against `base` rows, as a run (`windowed` false) or a window.

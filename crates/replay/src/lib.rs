@@ -50,8 +50,8 @@ pub use lineage::{
 };
 pub use plan::{
     Build, ChecksSnapshot, Column, ContractFile, ContractsSnapshot, InputSegment, LONG_VERSION,
-    PLAN_FORMAT_VERSION, Plan, ProjectionSnapshot, ShardPlan, SourceSnapshot, TypeCoverage,
-    shard_id,
+    PLAN_FORMAT_VERSION, Plan, ProjectionSnapshot, ShardPlan, SourceSnapshot, Split, TypeCoverage,
+    shard_id, stream_bucket,
 };
 pub use project::{
     check_invariants, check_projection, columns, events_schema, keyed_query, limit_message,

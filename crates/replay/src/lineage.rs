@@ -32,6 +32,9 @@ pub struct Lineage {
     pub finished_at: DateTime<Utc>,
     /// Its partitions.
     pub partitions: Vec<i32>,
+    /// For a sub-shard, the share of its partition's streams it replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<crate::plan::Split>,
     /// Every segment it read.
     pub inputs: Vec<LineageInput>,
     /// What it applied.

@@ -267,19 +267,56 @@ impl InputSegment {
     }
 }
 
-/// One shard: whole partitions.
+/// One shard: whole partitions, or one share of the streams of one partition (a
+/// sub-shard, [`Split`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardPlan {
     /// `shard-00000`, ...
     pub id: String,
-    /// Its partitions, ascending.
+    /// Its partitions, ascending (one, for a sub-shard).
     pub partitions: Vec<i32>,
     /// The segments holding rows of them, by path.
     pub segments: Vec<String>,
-    /// Rows of its partitions in those segments (before windows and deduplication).
+    /// Rows of its partitions in those segments (before windows and deduplication); for
+    /// a sub-shard, its estimated share of them.
     pub rows: u64,
-    /// Bytes of those segments.
+    /// Bytes of those segments (a sub-shard reads all of them).
     pub bytes: u64,
+    /// `None`: every stream of its partitions. Otherwise the share of the partition's
+    /// streams it replays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+}
+
+/// A share of one partition's streams: bucket `bucket` of `of`, the streams whose
+/// [`stream_bucket`] is `bucket`. The `of` sub-shards of a partition together replay
+/// every stream of it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Split {
+    /// Which share, from 0.
+    pub bucket: u32,
+    /// How many shares the partition is split into.
+    pub of: u32,
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.bucket, self.of)
+    }
+}
+
+/// The hash of a stream id that places it: XXH3-64 of its UTF-8 bytes (seed 0), read as
+/// a fraction of 2^64.
+pub(crate) fn stream_hash(stream_id: &str) -> u64 {
+    twox_hash::XxHash3_64::oneshot(stream_id.as_bytes())
+}
+
+/// The share of `of` a stream belongs to: `floor(hash × of / 2^64)`, where `hash` is the
+/// XXH3-64 (seed 0) of its id's UTF-8 bytes. A null stream id belongs to share 0.
+pub fn stream_bucket(stream_id: Option<&str>, of: u32) -> u32 {
+    stream_id.map_or(0, |s| {
+        ((u128::from(stream_hash(s)) * u128::from(of)) >> 64) as u32
+    })
 }
 
 /// An (event type, version) pair present and where it stands.

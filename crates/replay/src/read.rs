@@ -39,8 +39,11 @@ use crate::{
     layout::sha256_hex,
     lineage::LineageInput,
     order::arrow_error,
-    plan::{InputSegment, Plan, ShardPlan},
-    raw::{EVENT_ID, OCCURRED_AT, ORD, PARTITION, SEQ, STREAM_ID, ord, raw_schema},
+    plan::{InputSegment, Plan, ShardPlan, Split, stream_bucket, stream_hash},
+    raw::{
+        EVENT_ID, EVENT_TYPE, METADATA, OCCURRED_AT, ORD, PARTITION, PAYLOAD, SEQ, STREAM_ID, ord,
+        raw_schema,
+    },
     store::{Source, Store},
 };
 
@@ -104,9 +107,15 @@ impl std::hash::Hasher for Spread {
     }
 }
 
-/// The bucket a stream belongs to: a fixed hash of its id, spread over `buckets`.
-pub(crate) fn bucket_of(stream_id: &str, buckets: usize) -> usize {
-    let h = twox_hash::XxHash3_64::oneshot(stream_id.as_bytes());
+/// The bucket a stream belongs to: a fixed hash of its id, spread over `buckets`. In a
+/// sub-shard, the hash's place inside the sub-shard's share is spread instead, so that
+/// its streams fill every bucket.
+pub(crate) fn bucket_of(stream_id: &str, split: Option<Split>, buckets: usize) -> usize {
+    let mut h = stream_hash(stream_id);
+    if let Some(split) = split {
+        // The fraction left once the share is taken off: `hash × of mod 2^64`.
+        h = (u128::from(h) * u128::from(split.of)) as u64;
+    }
     ((u128::from(h) * buckets as u128) >> 64) as usize
 }
 
@@ -252,6 +261,9 @@ struct Job {
     needed: [bool; ORD],
     partitions: Arc<BTreeSet<i32>>,
     buckets: usize,
+    /// A sub-shard's share: the other rows of its partition are read too, kept in bucket
+    /// `buckets` with only what finding duplicates and gaps needs ([`foreign_rows`]).
+    split: Option<Split>,
     pacer: Option<Arc<dyn Pacer>>,
     store: Store,
     /// Counted against the store's budget as they grow (they cannot spill).
@@ -262,6 +274,8 @@ struct Job {
 /// bytes of rows in memory (the rest spills to disk), keeping which envelope columns.
 pub(crate) struct ReadOptions {
     pub buckets: usize,
+    /// A sub-shard's share of its partition's streams (see [`Job::split`]).
+    pub split: Option<Split>,
     pub threads: usize,
     pub budget: usize,
     /// Bytes of fetched segments held until decoded (at least one segment).
@@ -280,6 +294,7 @@ pub(crate) async fn read_shard(
 ) -> Result<Read> {
     let ReadOptions {
         buckets,
+        split: share,
         threads,
         budget,
         fetch_budget,
@@ -306,9 +321,10 @@ pub(crate) async fn read_shard(
         needed,
         partitions: Arc::new(shard.partitions.iter().copied().collect()),
         buckets,
+        split: share,
         pacer,
         store: Store::new(
-            buckets,
+            buckets + usize::from(share.is_some()),
             budget,
             shard.rows,
             plan.spill_dir.as_deref().map(std::path::PathBuf::from),
@@ -507,8 +523,28 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
             &job.plan.window,
             &job.needed,
         )?;
+        let kept = match job.split {
+            None => kept,
+            Some(split) => {
+                let (own, foreign) = own_rows(&kept, split)?;
+                if foreign.num_rows() > 0 {
+                    let foreign = foreign_rows(&foreign, part.segment, &undecodable)?;
+                    let tag = job.buckets as u64;
+                    let ids = foreign.column(EVENT_ID).as_string::<i32>();
+                    for id in ids.iter().flatten() {
+                        let d = id_digest(id) | tag;
+                        digests[(d >> 56) as usize].push(d);
+                    }
+                    let bytes = foreign.get_array_memory_size();
+                    job.store.push(vec![(job.buckets, foreign)], bytes)?;
+                }
+                own
+            }
+        };
         let n = kept.num_rows();
         if n == 0 {
+            let grown = job.digests.append(&mut digests);
+            job.store.hold(grown as isize)?;
             continue;
         }
         if let Some(pacer) = &job.pacer {
@@ -543,7 +579,7 @@ async fn read_part(job: &Job, part: Part) -> Result<PartRead> {
             }
             kept
         };
-        let (pieces, bytes) = route(&kept, job.buckets, &mut digests)?;
+        let (pieces, bytes) = route(&kept, job.buckets, job.split, &mut digests)?;
         job.store.push(pieces, bytes)?;
         let grown = job.digests.append(&mut digests);
         job.store.hold(grown as isize)?;
@@ -668,11 +704,61 @@ fn keep(
     filter_record_batch(&with_ord, &mask).map_err(arrow_error)
 }
 
+/// A sub-shard's rows of `kept` (those whose stream is in its share; a null stream id
+/// belongs to share 0), and the others.
+fn own_rows(kept: &RecordBatch, split: Split) -> Result<(RecordBatch, RecordBatch)> {
+    let streams = kept.column(STREAM_ID).as_string::<i32>();
+    let own: BooleanArray = streams
+        .iter()
+        .map(|s| Some(stream_bucket(s, split.of) == split.bucket))
+        .collect();
+    if own.true_count() == kept.num_rows() {
+        return Ok((kept.clone(), kept.slice(0, 0)));
+    }
+    let foreign = arrow::compute::not(&own).map_err(arrow_error)?;
+    Ok((
+        filter_record_batch(kept, &own).map_err(arrow_error)?,
+        filter_record_batch(kept, &foreign).map_err(arrow_error)?,
+    ))
+}
+
+/// Rows of other sub-shards of the partition, as a sub-shard keeps them: only to order
+/// copies of an event id across the split (which copy is first) and, with
+/// `source.contiguous_seq`, to see which seqs the partition holds. They keep their id,
+/// stream, partition, seq and `__ord`; the type, version and payload keep only whether
+/// they are null (an envelope null keeps a row from being compared), the rest is null.
+/// Rows that could not be decoded are dropped: they are never compared.
+fn foreign_rows(
+    rows: &RecordBatch,
+    segment: usize,
+    undecodable: &[Undecodable],
+) -> Result<RecordBatch> {
+    let rows = if undecodable.is_empty() {
+        rows.clone()
+    } else {
+        set_aside(rows, segment, undecodable.to_vec())?.0
+    };
+    let blank = |c: &ArrayRef| -> ArrayRef {
+        let text = c.as_string::<i32>();
+        Arc::new(arrow::array::StringArray::from_iter(
+            text.iter().map(|v| v.map(|_| "")),
+        ))
+    };
+    let mut columns = rows.columns().to_vec();
+    columns[EVENT_TYPE] = blank(&columns[EVENT_TYPE]);
+    columns[PAYLOAD] = blank(&columns[PAYLOAD]);
+    for c in [OCCURRED_AT, METADATA] {
+        columns[c] = new_null_array(columns[c].data_type(), rows.num_rows());
+    }
+    RecordBatch::try_new(rows.schema(), columns).map_err(arrow_error)
+}
+
 /// Splits kept rows by bucket (one `take`, then slices) and records their id digests
 /// (by range, see [`IdDigests`]); returns the pieces and the memory they hold.
 fn route(
     kept: &RecordBatch,
     buckets: usize,
+    split: Option<Split>,
     digests: &mut [Vec<u64>],
 ) -> Result<(Vec<(usize, RecordBatch)>, usize)> {
     let n = kept.num_rows();
@@ -690,7 +776,7 @@ fn route(
             if streams.is_null(i) {
                 0
             } else {
-                bucket_of(streams.value(i), buckets) as u32
+                bucket_of(streams.value(i), split, buckets) as u32
             }
         })
         .collect();
@@ -840,13 +926,46 @@ mod tests {
     fn buckets_spread_streams_and_are_stable() {
         let mut seen = vec![0usize; 16];
         for i in 0..16_000 {
-            seen[bucket_of(&format!("acc-{i:06}"), 16)] += 1;
+            seen[bucket_of(&format!("acc-{i:06}"), None, 16)] += 1;
         }
         assert!(seen.iter().all(|n| (800..1200).contains(n)), "{seen:?}");
         // A fixed hash: the same stream lands in the same bucket on every machine.
-        assert_eq!(bucket_of("acc-000001", 16), bucket_of("acc-000001", 16));
-        assert_eq!(bucket_of("anything", 1), 0);
+        assert_eq!(
+            bucket_of("acc-000001", None, 16),
+            bucket_of("acc-000001", None, 16)
+        );
+        assert_eq!(bucket_of("anything", None, 1), 0);
         assert_eq!(id_digest("e") & 0xff, 0);
+    }
+
+    #[test]
+    fn a_sub_shards_streams_fill_all_of_its_buckets() {
+        // 3 shares; share 1's streams over 8 buckets.
+        let split = Split { bucket: 1, of: 3 };
+        let mut seen = [0u32; 8];
+        let mut shares = [0u32; 3];
+        for i in 0..48_000 {
+            let stream = format!("acc-{i:06}");
+            let share = stream_bucket(Some(&stream), 3);
+            shares[share as usize] += 1;
+            if share == 1 {
+                seen[bucket_of(&stream, Some(split), 8)] += 1;
+            }
+        }
+        assert!(
+            shares.iter().all(|n| (15_000..17_000).contains(n)),
+            "{shares:?}"
+        );
+        assert!(seen.iter().all(|n| (1_700..2_300).contains(n)), "{seen:?}");
+        // A null stream is share 0's; one share is everything.
+        assert_eq!(stream_bucket(None, 5), 0);
+        assert_eq!(stream_bucket(Some("x"), 1), 0);
+        // The documented formula: floor(xxh3_64(id) × of / 2^64).
+        let h = twox_hash::XxHash3_64::oneshot(b"acc-000001");
+        assert_eq!(
+            stream_bucket(Some("acc-000001"), 7),
+            ((u128::from(h) * 7) >> 64) as u32
+        );
     }
 
     /// The rows out of order of a segment's partition, row by row (the definition).

@@ -215,6 +215,7 @@ pub async fn replay_shard(job: &ShardJob) -> Result<ShardOutcome> {
         started_at,
         finished_at: Utc::now(),
         partitions: shard.partitions.clone(),
+        split: shard.split,
         inputs,
         applied,
         outputs,
@@ -303,8 +304,19 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
     let threads = threads();
     let full = events_schema(&job.catalog);
     let fold = Fold::new(&full, &plan.projection.sql, &plan.projection.key).await?;
+    if shard.split.is_some() && !fold.keyed_by_stream {
+        return Err(Error::Format {
+            path: crate::Target::plan_path(&plan.run_id),
+            message: format!(
+                "shard {} replays a share of partition {:?}'s streams, but the projection \
+                 is not keyed by stream: plan the run again",
+                shard.id, shard.partitions
+            ),
+        });
+    }
     let buckets = if fold.local {
-        bucket_count(shard.rows)
+        // A sub-shard's other rows take the bucket after its own.
+        bucket_count(shard.rows).min(MAX_BUCKETS as usize - usize::from(shard.split.is_some()))
     } else {
         1
     };
@@ -324,6 +336,7 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
         job.pacer.clone(),
         ReadOptions {
             buckets,
+            split: shard.split,
             threads,
             budget,
             fetch_budget,
@@ -336,7 +349,10 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
         tracing::info!(shard = %shard.id, rows = read.spilled_rows, "rows spilled to disk: the shard's rows exceed 70% of limits.memory");
     }
     let _spill = read.spill;
+    // A sub-shard's last source holds its partition's other rows: they take part in
+    // ordering copies of an id and in finding gaps, and are neither upcast nor folded.
     let sources: Vec<Arc<Source>> = read.buckets.into_iter().map(Arc::new).collect();
+    let own = sources.len() - usize::from(shard.split.is_some());
     let policies = Policies::new(plan, &shard.id, &shard.segments);
     // Rows that could not be decoded go no further: their anomalies come first (a halt
     // among them is the shard's error before any other stage runs).
@@ -414,7 +430,7 @@ async fn replay(job: &ShardJob, shard: &ShardPlan) -> Result<Replayed> {
     )?);
     // One time budget for the shard's folds, together (`limits.projection_time`).
     let deadline = Deadline::after(plan.projection_time_ms);
-    let work: Vec<_> = sources.into_iter().zip(gaps).collect();
+    let work: Vec<_> = sources.into_iter().take(own).zip(gaps).collect();
     let folded = each(&shard.id, &permits, work, |_, (source, gaps)| {
         let (catalog, policies, shape, fold, halted, repeated, winners) = (
             job.catalog.clone(),

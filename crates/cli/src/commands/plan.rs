@@ -37,11 +37,21 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<u8> {
 pub fn render(planned: &Planned) -> String {
     let plan = &planned.plan;
     let mut out = String::new();
-    let mut shards = Table::new(&["shard", "partitions", "segments", "rows", "bytes"]);
+    let mut shards = Table::new(&[
+        "shard",
+        "partitions",
+        "streams",
+        "segments",
+        "rows",
+        "bytes",
+    ]);
     for s in &plan.shards {
         shards.row(vec![
             s.id.clone(),
             ranges(&s.partitions),
+            // A sub-shard replays one share of its partition's streams (bucket/of).
+            s.split
+                .map_or_else(|| "all".to_owned(), |s| format!("bucket {s}")),
             s.segments.len().to_string(),
             thousands(s.rows),
             human_bytes(s.bytes),
