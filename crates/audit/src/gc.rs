@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use replayfleet_finalizer::{Commit, added_files, history};
+use replayfleet_finalizer::{Commit, history, history_and_added_files};
 use replayfleet_replay::{Lineage, Target, TargetPath};
 use serde::Serialize;
 
@@ -77,10 +77,10 @@ pub async fn gc(target: &Target, options: &GcOptions) -> Result<Collected> {
     let older_than = chrono::Duration::from_std(options.older_than)
         .map_err(|_| Error::Input("--older-than is too long".into()))?;
     let cutoff = options.now - older_than;
-    let commits = history(target).await?;
+    let (commits, added) = history_and_added_files(target).await?;
     let mut protected = protected(&commits);
     // Every file any Delta version adds: a reader time-travelling to it reads them.
-    protected.extend(added_files(target).await?);
+    protected.extend(added);
     let mut referenced: BTreeSet<String> = commits.iter().map(|c| c.run_id.clone()).collect();
     referenced.extend(
         protected

@@ -359,22 +359,27 @@ impl Emitter {
 
     /// The projection as a whole: the Delta table at the target, at the version the run
     /// committed (`datasetVersion`), after the segments it is made of.
-    fn table_dataset(&self, version: u64, rows: u64) -> Value {
-        let (namespace, name) = dataset_name(&self.plan.target, "");
+    /// The projection's columns, as a SchemaDatasetFacet.
+    fn schema_facet(&self) -> Value {
         let fields: Vec<Value> = self
             .plan
             .output_columns
             .iter()
             .map(|c| json!({"name": c.name, "type": c.data_type}))
             .collect();
+        self.standard(
+            "1-1-1/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
+            json!({"fields": fields}),
+        )
+    }
+
+    fn table_dataset(&self, version: u64, rows: u64) -> Value {
+        let (namespace, name) = dataset_name(&self.plan.target, "");
         json!({
             "namespace": namespace,
             "name": name.trim_end_matches('/'),
             "facets": {
-                "schema": self.standard(
-                    "1-1-1/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
-                    json!({"fields": fields}),
-                ),
+                "schema": self.schema_facet(),
                 "storage": self.standard(
                     "1-0-1/StorageDatasetFacet.json#/$defs/StorageDatasetFacet",
                     json!({"storageLayer": "delta", "fileFormat": "parquet"}),
@@ -395,20 +400,11 @@ impl Emitter {
 
     fn output_dataset(&self, file: &OutputFile) -> Value {
         let (namespace, name) = dataset_name(&self.plan.target, &file.path);
-        let fields: Vec<Value> = self
-            .plan
-            .output_columns
-            .iter()
-            .map(|c| json!({"name": c.name, "type": c.data_type}))
-            .collect();
         json!({
             "namespace": namespace,
             "name": name,
             "facets": {
-                "schema": self.standard(
-                    "1-1-1/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
-                    json!({"fields": fields}),
-                ),
+                "schema": self.schema_facet(),
                 "version": self.standard(
                     "1-0-1/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet",
                     json!({"datasetVersion": file.sha256}),

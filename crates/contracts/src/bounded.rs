@@ -18,7 +18,7 @@
 //! regular expressions run in linear time).
 
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -270,27 +270,18 @@ impl<'a> Arg<'a> {
         if row >= array.len() || array.is_null(row) {
             return None;
         }
-        let per_unit: i128 = match array.data_type() {
-            DataType::Date32 => 86_400_000_000_000,
-            DataType::Date64 => 1_000_000,
-            DataType::Timestamp(unit, _) => match unit {
-                TimeUnit::Second => 1_000_000_000,
-                TimeUnit::Millisecond => 1_000_000,
-                TimeUnit::Microsecond => 1_000,
-                TimeUnit::Nanosecond => 1,
-            },
+        // (the value, nanoseconds per unit)
+        let (value, per_unit): (i64, i128) = match ScalarValue::try_from_array(array, row).ok()? {
+            ScalarValue::Date32(Some(days)) => (i64::from(days), 86_400_000_000_000),
+            ScalarValue::Date64(Some(v)) | ScalarValue::TimestampMillisecond(Some(v), _) => {
+                (v, 1_000_000)
+            }
+            ScalarValue::TimestampSecond(Some(v), _) => (v, 1_000_000_000),
+            ScalarValue::TimestampMicrosecond(Some(v), _) => (v, 1_000),
+            ScalarValue::TimestampNanosecond(Some(v), _) => (v, 1),
             _ => return None,
         };
-        let value = match ScalarValue::try_from_array(array, row).ok()? {
-            ScalarValue::Date32(Some(v)) => i128::from(v),
-            ScalarValue::Date64(Some(v))
-            | ScalarValue::TimestampSecond(Some(v), _)
-            | ScalarValue::TimestampMillisecond(Some(v), _)
-            | ScalarValue::TimestampMicrosecond(Some(v), _)
-            | ScalarValue::TimestampNanosecond(Some(v), _) => i128::from(v),
-            _ => return None,
-        };
-        Some(value * per_unit)
+        Some(i128::from(value) * per_unit)
     }
 
     /// The shortest time one step of the interval in `row` can advance, in nanoseconds

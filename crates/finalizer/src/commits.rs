@@ -231,20 +231,24 @@ pub async fn table_files(
     Ok(Some(files))
 }
 
-/// Every file an `add` of any version of the Delta log names (what `gc` never deletes).
+/// The history ([`history`]) and every file an `add` of any version of the Delta log
+/// names (what `gc` never deletes), from one read of the log.
 ///
 /// # Errors
 ///
 /// As [`history`].
-pub async fn added_files(target: &Target) -> Result<std::collections::BTreeSet<String>> {
-    Ok(read_log(target)
-        .await?
+pub async fn history_and_added_files(
+    target: &Target,
+) -> Result<(Vec<Commit>, std::collections::BTreeSet<String>)> {
+    let log = read_log(target).await?;
+    let added = log
         .entries
         .iter()
         .flat_map(|e| &e.files)
         .filter(|f| f.add)
         .map(|f| f.path.clone())
-        .collect())
+        .collect();
+    Ok((log.commits, added))
 }
 
 /// The current (highest) commit, if any.
@@ -349,32 +353,17 @@ pub(crate) async fn create(
             message: "no metaData".into(),
         })?;
     let mut change = TableChange::default();
-    let mut stats = BTreeMap::new();
-    match table {
+    let stats: std::borrow::Cow<'_, BTreeMap<String, String>> = match table {
         TableOf::Schema(schema, read) => {
-            stats.clone_from(read);
             let id = current
                 .get("id")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             let (metadata, protocol) = delta::table_of(id, commit, schema, created_ms)?;
-            if !same_table(&metadata, &current) {
-                change.metadata = Some(metadata);
-            }
-            if log.protocol().is_none_or(|p| !covers(p, &protocol)) {
-                change.protocol = Some(protocol);
-            }
+            change = change_to(&current, log.protocol(), metadata, protocol);
+            std::borrow::Cow::Borrowed(read)
         }
         TableOf::AsOf(version) => {
-            // the statistics the restored files were added with
-            stats = log
-                .entries
-                .iter()
-                .filter(|e| e.version == version)
-                .flat_map(|e| &e.files)
-                .filter(|f| f.add)
-                .filter_map(|f| Some((f.path.clone(), f.stats.clone()?)))
-                .collect();
             if let Some(then) = log.metadata_at(version)
                 && !same_table(then, &current)
             {
@@ -382,8 +371,18 @@ pub(crate) async fn create(
                 metadata["createdTime"] = created_ms.into();
                 change.metadata = Some(metadata);
             }
+            // the statistics the restored files were added with
+            std::borrow::Cow::Owned(
+                log.entries
+                    .iter()
+                    .filter(|e| e.version == version)
+                    .flat_map(|e| &e.files)
+                    .filter(|f| f.add)
+                    .filter_map(|f| Some((f.path.clone(), f.stats.clone()?)))
+                    .collect(),
+            )
         }
-    }
+    };
     let previous = log
         .commits
         .iter()
@@ -495,18 +494,17 @@ pub async fn migrate(target: &Target) -> Result<Migrated> {
         let ms = commit.committed_at.timestamp_millis();
         let (new_metadata, new_protocol) = delta::table_of(&id, commit, &schema, ms)?;
         let mut change = TableChange::default();
-        match (&metadata, &protocol) {
-            (Some(m), Some(p)) => {
-                if !same_table(m, &new_metadata) {
-                    change.metadata = Some(new_metadata.clone());
-                    metadata = Some(new_metadata);
+        match &metadata {
+            Some(m) => {
+                change = change_to(m, protocol.as_ref(), new_metadata, new_protocol);
+                if let Some(m) = &change.metadata {
+                    metadata = Some(m.clone());
                 }
-                if !covers(p, &new_protocol) {
-                    change.protocol = Some(new_protocol.clone());
-                    protocol = Some(new_protocol);
+                if let Some(p) = &change.protocol {
+                    protocol = Some(p.clone());
                 }
             }
-            _ => {
+            None => {
                 let bytes = delta::create_bytes(&new_metadata, &new_protocol, ms);
                 put_new(target, 0, bytes).await?;
                 metadata = Some(new_metadata);
@@ -550,6 +548,22 @@ async fn segment_schema(target: &Target, path: &str) -> Result<Schema> {
             message: format!("not a readable Parquet file: {e}"),
         })?;
     Ok(builder.schema().as_ref().clone())
+}
+
+/// What a version writes to take the table from `current` (and its protocol, if any) to
+/// `metadata` and `protocol`: each only when it changes (a protocol never goes down).
+fn change_to(
+    current: &Value,
+    current_protocol: Option<&Value>,
+    metadata: Value,
+    protocol: Value,
+) -> TableChange {
+    TableChange {
+        metadata: (!same_table(&metadata, current)).then_some(metadata),
+        protocol: current_protocol
+            .is_none_or(|p| !covers(p, &protocol))
+            .then_some(protocol),
+    }
 }
 
 /// Whether two `metaData` actions describe the same table (schema and configuration).

@@ -12,8 +12,8 @@ mod error;
 mod finalize;
 
 pub use commits::{
-    Migrated, added_files, check_target, commit_of, committed_version, current, history, migrate,
-    rollback, table_files,
+    Migrated, check_target, commit_of, committed_version, current, history,
+    history_and_added_files, migrate, rollback, table_files,
 };
 pub use delta::FileAction;
 pub use error::{Error, Result};
