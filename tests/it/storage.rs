@@ -244,6 +244,24 @@ fn every_fault_class_at_once_the_embedded_run_commits_once_with_the_fault_free_f
 }
 
 #[test]
+fn truncated_part_file_reads_while_finalizing_are_retried() {
+    // The finalizer re-reads every part file (hash, fingerprint) and its checks read them
+    // again through DataFusion: truncated bodies on both are retried.
+    let setup = S3Setup::new();
+    let expected = setup.reference();
+    let config = setup.config("truncated-parts", "30s", "");
+    setup
+        .proxy
+        .set(Faults::aimed(Fault::TruncatedBody, "/part-", "GET", 8));
+    let out = setup.run(&config);
+    let injected = setup.proxy.injected().of(Fault::TruncatedBody);
+    setup.proxy.heal();
+    succeeded(&out, &setup.proxy);
+    assert_eq!(injected, 8);
+    setup.committed_once("truncated-parts", &expected);
+}
+
+#[test]
 fn truncated_segment_reads_are_detected_and_retried_never_replayed_short() {
     let setup = S3Setup::new();
     let reference = setup.reference_report();

@@ -27,8 +27,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use replayfleet_archive::Location;
 use replayfleet_queue::{RunPhase, RunStore};
 use replayfleet_replay::{
-    Fingerprint, Lineage, Plan, ShardPlan, SpillDir, Split, Target, columns, query_only, quote,
-    session, sha256_hex, to_json_bytes,
+    Fingerprint, Lineage, Plan, ShardPlan, SpillDir, Split, Target, checks_session, columns,
+    query_only, quote, sha256_hex, to_json_bytes,
 };
 use serde_json::Value;
 
@@ -217,38 +217,30 @@ async fn verify(
     inputs_unchanged(source, plan, &mut checks).await?;
 
     // DataFusion's spill files in a locked folder of the finalizer's own, swept after a
-    // kill like a shard's.
+    // kill like a shard's. The checks read the part files from the target as they go, in
+    // the plan's memory limit, on every thread; sorts, aggregations and the diff's join
+    // spill past it.
     let scratch = SpillDir::scratch(plan.spill_dir.as_deref().map(std::path::Path::new))?;
-    let ctx = session(
+    let ctx = checks_session(
         plan.memory_limit_bytes,
         Some(scratch.path()),
         plan.spill_max_bytes,
+        threads(),
     )?;
     let schema = outputs
         .first()
-        .map(|(_, batches, schema)| {
-            batches
-                .first()
-                .map_or_else(|| Arc::clone(schema), |b| b.schema())
-        })
+        .map(|o| Arc::clone(&o.schema))
         .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
     let mut segments = Vec::with_capacity(outputs.len());
     let mut stats = BTreeMap::new();
-    let mut all = Vec::new();
-    for (segment, batches, _) in outputs {
-        // the Delta `add.stats` of the segment, from its rows as read back
-        stats.insert(
-            segment.path.clone(),
-            delta::file_stats(&batches, &plan.projection.key, segment.rows),
-        );
-        segments.push(segment);
-        all.extend(batches);
-    }
     let mut fingerprint = Fingerprint::new();
-    for batch in &all {
-        fingerprint.add_batch(batch)?;
+    for output in outputs {
+        stats.insert(output.segment.path.clone(), output.stats);
+        fingerprint.merge(&output.fingerprint);
+        segments.push(output.segment);
     }
-    register(&ctx, "projection", Arc::clone(&schema), all)?;
+    let paths: Vec<&str> = segments.iter().map(|s| s.path.as_str()).collect();
+    register_files(&ctx, target, "projection", Arc::clone(&schema), &paths)?;
     unique_keys(&ctx, &plan.projection.key, &mut checks).await?;
     anomaly_budget(plan.checks.max_quarantined_ratio, &totals, &mut checks);
     invariants(&ctx, &plan.checks.invariants, &mut checks).await?;
@@ -559,22 +551,50 @@ fn coverage_check(
     )
 }
 
-type Output = (CommitSegment, Vec<RecordBatch>, SchemaRef);
+/// A part file as re-read: its entry in the commit, its Arrow schema, the fingerprint
+/// of its rows and its Delta `add.stats`.
+struct Output {
+    segment: CommitSegment,
+    schema: SchemaRef,
+    fingerprint: Fingerprint,
+    stats: String,
+}
 
-/// Re-reads and re-hashes every output the manifests name, decoding the segments.
+/// What re-reading one file the manifests name found.
+enum Reread {
+    /// A part file whose bytes are the manifest's.
+    Part(Box<Output>),
+    /// An anomalies file whose bytes are the manifest's.
+    Anomalies,
+    /// Missing, or not the manifest's bytes.
+    Problem(String),
+}
+
+/// The threads the finalizer spreads its work over (the runtime's workers).
+fn threads() -> usize {
+    tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_workers())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Re-reads and re-hashes every output the manifests name, decoding each part file on
+/// its own (a few at once, on every thread) for its rows' fingerprint and statistics,
+/// so that no more than a few part files are in memory at once.
 async fn outputs(
     target: &Target,
     plan: &Plan,
     lineages: &[Lineage],
     checks: &mut Vec<CheckResult>,
 ) -> Result<(Vec<Output>, CommitTotals)> {
+    use futures::{StreamExt, TryStreamExt};
     let mut problems = Vec::new();
     let mut out = Vec::new();
     let mut totals = CommitTotals {
         shards: plan.shards.len() as u64,
         ..CommitTotals::default()
     };
-    let mut files = 0;
+    let mut files = Vec::new();
     for lineage in lineages {
         let a = &lineage.applied;
         totals.events_read += a.events_read;
@@ -584,49 +604,76 @@ async fn outputs(
         for (kind, n) in &a.anomalies {
             *totals.anomalies.entry(kind.clone()).or_default() += n;
         }
-        for file in lineage.outputs.iter().chain(lineage.anomalies_file.iter()) {
-            files += 1;
+        files.extend(lineage.outputs.iter().map(|f| (f, Some(&lineage.shard))));
+        files.extend(lineage.anomalies_file.iter().map(|f| (f, None)));
+    }
+    let count = files.len();
+    let key = &plan.projection.key;
+    let reread: Vec<Reread> = futures::stream::iter(files)
+        .map(|(file, shard)| async move {
             let Some(bytes) = target.get(&file.path).await? else {
-                problems.push(Value::from(format!("{}: missing", file.path)));
-                continue;
+                return Ok::<_, Error>(Reread::Problem(format!("{}: missing", file.path)));
             };
             let sha = sha256_hex(&bytes);
             if sha != file.sha256 || bytes.len() as u64 != file.bytes {
-                problems.push(Value::from(format!(
+                return Ok(Reread::Problem(format!(
                     "{}: sha256 {sha} ({} bytes), manifest says {} ({} bytes)",
                     file.path,
                     bytes.len(),
                     file.sha256,
                     file.bytes
                 )));
-                continue;
             }
-            if lineage
-                .anomalies_file
-                .as_ref()
-                .is_some_and(|a| a.path == file.path)
-            {
-                continue;
+            let Some(shard) = shard else {
+                return Ok(Reread::Anomalies);
+            };
+            let segment = CommitSegment {
+                path: file.path.clone(),
+                sha256: file.sha256.clone(),
+                rows: file.rows,
+                bytes: file.bytes,
+                key_min: file.key_min.clone(),
+                key_max: file.key_max.clone(),
+                shard: shard.clone(),
+            };
+            let key = key.clone();
+            tokio::task::spawn_blocking(move || {
+                let (schema, batches) = decode(&segment.path, bytes)?;
+                let mut fingerprint = Fingerprint::new();
+                for batch in &batches {
+                    fingerprint.add_batch(batch)?;
+                }
+                // the Delta `add.stats` of the segment, from its rows as read back
+                let stats = delta::file_stats(&batches, &key, segment.rows);
+                Ok(Reread::Part(Box::new(Output {
+                    segment,
+                    schema,
+                    fingerprint,
+                    stats,
+                })))
+            })
+            .await
+            .map_err(|e| Error::Query {
+                what: "output_checksums".into(),
+                message: format!("a re-read failed: {e}"),
+            })?
+        })
+        .buffered(threads().max(2))
+        .try_collect()
+        .await?;
+    for r in reread {
+        match r {
+            Reread::Part(output) => {
+                totals.rows += output.segment.rows;
+                totals.bytes += output.segment.bytes;
+                totals.segments += 1;
+                out.push(*output);
             }
-            let (schema, batches) = decode(&file.path, bytes)?;
-            totals.rows += file.rows;
-            totals.bytes += file.bytes;
-            totals.segments += 1;
-            out.push((
-                CommitSegment {
-                    path: file.path.clone(),
-                    sha256: file.sha256.clone(),
-                    rows: file.rows,
-                    bytes: file.bytes,
-                    key_min: file.key_min.clone(),
-                    key_max: file.key_max.clone(),
-                    shard: lineage.shard.clone(),
-                },
-                batches,
-                schema,
-            ));
+            Reread::Anomalies => {}
+            Reread::Problem(p) => problems.push(Value::from(p)),
         }
     }
+    let files = count;
     checks.push(check(
         "output_checksums",
         "integrity",
@@ -643,6 +690,58 @@ async fn outputs(
         problems.into_iter().take(SAMPLES).collect(),
     ));
     Ok((out, totals))
+}
+
+/// The Arrow schema of a Parquet file, from its footer.
+fn parquet_schema(path: &str, bytes: Bytes) -> Result<SchemaRef> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| {
+        replayfleet_replay::Error::Format {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
+    })?;
+    Ok(Arc::clone(builder.schema()))
+}
+
+/// The object store URL the checks read the target's files through (any URL of ours: the
+/// files' URLs below it are the target store's own paths).
+const TARGET_FILES: &str = "replayfleet-target://files/";
+
+/// Registers `name` as the rows of the Parquet files `paths` (relative to the target), of
+/// `schema`, read from the target as a query needs them (not held in memory).
+fn register_files(
+    ctx: &SessionContext,
+    target: &Target,
+    name: &str,
+    schema: SchemaRef,
+    paths: &[&str],
+) -> Result<()> {
+    use datafusion::datasource::{
+        file_format::parquet::ParquetFormat,
+        listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl},
+    };
+    if paths.is_empty() {
+        return register(ctx, name, schema, Vec::new());
+    }
+    let failed = |e: datafusion::error::DataFusionError| Error::Query {
+        what: format!("table {name}"),
+        message: e.to_string(),
+    };
+    let base = url::Url::parse(TARGET_FILES).expect("a valid URL");
+    ctx.register_object_store(&base, Arc::clone(target.location().store()));
+    let urls = paths
+        .iter()
+        .map(|p| ListingTableUrl::parse(format!("{TARGET_FILES}{}", target.location().child(p))))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(failed)?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let table = ListingTable::try_new(config).map_err(failed)?;
+    ctx.register_table(name, Arc::new(table)).map_err(failed)?;
+    Ok(())
 }
 
 fn decode(path: &str, bytes: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
@@ -885,25 +984,28 @@ async fn diff(
     schema: &SchemaRef,
     checks: &mut Vec<CheckResult>,
 ) -> Result<Diff> {
-    let mut batches = Vec::new();
-    let mut base_schema = None;
+    let gone = |path: &str| Error::Query {
+        what: "baseline".into(),
+        message: format!("version {} names {path}, which is gone", base.version),
+    };
     for segment in &base.segments {
-        let bytes = target
-            .get(&segment.path)
-            .await?
-            .ok_or_else(|| Error::Query {
-                what: "baseline".into(),
-                message: format!(
-                    "version {} names {}, which is gone",
-                    base.version, segment.path
-                ),
-            })?;
-        let (s, b) = decode(&segment.path, bytes)?;
-        base_schema.get_or_insert(s);
-        batches.extend(b);
+        if !target.exists(&segment.path).await? {
+            return Err(gone(&segment.path));
+        }
     }
-    let base_schema = base_schema.unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
-    register(ctx, "baseline", Arc::clone(&base_schema), batches)?;
+    // Its schema from its first segment's footer; its rows read as the checks go.
+    let base_schema = match base.segments.first() {
+        Some(first) => {
+            let bytes = target
+                .get(&first.path)
+                .await?
+                .ok_or_else(|| gone(&first.path))?;
+            parquet_schema(&first.path, bytes)?
+        }
+        None => Arc::new(arrow::datatypes::Schema::empty()),
+    };
+    let paths: Vec<&str> = base.segments.iter().map(|s| s.path.as_str()).collect();
+    register_files(ctx, target, "baseline", Arc::clone(&base_schema), &paths)?;
     let diffing = Diffing {
         key: &plan.projection.key,
         windowed: plan.window.is_windowed(),

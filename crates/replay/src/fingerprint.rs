@@ -66,13 +66,24 @@ impl Fingerprint {
     }
 
     fn add_digest(&mut self, digest: &[u8; 32]) {
+        self.add_sum(digest);
+        self.rows += 1;
+    }
+
+    /// Adds `digest` to the sum, modulo 2^256.
+    fn add_sum(&mut self, digest: &[u8; 32]) {
         let mut carry = 0u16;
         for i in (0..32).rev() {
             let s = u16::from(self.sum[i]) + u16::from(digest[i]) + carry;
             self.sum[i] = s as u8;
             carry = s >> 8;
         }
-        self.rows += 1;
+    }
+
+    /// Adds every row of `other` (the fingerprint of the rows of both).
+    pub fn merge(&mut self, other: &Fingerprint) {
+        self.add_sum(&other.sum);
+        self.rows += other.rows;
     }
 
     /// Rows added.
@@ -124,5 +135,17 @@ mod tests {
             .add_batch(&batch(&[1, 2, 3], &[Some("a"), Some(""), Some("c")]))
             .unwrap();
         assert_ne!(one.hex(), other.hex(), "null and empty string differ");
+        // Fingerprints of parts merge into the whole's (the sum carries across bytes).
+        let mut parts = Fingerprint::new();
+        for rows in [&[3][..], &[1, 2]] {
+            let mut part = Fingerprint::new();
+            let names: Vec<Option<&str>> = rows
+                .iter()
+                .map(|r| [Some("a"), None, Some("c")][*r as usize - 1])
+                .collect();
+            part.add_batch(&batch(rows, &names)).unwrap();
+            parts.merge(&part);
+        }
+        assert_eq!(parts, one);
     }
 }

@@ -54,8 +54,8 @@ pub use plan::{
     shard_id, stream_bucket,
 };
 pub use project::{
-    check_invariants, check_projection, columns, events_schema, keyed_query, limit_message,
-    map_types, query_only, quote, session,
+    check_invariants, check_projection, checks_session, columns, events_schema, keyed_query,
+    limit_message, map_types, query_only, quote, session,
 };
 pub use shard::{PaceError, Pacer, ShardJob, ShardOutcome, replay_shard};
 pub use store::SpillDir;

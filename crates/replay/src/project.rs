@@ -60,6 +60,32 @@ pub fn session(
         .with_target_partitions(1)
         .with_batch_size(BATCH_SIZE)
         .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+    session_of(config, memory_limit, spill_dir, spill_max)
+}
+
+/// A session for the finalizer's checks over tables read from Parquet files: as
+/// [`session`], on `partitions` partitions (the process's threads), with joins planned as
+/// sort-merge joins, which spill (a hash join must hold its build side in memory).
+pub fn checks_session(
+    memory_limit: u64,
+    spill_dir: Option<&Path>,
+    spill_max: u64,
+    partitions: usize,
+) -> Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_target_partitions(partitions.max(1))
+        .with_batch_size(BATCH_SIZE)
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", false)
+        .set_bool("datafusion.optimizer.prefer_hash_join", false);
+    session_of(config, memory_limit, spill_dir, spill_max)
+}
+
+fn session_of(
+    config: SessionConfig,
+    memory_limit: u64,
+    spill_dir: Option<&Path>,
+    spill_max: u64,
+) -> Result<SessionContext> {
     let mut runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit as usize)));
     if let Some(dir) = spill_dir {
