@@ -638,13 +638,9 @@ async fn outputs(
             };
             let key = key.clone();
             tokio::task::spawn_blocking(move || {
-                let (schema, batches) = decode(&segment.path, bytes)?;
-                let mut fingerprint = Fingerprint::new();
-                for batch in &batches {
-                    fingerprint.add_batch(batch)?;
-                }
+                let (schema, fingerprint, keys) = decode(&segment.path, bytes, &key)?;
                 // the Delta `add.stats` of the segment, from its rows as read back
-                let stats = delta::file_stats(&batches, &key, segment.rows);
+                let stats = delta::file_stats(&keys, &key, segment.rows);
                 Ok(Reread::Part(Box::new(Output {
                     segment,
                     schema,
@@ -744,7 +740,13 @@ fn register_files(
     Ok(())
 }
 
-fn decode(path: &str, bytes: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+/// Decodes a part file batch by batch: its schema, the fingerprint of its rows, and its
+/// `key` columns (for its statistics; the other columns are not kept).
+fn decode(
+    path: &str,
+    bytes: Bytes,
+    key: &[String],
+) -> Result<(SchemaRef, Fingerprint, Vec<RecordBatch>)> {
     let failed = |message: String| replayfleet_replay::Error::Format {
         path: path.to_owned(),
         message,
@@ -752,11 +754,19 @@ fn decode(path: &str, bytes: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| failed(e.to_string()))?;
     let schema = Arc::clone(builder.schema());
+    let keys: Vec<usize> = key
+        .iter()
+        .filter_map(|k| schema.index_of(k).ok())
+        .collect();
     let reader = builder.build().map_err(|e| failed(e.to_string()))?;
-    let batches = reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| failed(e.to_string()))?;
-    Ok((schema, batches))
+    let mut fingerprint = Fingerprint::new();
+    let mut key_batches = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| failed(e.to_string()))?;
+        fingerprint.add_batch(&batch)?;
+        key_batches.push(batch.project(&keys).map_err(|e| failed(e.to_string()))?);
+    }
+    Ok((schema, fingerprint, key_batches))
 }
 
 /// Above this many input segments, one listing of the archive replaces a HEAD each (an

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The finalizer against projection size (docs/PERFORMANCE.md, "The finalizer"): generates
+# an archive of KEYS streams (two events each, 8 partitions), commits it once (the
+# baseline), replays it again with an invariant that refuses, then times `replayfleet
+# finalize --accept` of that run alone: every check (coverage, part files re-read and
+# hashed, inputs, unique keys, the budget, the invariant, the diff against the KEYS-key
+# baseline) and the commit, with its peak RSS, at `limits.memory = MEMORY`.
+#
+#   KEYS=1000000 MEMORY=512MiB scripts/bench-finalize.sh
+#   BIN=target/debug/replayfleet KEYS=100000 scripts/bench-finalize.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KEYS=${KEYS:-1000000}
+MEMORY=${MEMORY:-2GiB}
+BIN=${BIN:-target/release/replayfleet}
+BIN=$(realpath "$BIN")
+if [ ! -x "$BIN" ]; then
+  cargo build --release --bin replayfleet --quiet
+fi
+DIR=$(mktemp -d -t replayfleet-bench-finalize-XXXXXX)
+trap 'rm -rf "$DIR"' EXIT
+cp -r examples/accounts/contracts "$DIR/"
+"$BIN" generate --out "$DIR/events" --events $((KEYS * 2)) --partitions 8 --streams "$KEYS" \
+  --seed 7 >/dev/null
+
+config() { # name invariant
+  cat >"$DIR/$1.toml" <<EOF
+[run]
+name = "finalize-$1"
+[source]
+url = "events"
+[contracts]
+dir = "contracts"
+[projection]
+name = "account_balances"
+key = ["account_id"]
+sql = """
+SELECT stream_id AS account_id,
+       sum(CASE WHEN event_type = 'Deposited' THEN amount_cents
+                WHEN event_type = 'Withdrawn' THEN -amount_cents ELSE 0 END) AS balance_cents,
+       count(*) AS events,
+       max(seq) AS last_seq
+FROM events
+GROUP BY stream_id
+"""
+[target]
+url = "target"
+[limits]
+memory = "$MEMORY"
+[checks]
+invariants = ["$2"]
+[checks.anomalies]
+invalid_payload = "quarantine"
+unknown_type = "quarantine"
+upcast_failed = "quarantine"
+conflicting_duplicate = "quarantine"
+max_quarantined_ratio = 0.1
+EOF
+}
+config baseline "SELECT * FROM projection WHERE events < 0"
+config refused "SELECT * FROM projection WHERE events > 0 LIMIT 5"
+"$BIN" run --config "$DIR/baseline.toml" --json >/dev/null
+set +e
+RUN=$("$BIN" run --config "$DIR/refused.toml" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
+set -e
+/usr/bin/time -f "finalize: %e s wall, peak RSS %M KiB" "$BIN" finalize --target "$DIR/target" \
+  --run "$RUN" --accept "bench" --json >"$DIR/finalized.json"
+python3 - "$DIR/finalized.json" "$KEYS" "$MEMORY" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+report = r.get("report", r)
+totals = report["totals"]
+diff = report.get("diff") or {}
+print(f"keys {sys.argv[2]} (rows {totals['rows']}, {totals['segments']} part files), "
+      f"limits.memory {sys.argv[3]}, outcome {report['outcome']}, "
+      f"diff union {diff.get('union')} changed {diff.get('changed')}")
+EOF
