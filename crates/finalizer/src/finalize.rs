@@ -754,10 +754,7 @@ fn decode(
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| failed(e.to_string()))?;
     let schema = Arc::clone(builder.schema());
-    let keys: Vec<usize> = key
-        .iter()
-        .filter_map(|k| schema.index_of(k).ok())
-        .collect();
+    let keys: Vec<usize> = key.iter().filter_map(|k| schema.index_of(k).ok()).collect();
     let reader = builder.build().map_err(|e| failed(e.to_string()))?;
     let mut fingerprint = Fingerprint::new();
     let mut key_batches = Vec::new();

@@ -705,7 +705,12 @@ fn keep(
 }
 
 /// A sub-shard's rows of `kept` (those whose stream is in its share; a null stream id
-/// belongs to share 0), and the others.
+/// belongs to share 0), and the others as it keeps them: only to order copies of an
+/// event id across the split (which copy is first) and, with `source.contiguous_seq`, to
+/// see which seqs the partition holds. The others keep their id, stream, partition, seq,
+/// version and `__ord`; the type and payload keep only whether they are null (an
+/// envelope null keeps a row from being compared), as empty text; the rest is null. They
+/// are narrowed before they are filtered, so their payloads are never copied.
 fn own_rows(kept: &RecordBatch, split: Split) -> Result<(RecordBatch, RecordBatch)> {
     let streams = kept.column(STREAM_ID).as_string::<i32>();
     let own: BooleanArray = streams
@@ -715,42 +720,40 @@ fn own_rows(kept: &RecordBatch, split: Split) -> Result<(RecordBatch, RecordBatc
     if own.true_count() == kept.num_rows() {
         return Ok((kept.clone(), kept.slice(0, 0)));
     }
+    let n = kept.num_rows();
+    // Empty text where the value is not null: zero offsets, no bytes, the same nulls.
+    let blank = |c: &ArrayRef| -> ArrayRef {
+        Arc::new(arrow::array::StringArray::new(
+            arrow::buffer::OffsetBuffer::new_zeroed(n),
+            arrow::buffer::Buffer::from_vec(Vec::<u8>::new()),
+            c.nulls().cloned(),
+        ))
+    };
+    let mut narrow = kept.columns().to_vec();
+    narrow[EVENT_TYPE] = blank(&narrow[EVENT_TYPE]);
+    narrow[PAYLOAD] = blank(&narrow[PAYLOAD]);
+    for c in [OCCURRED_AT, METADATA] {
+        narrow[c] = new_null_array(narrow[c].data_type(), n);
+    }
+    let narrow = RecordBatch::try_new(kept.schema(), narrow).map_err(arrow_error)?;
     let foreign = arrow::compute::not(&own).map_err(arrow_error)?;
     Ok((
         filter_record_batch(kept, &own).map_err(arrow_error)?,
-        filter_record_batch(kept, &foreign).map_err(arrow_error)?,
+        filter_record_batch(&narrow, &foreign).map_err(arrow_error)?,
     ))
 }
 
-/// Rows of other sub-shards of the partition, as a sub-shard keeps them: only to order
-/// copies of an event id across the split (which copy is first) and, with
-/// `source.contiguous_seq`, to see which seqs the partition holds. They keep their id,
-/// stream, partition, seq and `__ord`; the type, version and payload keep only whether
-/// they are null (an envelope null keeps a row from being compared), the rest is null.
-/// Rows that could not be decoded are dropped: they are never compared.
+/// The other sub-shards' rows (from [`own_rows`]) without those that could not be
+/// decoded: such rows are never compared.
 fn foreign_rows(
     rows: &RecordBatch,
     segment: usize,
     undecodable: &[Undecodable],
 ) -> Result<RecordBatch> {
-    let rows = if undecodable.is_empty() {
-        rows.clone()
-    } else {
-        set_aside(rows, segment, undecodable.to_vec())?.0
-    };
-    let blank = |c: &ArrayRef| -> ArrayRef {
-        let text = c.as_string::<i32>();
-        Arc::new(arrow::array::StringArray::from_iter(
-            text.iter().map(|v| v.map(|_| "")),
-        ))
-    };
-    let mut columns = rows.columns().to_vec();
-    columns[EVENT_TYPE] = blank(&columns[EVENT_TYPE]);
-    columns[PAYLOAD] = blank(&columns[PAYLOAD]);
-    for c in [OCCURRED_AT, METADATA] {
-        columns[c] = new_null_array(columns[c].data_type(), rows.num_rows());
+    if undecodable.is_empty() {
+        return Ok(rows.clone());
     }
-    RecordBatch::try_new(rows.schema(), columns).map_err(arrow_error)
+    Ok(set_aside(rows, segment, undecodable.to_vec())?.0)
 }
 
 /// Splits kept rows by bucket (one `take`, then slices) and records their id digests
