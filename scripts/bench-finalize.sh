@@ -59,10 +59,15 @@ EOF
 }
 config baseline "SELECT * FROM projection WHERE events < 0"
 config refused "SELECT * FROM projection WHERE events > 0 LIMIT 5"
-"$BIN" run --config "$DIR/baseline.toml" --json >/dev/null
+"$BIN" run --config "$DIR/baseline.toml" --json >"$DIR/baseline.json" 2>"$DIR/baseline.err" || {
+  echo "the baseline run failed:" >&2; tail -5 "$DIR/baseline.err" >&2; exit 1; }
 set +e
-RUN=$("$BIN" run --config "$DIR/refused.toml" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
+"$BIN" run --config "$DIR/refused.toml" --json >"$DIR/refused.json" 2>"$DIR/refused.err"
+RUN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' "$DIR/refused.json" 2>/dev/null)
 set -e
+if [ -z "$RUN" ]; then
+  echo "the second run ended without a report:" >&2; tail -5 "$DIR/refused.err" >&2; exit 1
+fi
 /usr/bin/time -f "finalize: %e s wall, peak RSS %M KiB" "$BIN" finalize --target "$DIR/target" \
   --run "$RUN" --accept "bench" --json >"$DIR/finalized.json"
 python3 - "$DIR/finalized.json" "$KEYS" "$MEMORY" <<'EOF'
