@@ -556,6 +556,18 @@ max_quarantined_ratio = 0.5"#,
             .unwrap();
             assert_eq!(lineage["split"], shard["split"]);
             read += lineage["applied"]["events_read"].as_u64().unwrap();
+            // The shard's OpenLineage child run names its share too.
+            let event: Value = serde_json::from_slice(
+                &std::fs::read(f.path(&format!(
+                    "{split_target}/runs/{run_id}/openlineage/{}-COMPLETE.json",
+                    shard["id"].as_str().unwrap()
+                )))
+                .unwrap(),
+            )
+            .unwrap();
+            let applied = &event["run"]["facets"]["replayfleet_applied"];
+            assert_eq!(applied["split"], shard["split"], "{applied:#}");
+            assert_eq!(applied["partitions"], serde_json::json!([0]));
         }
         assert_eq!(read, t["events_read"].as_u64().unwrap(), "{case}");
     }
