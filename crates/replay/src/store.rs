@@ -325,8 +325,14 @@ impl SpillDir {
         let dir = tempfile::Builder::new()
             .prefix(SPILL_PREFIX)
             .tempdir_in(parent)?;
-        let lock = File::create(dir.path().join(LOCK_FILE))?;
+        // Locked under another name, then renamed: a sweeping process (which opens and
+        // locks `.lock` to see whether its owner died) never finds the lock file unlocked
+        // in the moment between its creation and its lock, which made it remove a living
+        // folder and this lock fail ("operation would block").
+        let pending = dir.path().join(".lock.pending");
+        let lock = File::create(&pending)?;
         lock.try_lock().map_err(std::io::Error::from)?;
+        std::fs::rename(&pending, dir.path().join(LOCK_FILE))?;
         Ok(SpillDir { dir, _lock: lock })
     }
 }
@@ -483,6 +489,24 @@ mod sweep_tests {
             "swept before the first scratch folder is made"
         );
         assert!(scratch.path().starts_with(parent.path()) && scratch.path().is_dir());
+    }
+
+    #[test]
+    fn folders_made_while_others_sweep_are_never_swept() {
+        // Shards of several processes make scratch folders in one temp folder while
+        // others sweep it: a folder is never seen unlocked, so none is removed.
+        let parent = tempfile::tempdir().unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..300 {
+                        let dir = SpillDir::create(parent.path()).expect("created and locked");
+                        sweep_stale(parent.path());
+                        assert!(dir.path().join(LOCK_FILE).exists(), "swept while alive");
+                    }
+                });
+            }
+        });
     }
 }
 
