@@ -4,7 +4,7 @@
 use crate::{
     replay::{Fixture, Settings},
     schemas::files_under,
-    support::replayfleet,
+    support::{finalize, replayfleet},
 };
 
 /// A fixture with one committed version in `target`; returns the fixture and the target
@@ -704,4 +704,87 @@ fn explain_shows_every_event_of_a_row_with_each_upcast_step() {
     ])
     .expect_code(2)
     .stderr_names(&["version 4"]);
+}
+
+/// The finalizer sums the part files' fingerprints the workers wrote in their manifests
+/// (after re-hashing each file), so one it cannot read refuses the run, and one that
+/// does not describe its file's rows is caught by `verify`, which recomputes it.
+#[test]
+fn the_workers_fingerprints_are_summed_by_the_finalizer_and_recomputed_by_verify() {
+    let f = Fixture::new(2_000, 3, 57, &[]);
+    let run = f.run(
+        &f.config(
+            "partials",
+            &Settings {
+                invariants: r#"["SELECT * FROM projection WHERE events > 0"]"#,
+                target_events: 700,
+                ..Settings::default()
+            },
+        ),
+        "2",
+    );
+    run.expect_code(3);
+    let run_id = run.json()["run_id"].as_str().unwrap().to_owned();
+    let honest = run.json()["report"]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let target = f.path("target");
+    let manifests: Vec<_> = files_under(&target.join(format!("runs/{run_id}/shards")))
+        .into_iter()
+        .filter(|p| p.ends_with("lineage.json"))
+        .collect();
+    assert!(manifests.len() > 1, "{manifests:?}");
+    let manifest = &manifests[0];
+    let original = std::fs::read_to_string(manifest).unwrap();
+    let mut lineage: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let output = &mut lineage["outputs"][0];
+    let part = output["path"].as_str().unwrap().to_owned();
+    assert_eq!(
+        output["fingerprint"].as_str().map(str::len),
+        Some(64),
+        "{output:#}"
+    );
+    assert_eq!(output["stats"]["numRecords"], output["rows"], "{output:#}");
+    let finalize = || finalize(&target, &run_id, &["--accept", "audit test", "--json"]);
+
+    // not a fingerprint: an integrity failure naming the file, which --accept cannot pass
+    output["fingerprint"] = "not hex".into();
+    std::fs::write(manifest, lineage.to_string()).unwrap();
+    let refused = finalize();
+    refused.expect_code(3);
+    let json = refused.json();
+    let checks = json.get("report").unwrap_or(&json)["checks"].clone();
+    let failed: Vec<_> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false && c["name"] == "output_checksums")
+        .collect();
+    assert_eq!(failed.len(), 1, "{checks:#}");
+    assert!(
+        failed[0]["detail"].as_str().unwrap().contains(&part),
+        "{checks:#}"
+    );
+    assert!(f.history("target").is_empty());
+
+    // a well-formed fingerprint that is not the file's rows' is committed (the file's
+    // bytes are the manifest's), and `verify` finds the sum is not the rows'
+    lineage["outputs"][0]["fingerprint"] = "0".repeat(64).into();
+    std::fs::write(manifest, lineage.to_string()).unwrap();
+    finalize().expect_code(0);
+    let committed = &f.history("target")[0];
+    assert_ne!(committed["fingerprint"].as_str(), Some(honest.as_str()));
+    let out = verify(target.to_str().unwrap(), &["--sample", "0", "--json"]);
+    out.expect_code(3);
+    let mismatches = out.json()["verification"]["mismatches"].clone();
+    let sum = mismatches
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["check"] == "fingerprint");
+    assert!(
+        sum.is_some_and(|m| m["actual"].as_str().unwrap().contains(&honest)),
+        "the rows' own fingerprint: {mismatches:#}"
+    );
 }

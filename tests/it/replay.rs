@@ -10,7 +10,7 @@ use arrow::array::AsArray;
 use arrow::datatypes::{Int32Type, Int64Type};
 use serde_json::Value;
 
-use crate::support::{copy_example_contracts, replayfleet};
+use crate::support::{copy_example_contracts, finalize, replayfleet};
 
 pub(crate) const SQL: &str = r#"
 SELECT stream_id AS account_id,
@@ -447,30 +447,18 @@ fn an_invariant_violation_exits_3_with_the_rows_in_the_report() {
     // --accept commits the refused run, recording the reason
     let run_id = run.json()["run_id"].as_str().unwrap().to_owned();
     let target = f.path("target");
-    let accepted = replayfleet(&[
-        "finalize",
-        "--target",
-        target.to_str().unwrap(),
-        "--run",
+    let accepted = finalize(
+        &target,
         &run_id,
-        "--accept",
-        "known legacy accounts",
-        "--json",
-    ]);
+        &["--accept", "known legacy accounts", "--json"],
+    );
     accepted.expect_code(0);
     let history = f.history("target");
     assert_eq!(history.len(), 1);
     assert_eq!(history[0]["accepted"]["reason"], "known legacy accounts");
     assert_eq!(history[0]["accepted"]["overridden"][0], "invariant[0]");
     // finalize is idempotent
-    let again = replayfleet(&[
-        "finalize",
-        "--target",
-        target.to_str().unwrap(),
-        "--run",
-        &run_id,
-        "--json",
-    ]);
+    let again = finalize(&target, &run_id, &["--json"]);
     again.expect_code(0);
     assert_eq!(again.json()["outcome"], "already_committed");
 }
@@ -563,15 +551,7 @@ fn an_input_segment_changed_before_finalize_is_refused_without_override() {
     std::fs::write(&segment, bytes).unwrap();
     let name = segment.file_name().unwrap().to_str().unwrap().to_owned();
     let target = f.path("target");
-    let out = replayfleet(&[
-        "finalize",
-        "--target",
-        target.to_str().unwrap(),
-        "--run",
-        &run_id,
-        "--accept",
-        "try anyway",
-    ]);
+    let out = finalize(&target, &run_id, &["--accept", "try anyway"]);
     out.expect_code(3)
         .stderr_names(&["inputs_unchanged", &name]);
     assert!(f.history("target").is_empty());
@@ -792,14 +772,7 @@ fn a_zombie_attempt_after_the_lineage_changes_no_committed_file_and_matches_byte
         );
     }
     // and verification of the commit still holds: finalize reports it committed
-    replayfleet(&[
-        "finalize",
-        "--target",
-        f.path("target").to_str().unwrap(),
-        "--run",
-        &run_id,
-    ])
-    .expect_code(0);
+    finalize(&f.path("target"), &run_id, &[]).expect_code(0);
 }
 
 #[test]

@@ -225,16 +225,7 @@ fn every_json_file_a_run_writes_validates_against_its_schema() {
         .expect_code(0);
     // refused by an invariant, then committed with --accept
     let run_id = refused_run(&f, "accepted");
-    replayfleet(&[
-        "finalize",
-        "--target",
-        target.to_str().unwrap(),
-        "--run",
-        &run_id,
-        "--accept",
-        "schema test",
-    ])
-    .expect_code(0);
+    crate::support::finalize(&target, &run_id, &["--accept", "schema test"]).expect_code(0);
     // refused for good: a baseline diff over the limit
     let doubled = crate::replay::SQL.replace("sum(CASE", "2 * sum(CASE");
     f.run(

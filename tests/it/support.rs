@@ -102,6 +102,19 @@ pub fn replayfleet(args: &[&str]) -> Run {
     replayfleet_env(args, &[])
 }
 
+/// Runs `replayfleet finalize --target TARGET --run RUN_ID extra...`.
+pub fn finalize(target: &Path, run_id: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "finalize",
+        "--target",
+        target.to_str().unwrap(),
+        "--run",
+        run_id,
+    ];
+    args.extend_from_slice(extra);
+    replayfleet(&args)
+}
+
 /// Runs `replayfleet-bench args...`.
 pub fn replayfleet_bench(args: &[&str]) -> Run {
     run_env(bench_bin(), args, &[])

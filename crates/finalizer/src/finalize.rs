@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use crate::{
     Acceptance, COMMIT_FORMAT_VERSION, CheckResult, Commit, CommitSegment, CommitTotals, Diff,
-    Error, REPORT_FORMAT_VERSION, Report, Result, commits, delta,
+    Error, REPORT_FORMAT_VERSION, Report, Result, commits,
 };
 
 /// Rows shown per failing check.
@@ -211,10 +211,17 @@ async fn verify(
     plan: &Plan,
     baseline: Option<&Commit>,
 ) -> Result<Verified> {
+    let clock = std::time::Instant::now();
+    let phase = |name: &str| {
+        tracing::debug!(run = %plan.run_id, seconds = clock.elapsed().as_secs_f64(), "finalize: {name}");
+    };
     let mut checks = Vec::new();
     let lineages = coverage(target, plan, &mut checks).await?;
+    phase("coverage");
     let (outputs, totals) = outputs(target, plan, &lineages, &mut checks).await?;
+    phase("outputs re-read");
     inputs_unchanged(source, plan, &mut checks).await?;
+    phase("inputs unchanged");
 
     // DataFusion's spill files in a locked folder of the finalizer's own, swept after a
     // kill like a shard's. The checks read the part files from the target as they go, in
@@ -242,12 +249,15 @@ async fn verify(
     let paths: Vec<&str> = segments.iter().map(|s| s.path.as_str()).collect();
     register_files(&ctx, target, "projection", Arc::clone(&schema), &paths)?;
     unique_keys(&ctx, &plan.projection.key, &mut checks).await?;
+    phase("unique keys");
     anomaly_budget(plan.checks.max_quarantined_ratio, &totals, &mut checks);
     invariants(&ctx, &plan.checks.invariants, &mut checks).await?;
+    phase("invariants");
     let diff = match baseline {
         Some(base) => Some(diff(&ctx, target, plan, base, &schema, &mut checks).await?),
         None => None,
     };
+    phase("baseline diff");
     Ok(Verified {
         checks,
         diff,
@@ -637,10 +647,29 @@ async fn outputs(
                 shard: shard.clone(),
             };
             let key = key.clone();
+            let partial = file.fingerprint.as_deref().zip(file.stats.as_ref());
+            let partial = partial
+                .map(|(hex, stats)| (Fingerprint::from_hex(hex, file.rows), stats.to_string()));
             tokio::task::spawn_blocking(move || {
-                let (schema, fingerprint, keys) = decode(&segment.path, bytes, &key)?;
-                // the Delta `add.stats` of the segment, from its rows as read back
-                let stats = delta::file_stats(&keys, &key, segment.rows);
+                let (schema, fingerprint, stats) = match partial {
+                    // The worker's fingerprint and statistics of these very bytes: only
+                    // the footer is read.
+                    Some((Some(fingerprint), stats)) => {
+                        (parquet_schema(&segment.path, bytes)?, fingerprint, stats)
+                    }
+                    Some((None, _)) => {
+                        return Ok(Reread::Problem(format!(
+                            "{}: the manifest's fingerprint is not 64 hex digits",
+                            segment.path
+                        )));
+                    }
+                    // A manifest without them: the rows are decoded for both.
+                    None => {
+                        let (schema, fingerprint, keys) = decode(&segment.path, bytes, &key)?;
+                        let stats = replayfleet_replay::file_stats(&keys, &key, segment.rows);
+                        (schema, fingerprint, stats)
+                    }
+                };
                 Ok(Reread::Part(Box::new(Output {
                     segment,
                     schema,

@@ -86,6 +86,14 @@ impl Fingerprint {
         self.rows += other.rows;
     }
 
+    /// The fingerprint of `rows` rows whose [`Fingerprint::hex`] is `hex` (a part's, to
+    /// [`Fingerprint::merge`]); `None` when `hex` is not 64 hex digits.
+    pub fn from_hex(hex: &str, rows: u64) -> Option<Self> {
+        let mut sum = [0u8; 32];
+        hex::decode_to_slice(hex, &mut sum).ok()?;
+        Some(Self { sum, rows })
+    }
+
     /// Rows added.
     pub fn rows(&self) -> u64 {
         self.rows
@@ -144,8 +152,9 @@ mod tests {
                 .map(|r| [Some("a"), None, Some("c")][*r as usize - 1])
                 .collect();
             part.add_batch(&batch(rows, &names)).unwrap();
-            parts.merge(&part);
+            parts.merge(&Fingerprint::from_hex(&part.hex(), part.rows()).unwrap());
         }
         assert_eq!(parts, one);
+        assert_eq!(Fingerprint::from_hex("00ff", 1), None);
     }
 }

@@ -31,6 +31,7 @@ mod project;
 mod raw;
 mod read;
 mod shard;
+mod stats;
 mod store;
 mod write;
 
@@ -58,5 +59,6 @@ pub use project::{
     limit_message, map_types, query_only, quote, session,
 };
 pub use shard::{PaceError, Pacer, ShardJob, ShardOutcome, replay_shard};
+pub use stats::file_stats;
 pub use store::SpillDir;
 pub use write::{PARQUET_FORMAT_VERSION, SEGMENT_ROWS, json_value, key_of, parquet_bytes};

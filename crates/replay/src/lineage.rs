@@ -119,6 +119,14 @@ pub struct OutputFile {
     /// The key of its last row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_max: Option<Vec<serde_json::Value>>,
+    /// A part file's content fingerprint (the rows it holds, as written), 64 hex digits:
+    /// the worker's share of the run's fingerprint, which the finalizer sums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// A part file's Delta `add.stats`: its rows, and the null count, minimum and maximum
+    /// of each key column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<serde_json::Value>,
 }
 
 impl Lineage {

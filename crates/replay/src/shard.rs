@@ -37,7 +37,7 @@ use replayfleet_contracts::{Catalog, PathStatus};
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
-    Error, Result,
+    Error, Fingerprint, Result,
     anomaly::{Policies, RowRef, Tally, quarantine_batch},
     dedupe::{Bucket, cross_bucket_candidates, cross_bucket_winners, dedupe},
     events::{EventsShape, events_of},
@@ -189,6 +189,8 @@ pub async fn replay_shard(job: &ShardJob) -> Result<ShardOutcome> {
                 bytes: bytes.len() as u64,
                 key_min: None,
                 key_max: None,
+                fingerprint: None,
+                stats: None,
             };
             if job.target.put_if_absent(&path, bytes).await? == Created::Existed {
                 let existing = job.target.get(&path).await?.unwrap_or_default();
@@ -264,7 +266,13 @@ async fn write_segment(job: &ShardJob, path: &str, segment: &RecordBatch) -> Res
     let segment = &stored;
     let bytes = parquet_bytes(path, segment)?;
     let rows = segment.num_rows();
-    let key_at = |row: usize| (rows > 0).then(|| key_of(segment, &job.plan.projection.key, row));
+    let key = &job.plan.projection.key;
+    let key_at = |row: usize| (rows > 0).then(|| key_of(segment, key, row));
+    // The finalizer sums these instead of decoding every part file again; the SHA-256
+    // binds them to the bytes, and `verify` recomputes the fingerprint from the files.
+    let mut fingerprint = Fingerprint::new();
+    fingerprint.add_batch(segment)?;
+    let stats = crate::file_stats(std::slice::from_ref(segment), key, rows as u64);
     let file = OutputFile {
         path: path.to_owned(),
         sha256: sha256_hex(&bytes),
@@ -272,6 +280,8 @@ async fn write_segment(job: &ShardJob, path: &str, segment: &RecordBatch) -> Res
         bytes: bytes.len() as u64,
         key_min: key_at(0),
         key_max: key_at(rows.saturating_sub(1)),
+        fingerprint: Some(fingerprint.hex()),
+        stats: serde_json::from_str(&stats).ok(),
     };
     job.target.put(path, bytes).await?;
     Ok(file)

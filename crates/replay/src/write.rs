@@ -176,6 +176,133 @@ mod tests {
         assert_eq!(version, Some(PARQUET_FORMAT_VERSION.to_string()));
     }
 
+    /// The worker fingerprints the rows it writes, `verify` the rows it reads back: both
+    /// must agree for every type a part file can hold.
+    #[test]
+    fn rows_read_back_have_the_fingerprint_of_the_rows_written() {
+        use arrow::array::*;
+        use arrow::datatypes::{Fields, Int64Type};
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let list = ListArray::from_iter_primitive::<Int64Type, _, _>(vec![
+            Some(vec![Some(1), None]),
+            None,
+            Some(vec![]),
+        ]);
+        let fields = Fields::from(vec![
+            Field::new("a", DataType::Int32, true),
+            Field::new("b", DataType::Utf8, true),
+        ]);
+        let nested = StructArray::new(
+            fields,
+            vec![
+                Arc::new(Int32Array::from(vec![Some(1), None, Some(3)])),
+                Arc::new(StringArray::from(vec![Some("x"), Some(""), None])),
+            ],
+            None,
+        );
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "utf8",
+                Arc::new(StringArray::from(vec![Some("é"), None, Some("")])),
+            ),
+            (
+                "large",
+                Arc::new(LargeStringArray::from(vec!["a", "b", "c"])),
+            ),
+            (
+                "view",
+                Arc::new(StringViewArray::from(vec![
+                    Some("long enough to be out of line"),
+                    None,
+                    Some("s"),
+                ])),
+            ),
+            ("i8", Arc::new(Int8Array::from(vec![i8::MIN, 0, i8::MAX]))),
+            (
+                "i16",
+                Arc::new(Int16Array::from(vec![i16::MIN, 0, i16::MAX])),
+            ),
+            (
+                "i32",
+                Arc::new(Int32Array::from(vec![i32::MIN, 0, i32::MAX])),
+            ),
+            (
+                "i64",
+                Arc::new(Int64Array::from(vec![Some(i64::MIN), None, Some(i64::MAX)])),
+            ),
+            (
+                "f32",
+                Arc::new(Float32Array::from(vec![0.1, f32::NAN, -0.0])),
+            ),
+            (
+                "f64",
+                Arc::new(Float64Array::from(vec![0.1, f64::INFINITY, 1e300])),
+            ),
+            (
+                "bool",
+                Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])),
+            ),
+            ("date32", Arc::new(Date32Array::from(vec![0, -1, 20000]))),
+            (
+                "date64",
+                Arc::new(Date64Array::from(vec![0, 86_400_000, -86_400_000])),
+            ),
+            (
+                "ts_s",
+                Arc::new(TimestampSecondArray::from(vec![0, 1, 1_700_000_000])),
+            ),
+            (
+                "ts_ms",
+                Arc::new(TimestampMillisecondArray::from(vec![0, 1, 2]).with_timezone("UTC")),
+            ),
+            (
+                "ts_us",
+                Arc::new(TimestampMicrosecondArray::from(vec![0, 1, 2]).with_timezone("+02:00")),
+            ),
+            (
+                "ts_ns",
+                Arc::new(TimestampNanosecondArray::from(vec![
+                    0,
+                    1,
+                    1_700_000_000_123_456_789,
+                ])),
+            ),
+            (
+                "dec",
+                Arc::new(
+                    Decimal128Array::from(vec![Some(12345), None, Some(-1)])
+                        .with_precision_and_scale(20, 2)
+                        .unwrap(),
+                ),
+            ),
+            (
+                "bin",
+                Arc::new(BinaryArray::from(vec![
+                    Some(&b"\x00\xff"[..]),
+                    None,
+                    Some(b""),
+                ])),
+            ),
+            ("list", Arc::new(list)),
+            ("struct", Arc::new(nested)),
+        ];
+        let rows = RecordBatch::try_from_iter(columns).unwrap();
+        let bytes = parquet_bytes("p/part-00000.parquet", &rows).unwrap();
+        let mut written = crate::Fingerprint::new();
+        written.add_batch(&rows).unwrap();
+        let mut read = crate::Fingerprint::new();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            assert_eq!(batch.schema(), rows.schema(), "types read back as written");
+            read.add_batch(&batch).unwrap();
+        }
+        assert_eq!(read, written);
+    }
+
     #[test]
     fn keys_and_cells_read_as_json() {
         let rows = batch(&["a", "b"], &[Some(-3), None]);
