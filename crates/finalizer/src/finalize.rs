@@ -1188,31 +1188,29 @@ async fn compare(
                 by_class.insert(c.to_owned(), n);
             }
         }
-        let mut samples = BTreeMap::new();
-        let order: Vec<String> = key.iter().map(|k| quote(k)).collect();
-        for class in ["added", "removed", "changed"] {
-            if by_class.get(class).copied().unwrap_or(0) == 0 {
-                continue;
-            }
+        // The first keys of each class, in key order, from one more pass over the join
+        // (not one per class): only the rows that differ are numbered.
+        let mut samples: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        if by_class.keys().any(|c| c != "same") {
+            let order: Vec<String> = key.iter().map(|k| quote(k)).collect();
+            let keys: Vec<String> = key.iter().map(|k| quote(k)).collect();
             let rows = query(
                 ctx,
                 "baseline_diff",
                 &format!(
-                    "SELECT * FROM ({sql}) WHERE class = '{class}' ORDER BY {} LIMIT {DIFF_SAMPLES}",
-                    order.join(", ")
+                    "SELECT class, {keys} FROM (SELECT *, row_number() OVER (PARTITION BY class ORDER BY {order}) AS __n FROM ({sql}) WHERE class <> 'same') WHERE __n <= {DIFF_SAMPLES} ORDER BY class, {order}",
+                    keys = keys.join(", "),
+                    order = order.join(", ")
                 ),
             )
             .await?;
-            let keys = rows_json(&rows, DIFF_SAMPLES)
-                .into_iter()
-                .map(|mut r| {
-                    if let Value::Object(m) = &mut r {
-                        m.remove("class");
-                    }
-                    r
-                })
-                .collect();
-            samples.insert(class.to_owned(), keys);
+            for mut row in rows_json(&rows, usize::MAX) {
+                if let Value::Object(m) = &mut row
+                    && let Some(Value::String(class)) = m.remove("class")
+                {
+                    samples.entry(class).or_default().push(row);
+                }
+            }
         }
         let get = |c: &str| by_class.get(c).copied().unwrap_or(0);
         let union = by_class.values().sum();
@@ -1521,6 +1519,21 @@ mod tests {
         assert_eq!(diff.samples["added"], vec![json!({"account_id": "c"})]);
         assert_eq!(diff.samples["removed"], vec![json!({"account_id": "a"})]);
         assert_eq!(diff.samples["changed"], vec![json!({"account_id": "b"})]);
+
+        // samples: the first DIFF_SAMPLES keys of each class, in key order
+        let names: Vec<String> = (0..25).rev().map(|i| format!("k{i:02}")).collect();
+        let new: Vec<(&str, i64)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+        let base: Vec<(&str, i64)> = names[..5].iter().map(|n| (n.as_str(), 2)).collect();
+        let (many, _) = diffed(&new, &base, false, 1.0).await;
+        assert_eq!((many.added, many.changed, many.removed), (20, 5, 0));
+        let first = |from: usize, n: usize| -> Vec<Value> {
+            (from..from + n)
+                .map(|i| json!({"account_id": format!("k{i:02}")}))
+                .collect()
+        };
+        assert_eq!(many.samples["added"], first(0, DIFF_SAMPLES));
+        assert_eq!(many.samples["changed"], first(20, 5));
+        assert!(!many.samples.contains_key("removed"), "{:?}", many.samples);
     }
 
     #[tokio::test]
