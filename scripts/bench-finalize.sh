@@ -6,12 +6,17 @@
 # hashed, inputs, unique keys, the budget, the invariant, the diff against the KEYS-key
 # baseline) and the commit, with its peak RSS, at `limits.memory = MEMORY`.
 #
+# With CHANGED=1 the second run counts one more event per key, so the diff finds every
+# key changed (and --accept overrides its check too).
+#
 #   KEYS=1000000 MEMORY=512MiB scripts/bench-finalize.sh
+#   KEYS=1000000 CHANGED=1 scripts/bench-finalize.sh
 #   BIN=target/debug/replayfleet KEYS=100000 scripts/bench-finalize.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEYS=${KEYS:-1000000}
 MEMORY=${MEMORY:-2GiB}
+CHANGED=${CHANGED:-0}
 BIN=${BIN:-target/release/replayfleet}
 BIN=$(realpath "$BIN")
 if [ ! -x "$BIN" ]; then
@@ -23,7 +28,7 @@ cp -r examples/accounts/contracts "$DIR/"
 "$BIN" generate --out "$DIR/events" --events $((KEYS * 2)) --partitions 8 --streams "$KEYS" \
   --seed 7 >/dev/null
 
-config() { # name invariant
+config() { # name invariant [extra events per key]
   cat >"$DIR/$1.toml" <<EOF
 [run]
 name = "finalize-$1"
@@ -38,7 +43,7 @@ sql = """
 SELECT stream_id AS account_id,
        sum(CASE WHEN event_type = 'Deposited' THEN amount_cents
                 WHEN event_type = 'Withdrawn' THEN -amount_cents ELSE 0 END) AS balance_cents,
-       count(*) AS events,
+       count(*) + ${3:-0} AS events,
        max(seq) AS last_seq
 FROM events
 GROUP BY stream_id
@@ -58,7 +63,7 @@ max_quarantined_ratio = 0.1
 EOF
 }
 config baseline "SELECT * FROM projection WHERE events < 0"
-config refused "SELECT * FROM projection WHERE events > 0 LIMIT 5"
+config refused "SELECT * FROM projection WHERE events > 0 LIMIT 5" "$CHANGED"
 "$BIN" run --config "$DIR/baseline.toml" --json >"$DIR/baseline.json" 2>"$DIR/baseline.err" || {
   echo "the baseline run failed:" >&2; tail -5 "$DIR/baseline.err" >&2; exit 1; }
 set +e

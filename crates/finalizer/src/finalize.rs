@@ -1180,38 +1180,7 @@ async fn compare(
             "SELECT {class} AS class, {} FROM {from}",
             key_cols.join(", ")
         );
-        let summary_sql = format!("SELECT class, count(*) AS n FROM ({sql}) GROUP BY class");
-        let counts = query(ctx, "baseline_diff", &summary_sql).await?;
-        let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
-        for row in rows_json(&counts, usize::MAX) {
-            if let (Some(c), Some(n)) = (row["class"].as_str(), row["n"].as_u64()) {
-                by_class.insert(c.to_owned(), n);
-            }
-        }
-        // The first keys of each class, in key order, from one more pass over the join
-        // (not one per class): only the rows that differ are numbered.
-        let mut samples: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        if by_class.keys().any(|c| c != "same") {
-            let order: Vec<String> = key.iter().map(|k| quote(k)).collect();
-            let keys: Vec<String> = key.iter().map(|k| quote(k)).collect();
-            let rows = query(
-                ctx,
-                "baseline_diff",
-                &format!(
-                    "SELECT class, {keys} FROM (SELECT *, row_number() OVER (PARTITION BY class ORDER BY {order}) AS __n FROM ({sql}) WHERE class <> 'same') WHERE __n <= {DIFF_SAMPLES} ORDER BY class, {order}",
-                    keys = keys.join(", "),
-                    order = order.join(", ")
-                ),
-            )
-            .await?;
-            for mut row in rows_json(&rows, usize::MAX) {
-                if let Value::Object(m) = &mut row
-                    && let Some(Value::String(class)) = m.remove("class")
-                {
-                    samples.entry(class).or_default().push(row);
-                }
-            }
-        }
+        let (by_class, samples) = classify(ctx, &sql, key.len()).await?;
         let get = |c: &str| by_class.get(c).copied().unwrap_or(0);
         let union = by_class.values().sum();
         (get("added"), get("removed"), get("changed"), union, samples)
@@ -1249,6 +1218,113 @@ async fn compare(
         retyped_columns: columns.retyped,
         samples,
     })
+}
+
+/// One pass over the diff's join `sql` (rows of `class` then the key columns): the keys of
+/// each class counted, and the first [`DIFF_SAMPLES`] keys of each class but `same` kept,
+/// in key order (ascending, nulls last, as `ORDER BY` sorts), whatever order the join's
+/// partitions deliver them in.
+async fn classify(
+    ctx: &SessionContext,
+    sql: &str,
+    key_columns: usize,
+) -> Result<(BTreeMap<String, u64>, BTreeMap<String, Vec<Value>>)> {
+    use arrow::array::AsArray;
+    use arrow::compute::{SortOptions, filter_record_batch};
+    use arrow::row::{RowConverter, SortField};
+    use futures::StreamExt;
+    let failed = |e: datafusion::error::DataFusionError| Error::Query {
+        what: "baseline_diff".into(),
+        message: e.to_string(),
+    };
+    let arrow_failed = |e: arrow::error::ArrowError| Error::Query {
+        what: "baseline_diff".into(),
+        message: e.to_string(),
+    };
+    let mut stream = ctx
+        .sql_with_options(sql, query_only())
+        .await
+        .map_err(failed)?
+        .execute_stream()
+        .await
+        .map_err(failed)?;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    // per class, the least keys seen: (their sort bytes, the key as JSON)
+    let mut least: BTreeMap<String, BTreeMap<Vec<u8>, Value>> = BTreeMap::new();
+    let mut converter: Option<RowConverter> = None;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(failed)?;
+        let class = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
+            .map_err(arrow_failed)?;
+        let class = class.as_string::<i32>();
+        let mut differs = Vec::with_capacity(batch.num_rows());
+        for c in class.iter() {
+            let c = c.unwrap_or("same");
+            match counts.get_mut(c) {
+                Some(n) => *n += 1,
+                None => {
+                    counts.insert(c.to_owned(), 1);
+                }
+            }
+            differs.push(c != "same");
+        }
+        let differing = filter_record_batch(&batch, &differs.into()).map_err(arrow_failed)?;
+        if differing.num_rows() == 0 {
+            continue;
+        }
+        let keys = differing
+            .project(&(1..=key_columns).collect::<Vec<_>>())
+            .map_err(arrow_failed)?;
+        let converter = match &mut converter {
+            Some(c) => c,
+            None => converter.insert(
+                RowConverter::new(
+                    keys.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| {
+                            SortField::new_with_options(
+                                f.data_type().clone(),
+                                SortOptions {
+                                    descending: false,
+                                    nulls_first: false,
+                                },
+                            )
+                        })
+                        .collect(),
+                )
+                .map_err(arrow_failed)?,
+            ),
+        };
+        let rows = converter
+            .convert_columns(keys.columns())
+            .map_err(arrow_failed)?;
+        let class = differing.column(0);
+        let class =
+            arrow::compute::cast(class, &arrow::datatypes::DataType::Utf8).map_err(arrow_failed)?;
+        let class = class.as_string::<i32>();
+        for i in 0..differing.num_rows() {
+            let kept = least.entry(class.value(i).to_owned()).or_default();
+            let sort = rows.row(i);
+            if kept.len() == DIFF_SAMPLES
+                && kept
+                    .last_key_value()
+                    .is_some_and(|(last, _)| sort.as_ref() >= last.as_slice())
+            {
+                continue;
+            }
+            let key = rows_json(&[keys.slice(i, 1)], 1).remove(0);
+            kept.insert(sort.as_ref().to_vec(), key);
+            if kept.len() > DIFF_SAMPLES {
+                kept.pop_last();
+            }
+        }
+    }
+    let samples = least
+        .into_iter()
+        .map(|(class, kept)| (class, kept.into_values().collect()))
+        .collect();
+    Ok((counts, samples))
 }
 
 fn first_count(batches: &[RecordBatch]) -> u64 {
