@@ -1220,111 +1220,173 @@ async fn compare(
     })
 }
 
-/// One pass over the diff's join `sql` (rows of `class` then the key columns): the keys of
-/// each class counted, and the first [`DIFF_SAMPLES`] keys of each class but `same` kept,
-/// in key order (ascending, nulls last, as `ORDER BY` sorts), whatever order the join's
-/// partitions deliver them in.
+/// The classes of the diff's join, in the order its `CASE` names them.
+const CLASSES: [&str; 4] = ["added", "removed", "changed", "same"];
+
+/// What one partition of the diff's join holds: the keys of each class counted, and the
+/// least [`DIFF_SAMPLES`] keys of each class but `same`, by their sort bytes.
+#[derive(Default)]
+struct Tally {
+    counts: [u64; 4],
+    least: [BTreeMap<Vec<u8>, Value>; 3],
+}
+
+impl Tally {
+    /// Keeps `key` (its sort bytes `sort`) among the least of `class` if it is.
+    fn offer(&mut self, class: usize, sort: &[u8], key: impl FnOnce() -> Value) {
+        let kept = &mut self.least[class];
+        if kept.len() == DIFF_SAMPLES
+            && kept
+                .last_key_value()
+                .is_some_and(|(last, _)| sort >= last.as_slice())
+        {
+            return;
+        }
+        kept.insert(sort.to_vec(), key());
+        if kept.len() > DIFF_SAMPLES {
+            kept.pop_last();
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        for (n, m) in self.counts.iter_mut().zip(other.counts) {
+            *n += m;
+        }
+        for (class, kept) in other.least.into_iter().enumerate() {
+            for (sort, key) in kept {
+                self.offer(class, &sort, || key);
+            }
+        }
+    }
+}
+
+/// One pass over the diff's join `sql` (rows of `class`, then the key columns), each of
+/// its partitions tallied on its own task: the keys of each class counted, and the first
+/// [`DIFF_SAMPLES`] keys of each class but `same` kept in key order (ascending, nulls
+/// last, as `ORDER BY` sorts), whatever order the partitions deliver them in.
 async fn classify(
     ctx: &SessionContext,
     sql: &str,
     key_columns: usize,
 ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, Vec<Value>>)> {
-    use arrow::array::AsArray;
-    use arrow::compute::{SortOptions, filter_record_batch};
-    use arrow::row::{RowConverter, SortField};
     use futures::StreamExt;
     let failed = |e: datafusion::error::DataFusionError| Error::Query {
         what: "baseline_diff".into(),
         message: e.to_string(),
     };
-    let arrow_failed = |e: arrow::error::ArrowError| Error::Query {
-        what: "baseline_diff".into(),
-        message: e.to_string(),
-    };
-    let mut stream = ctx
+    let streams = ctx
         .sql_with_options(sql, query_only())
         .await
         .map_err(failed)?
-        .execute_stream()
+        .execute_stream_partitioned()
         .await
         .map_err(failed)?;
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    // per class, the least keys seen: (their sort bytes, the key as JSON)
-    let mut least: BTreeMap<String, BTreeMap<Vec<u8>, Value>> = BTreeMap::new();
-    let mut converter: Option<RowConverter> = None;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(failed)?;
-        let class = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
-            .map_err(arrow_failed)?;
-        let class = class.as_string::<i32>();
-        let mut differs = Vec::with_capacity(batch.num_rows());
-        for c in class.iter() {
-            let c = c.unwrap_or("same");
-            match counts.get_mut(c) {
-                Some(n) => *n += 1,
-                None => {
-                    counts.insert(c.to_owned(), 1);
-                }
-            }
-            differs.push(c != "same");
-        }
-        let differing = filter_record_batch(&batch, &differs.into()).map_err(arrow_failed)?;
-        if differing.num_rows() == 0 {
-            continue;
-        }
-        let keys = differing
-            .project(&(1..=key_columns).collect::<Vec<_>>())
-            .map_err(arrow_failed)?;
-        let converter = match &mut converter {
-            Some(c) => c,
-            None => converter.insert(
-                RowConverter::new(
-                    keys.schema()
-                        .fields()
-                        .iter()
-                        .map(|f| {
-                            SortField::new_with_options(
-                                f.data_type().clone(),
-                                SortOptions {
-                                    descending: false,
-                                    nulls_first: false,
-                                },
-                            )
-                        })
-                        .collect(),
-                )
-                .map_err(arrow_failed)?,
-            ),
-        };
-        let rows = converter
-            .convert_columns(keys.columns())
-            .map_err(arrow_failed)?;
-        let class = differing.column(0);
-        let class =
-            arrow::compute::cast(class, &arrow::datatypes::DataType::Utf8).map_err(arrow_failed)?;
-        let class = class.as_string::<i32>();
-        for i in 0..differing.num_rows() {
-            let kept = least.entry(class.value(i).to_owned()).or_default();
-            let sort = rows.row(i);
-            if kept.len() == DIFF_SAMPLES
-                && kept
-                    .last_key_value()
-                    .is_some_and(|(last, _)| sort.as_ref() >= last.as_slice())
-            {
-                continue;
-            }
-            let key = rows_json(&[keys.slice(i, 1)], 1).remove(0);
-            kept.insert(sort.as_ref().to_vec(), key);
-            if kept.len() > DIFF_SAMPLES {
-                kept.pop_last();
-            }
-        }
-    }
-    let samples = least
+    let tasks: Vec<_> = streams
         .into_iter()
-        .map(|(class, kept)| (class, kept.into_values().collect()))
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let mut converter = None;
+                while let Some(batch) = stream.next().await {
+                    tally_batch(
+                        &batch.map_err(failed)?,
+                        key_columns,
+                        &mut converter,
+                        &mut tally,
+                    )?;
+                }
+                Ok::<_, Error>(tally)
+            })
+        })
+        .collect();
+    let mut tally = Tally::default();
+    for task in tasks {
+        let part = task.await.map_err(|e| Error::Query {
+            what: "baseline_diff".into(),
+            message: format!("a partition's tally failed: {e}"),
+        })??;
+        tally.merge(part);
+    }
+    let counts = CLASSES
+        .iter()
+        .zip(tally.counts)
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| ((*c).to_owned(), n))
+        .collect();
+    let samples = CLASSES
+        .iter()
+        .zip(tally.least)
+        .filter(|(_, kept)| !kept.is_empty())
+        .map(|(c, kept)| ((*c).to_owned(), kept.into_values().collect()))
         .collect();
     Ok((counts, samples))
+}
+
+/// Tallies one batch of the diff's join into `tally`.
+fn tally_batch(
+    batch: &RecordBatch,
+    key_columns: usize,
+    converter: &mut Option<arrow::row::RowConverter>,
+    tally: &mut Tally,
+) -> Result<()> {
+    use arrow::array::AsArray;
+    use arrow::compute::SortOptions;
+    use arrow::row::{RowConverter, SortField};
+    let failed = |e: arrow::error::ArrowError| Error::Query {
+        what: "baseline_diff".into(),
+        message: e.to_string(),
+    };
+    let class =
+        arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).map_err(failed)?;
+    let class = class.as_string::<i32>();
+    let classes: Vec<usize> = class
+        .iter()
+        .map(|c| {
+            CLASSES
+                .iter()
+                .position(|k| Some(*k) == c)
+                .unwrap_or(CLASSES.len() - 1)
+        })
+        .collect();
+    for &c in &classes {
+        tally.counts[c] += 1;
+    }
+    if classes.iter().all(|&c| c == CLASSES.len() - 1) {
+        return Ok(());
+    }
+    let keys = batch
+        .project(&(1..=key_columns).collect::<Vec<_>>())
+        .map_err(failed)?;
+    let converter = match converter {
+        Some(c) => c,
+        None => converter.insert(
+            RowConverter::new(
+                keys.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        SortField::new_with_options(
+                            f.data_type().clone(),
+                            SortOptions {
+                                descending: false,
+                                nulls_first: false,
+                            },
+                        )
+                    })
+                    .collect(),
+            )
+            .map_err(failed)?,
+        ),
+    };
+    let rows = converter.convert_columns(keys.columns()).map_err(failed)?;
+    for (i, &c) in classes.iter().enumerate() {
+        if c < CLASSES.len() - 1 {
+            tally.offer(c, rows.row(i).as_ref(), || {
+                rows_json(&[keys.slice(i, 1)], 1).remove(0)
+            });
+        }
+    }
+    Ok(())
 }
 
 fn first_count(batches: &[RecordBatch]) -> u64 {
