@@ -667,7 +667,7 @@ async fn outputs(
                     None => {
                         let (schema, fingerprint, keys) = decode(&segment.path, bytes, &key)?;
                         let stats = replayfleet_replay::file_stats(&keys, &key, segment.rows);
-                        (schema, fingerprint, stats)
+                        (schema, fingerprint, stats.to_string())
                     }
                 };
                 Ok(Reread::Part(Box::new(Output {
@@ -900,17 +900,31 @@ fn register(
     Ok(())
 }
 
-async fn query(ctx: &SessionContext, what: &str, sql: &str) -> Result<Vec<RecordBatch>> {
-    let failed = |e: datafusion::error::DataFusionError| Error::Query {
+/// A check's query failed: `what` names the check.
+fn query_failed(what: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error + Copy + '_ {
+    move |e| Error::Query {
         what: what.to_owned(),
         message: e.to_string(),
-    };
+    }
+}
+
+/// The plan of a check's read-only `sql`.
+async fn frame(
+    ctx: &SessionContext,
+    what: &str,
+    sql: &str,
+) -> Result<datafusion::dataframe::DataFrame> {
     ctx.sql_with_options(sql, query_only())
         .await
-        .map_err(failed)?
+        .map_err(query_failed(what))
+}
+
+async fn query(ctx: &SessionContext, what: &str, sql: &str) -> Result<Vec<RecordBatch>> {
+    frame(ctx, what, sql)
+        .await?
         .collect()
         .await
-        .map_err(failed)
+        .map_err(query_failed(what))
 }
 
 /// Rows as JSON objects.
@@ -1270,14 +1284,9 @@ async fn classify(
     key_columns: usize,
 ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, Vec<Value>>)> {
     use futures::StreamExt;
-    let failed = |e: datafusion::error::DataFusionError| Error::Query {
-        what: "baseline_diff".into(),
-        message: e.to_string(),
-    };
-    let streams = ctx
-        .sql_with_options(sql, query_only())
-        .await
-        .map_err(failed)?
+    let failed = query_failed("baseline_diff");
+    let streams = frame(ctx, "baseline_diff", sql)
+        .await?
         .execute_stream_partitioned()
         .await
         .map_err(failed)?;
@@ -1330,8 +1339,6 @@ fn tally_batch(
     tally: &mut Tally,
 ) -> Result<()> {
     use arrow::array::AsArray;
-    use arrow::compute::SortOptions;
-    use arrow::row::{RowConverter, SortField};
     let failed = |e: arrow::error::ArrowError| Error::Query {
         what: "baseline_diff".into(),
         message: e.to_string(),
@@ -1360,22 +1367,8 @@ fn tally_batch(
     let converter = match converter {
         Some(c) => c,
         None => converter.insert(
-            RowConverter::new(
-                keys.schema()
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        SortField::new_with_options(
-                            f.data_type().clone(),
-                            SortOptions {
-                                descending: false,
-                                nulls_first: false,
-                            },
-                        )
-                    })
-                    .collect(),
-            )
-            .map_err(failed)?,
+            replayfleet_replay::key_order(keys.schema().fields().iter().map(|f| f.data_type()))
+                .map_err(failed)?,
         ),
     };
     let rows = converter.convert_columns(keys.columns()).map_err(failed)?;

@@ -49,6 +49,7 @@ pub use layout::{
 pub use lineage::{
     Applied, LINEAGE_FORMAT_VERSION, Lineage, LineageInput, OutputFile, VersionApplied,
 };
+pub use merge::key_order;
 pub use plan::{
     Build, ChecksSnapshot, Column, ContractFile, ContractsSnapshot, InputSegment, LONG_VERSION,
     PLAN_FORMAT_VERSION, Plan, ProjectionSnapshot, ShardPlan, SourceSnapshot, Split, TypeCoverage,

@@ -10,7 +10,7 @@ use std::{cmp::Reverse, collections::BinaryHeap, sync::Arc};
 use arrow::{
     array::{Array, ArrayRef, RecordBatch},
     compute::{SortOptions, concat_batches, interleave},
-    datatypes::SchemaRef,
+    datatypes::{DataType, SchemaRef},
     row::{RowConverter, Rows, SortField},
 };
 
@@ -22,6 +22,28 @@ pub(crate) struct Merged {
     outputs: Vec<RecordBatch>,
     keys: Vec<Rows>,
     heap: BinaryHeap<Reverse<(Vec<u8>, usize, usize)>>,
+}
+
+/// A row converter whose rows compare as DataFusion's `ORDER BY` compares keys of
+/// `types` (ascending, nulls last): the order of part files, and of the samples the
+/// finalizer's baseline diff reports.
+pub fn key_order<'a>(
+    types: impl IntoIterator<Item = &'a DataType>,
+) -> std::result::Result<RowConverter, arrow::error::ArrowError> {
+    RowConverter::new(
+        types
+            .into_iter()
+            .map(|ty| {
+                SortField::new_with_options(
+                    ty.clone(),
+                    SortOptions {
+                        descending: false,
+                        nulls_first: false,
+                    },
+                )
+            })
+            .collect(),
+    )
 }
 
 impl Merged {
@@ -41,21 +63,8 @@ impl Merged {
             .iter()
             .map(|k| schema.index_of(k).map_err(arrow_error))
             .collect::<Result<_>>()?;
-        let converter = RowConverter::new(
-            key_columns
-                .iter()
-                .map(|&i| {
-                    SortField::new_with_options(
-                        schema.field(i).data_type().clone(),
-                        SortOptions {
-                            descending: false,
-                            nulls_first: false,
-                        },
-                    )
-                })
-                .collect(),
-        )
-        .map_err(arrow_error)?;
+        let converter = key_order(key_columns.iter().map(|&i| schema.field(i).data_type()))
+            .map_err(arrow_error)?;
         let mut keys = Vec::with_capacity(outputs.len());
         let mut heap = BinaryHeap::with_capacity(outputs.len());
         for (b, batch) in outputs.iter().enumerate() {

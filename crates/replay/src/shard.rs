@@ -281,7 +281,7 @@ async fn write_segment(job: &ShardJob, path: &str, segment: &RecordBatch) -> Res
         key_min: key_at(0),
         key_max: key_at(rows.saturating_sub(1)),
         fingerprint: Some(fingerprint.hex()),
-        stats: serde_json::from_str(&stats).ok(),
+        stats: Some(stats),
     };
     job.target.put(path, bytes).await?;
     Ok(file)
