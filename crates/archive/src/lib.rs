@@ -19,6 +19,7 @@ mod envelope;
 mod error;
 mod inventory;
 mod json;
+mod kept;
 mod location;
 mod read;
 mod segment;
@@ -33,7 +34,8 @@ pub use inventory::{
     Sample, SegmentInventory, StatsSource, Totals, inventory, inventory_of, inventory_with, sample,
     verify_pages,
 };
-pub use location::{DEFAULT_RETRY_TIMEOUT, Location, RETRY_TIMEOUT_OPTION};
+pub use kept::KeptObjects;
+pub use location::{DEFAULT_RETRY_TIMEOUT, LIST_RETRIES_METRIC, Location, RETRY_TIMEOUT_OPTION};
 pub use read::{
     SegmentBatches, decode_row_group, decode_row_groups, decode_segment, decode_segment_batches,
     fetch_segment, read_segment, read_segment_stream, row_group_rows,

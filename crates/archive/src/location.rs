@@ -2,14 +2,18 @@
 
 use std::{collections::BTreeMap, path::Path as FsPath, sync::Arc, time::Duration};
 
-use object_store::{ObjectStore, path::Path};
+use futures::TryStreamExt;
+use object_store::{ListResult, ObjectMeta, ObjectStore, path::Path};
 use url::Url;
 
-use crate::{Error, Result};
+use crate::{Error, KeptObjects, Result};
 
 /// The location option bounding how long a request is retried, in total, before the
 /// failure is reported (a humantime duration such as `60s` or `5m`).
 pub const RETRY_TIMEOUT_OPTION: &str = "retry_timeout";
+
+/// Listings tried again whole, by operation (`list`, `list_folders`).
+pub const LIST_RETRIES_METRIC: &str = "replayfleet_storage_list_retries_total";
 
 /// The retry budget when `retry_timeout` is not set.
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -21,6 +25,8 @@ pub struct Location {
     prefix: Path,
     url: Url,
     retry_budget: Duration,
+    /// Small objects read whole at planning, for the replay of the same process.
+    kept: Option<Arc<KeptObjects>>,
 }
 
 impl std::fmt::Debug for Location {
@@ -63,6 +69,7 @@ impl Location {
             prefix,
             url,
             retry_budget,
+            kept: None,
         })
     }
 
@@ -73,7 +80,21 @@ impl Location {
             prefix,
             url,
             retry_budget: DEFAULT_RETRY_TIMEOUT,
+            kept: None,
         }
+    }
+
+    /// This location, keeping in `kept` the small segments it reads whole while reading
+    /// their footers, and fetching a segment from `kept` when it is there
+    /// ([`KeptObjects`]). For a process that plans and replays the same archive.
+    pub fn keeping(mut self, kept: Arc<KeptObjects>) -> Self {
+        self.kept = Some(kept);
+        self
+    }
+
+    /// Where small segments read at planning are kept, if they are.
+    pub fn kept(&self) -> Option<&Arc<KeptObjects>> {
+        self.kept.as_ref()
     }
 
     /// How long a failing request may be retried in all (option `retry_timeout`).
@@ -136,6 +157,64 @@ impl Location {
         )
     }
 
+    /// Every object below `prefix` (the whole store when `None`), in the store's order.
+    ///
+    /// object_store retries a listing page's request, but not the reading of its answer:
+    /// a connection cut while the page's body arrives fails the listing. Such a failure,
+    /// and any other worth retrying ([`is_transient`](crate::is_transient)), lists again
+    /// from the start, with jittered exponential backoff within the location's retry
+    /// budget (counted in [`LIST_RETRIES_METRIC`], the first logged at WARN).
+    pub async fn list_all(&self, prefix: Option<&Path>) -> object_store::Result<Vec<ObjectMeta>> {
+        self.listing("list", prefix, || {
+            self.store.list(prefix).try_collect::<Vec<_>>()
+        })
+        .await
+    }
+
+    /// The objects and sub-folders directly below `prefix`, tried again as
+    /// [`list_all`](Self::list_all) is.
+    pub async fn list_folders(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.listing("list_folders", prefix, || {
+            self.store.list_with_delimiter(prefix)
+        })
+        .await
+    }
+
+    async fn listing<T, F, Fut>(
+        &self,
+        op: &'static str,
+        prefix: Option<&Path>,
+        list: F,
+    ) -> object_store::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        use backon::Retryable;
+        let backoff = backon::ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(5))
+            .without_max_times()
+            .with_total_delay(Some(self.retry_budget));
+        let local = self.is_local();
+        let mut tries = 0u32;
+        list.retry(backoff)
+            .when(|e| !local && crate::is_transient(e))
+            .notify(|e, _| {
+                if tries == 0 {
+                    tracing::warn!(
+                        prefix = %prefix.map(Path::as_ref).unwrap_or_default(),
+                        op,
+                        "listing failed; listing again: {e}"
+                    );
+                }
+                tries += 1;
+                metrics::counter!(LIST_RETRIES_METRIC, "op" => op).increment(1);
+            })
+            .await
+    }
+
     /// A location for a sub-folder of this one.
     pub fn join(&self, relative: &str) -> Self {
         let mut url = self.url.clone();
@@ -150,6 +229,7 @@ impl Location {
             prefix: self.child(relative),
             url,
             retry_budget: self.retry_budget,
+            kept: self.kept.clone(),
         }
     }
 }

@@ -20,7 +20,7 @@ use parquet::{
 use replayfleet_config::{ENVELOPE_COLUMNS, SourceMapping};
 
 use crate::{
-    Error, Location, Result, SegmentRef,
+    Error, KeptObjects, Location, Result, SegmentRef,
     envelope::Plan,
     undecodable::{self, Undecodable},
 };
@@ -59,6 +59,14 @@ pub(crate) struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
+    /// The listing's entity tag: a read of the whole object kept for the replay must be
+    /// of this object.
+    etag: Option<String>,
+    /// Where a read of the whole object is kept (see [`KeptObjects`]).
+    kept: Option<Arc<KeptObjects>>,
+    /// The whole object, once a read asked for all of it (the footer's prefetch does for
+    /// a small segment): later reads of its columns are cut from it, no request made.
+    whole: Option<Bytes>,
 }
 
 impl ObjectReader {
@@ -75,10 +83,60 @@ impl ObjectReader {
     }
 }
 
+impl ObjectReader {
+    /// Reads the whole object. With somewhere to keep it, asks for the object the listing
+    /// named (its entity tag sent as `If-Match`) and keeps all its bytes; when it was
+    /// replaced since, reads it as any other range and keeps nothing.
+    async fn get_whole(&self) -> parquet::errors::Result<Bytes> {
+        let Some(kept) = &self.kept else {
+            return self
+                .store
+                .get_range(&self.path, 0..self.size)
+                .await
+                .map_err(ParquetError::from);
+        };
+        let options = object_store::GetOptions {
+            if_match: self.etag.clone(),
+            range: Some((0..self.size).into()),
+            ..Default::default()
+        };
+        let read = match self.store.get_opts(&self.path, options).await {
+            Ok(result) => result.bytes().await,
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(bytes) => {
+                if bytes.len() as u64 == self.size {
+                    kept.keep(self.path.as_ref(), self.etag.as_deref(), bytes.clone());
+                }
+                Ok(bytes)
+            }
+            Err(object_store::Error::Precondition { .. }) => self
+                .store
+                .get_range(&self.path, 0..self.size)
+                .await
+                .map_err(ParquetError::from),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 impl AsyncFileReader for ObjectReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         if let Err(e) = self.check_range(&range) {
             return futures::future::ready(Err(e)).boxed();
+        }
+        if let Some(whole) = &self.whole {
+            let cut = whole.slice(range.start as usize..range.end as usize);
+            return futures::future::ready(Ok(cut)).boxed();
+        }
+        if range == (0..self.size) {
+            return async move {
+                let bytes = self.get_whole().await?;
+                self.whole = Some(bytes.clone());
+                Ok(bytes)
+            }
+            .boxed();
         }
         self.store
             .get_range(&self.path, range)
@@ -93,6 +151,12 @@ impl AsyncFileReader for ObjectReader {
         async move {
             for range in &ranges {
                 self.check_range(range)?;
+            }
+            if let Some(whole) = &self.whole {
+                return Ok(ranges
+                    .iter()
+                    .map(|r| whole.slice(r.start as usize..r.end as usize))
+                    .collect());
             }
             self.store
                 .get_ranges(&self.path, &ranges)
@@ -131,10 +195,17 @@ impl OpenSegment {
     pub(crate) async fn open(location: &Location, segment: &SegmentRef) -> Result<Self> {
         let path = location.child(&segment.path);
         let full_path = path.to_string();
+        // Opened a second time while planning (the plan's sample rows): no request.
+        let whole = location
+            .kept()
+            .and_then(|kept| kept.peek(path.as_ref(), segment.size, segment.etag.as_deref()));
         let reader = ObjectReader {
             store: Arc::clone(location.store()),
             path,
             size: segment.size,
+            etag: segment.etag.clone(),
+            kept: location.kept().cloned(),
+            whole,
         };
         let builder = std::panic::AssertUnwindSafe(ParquetRecordBatchStreamBuilder::new(reader))
             .catch_unwind()
@@ -228,8 +299,16 @@ pub async fn read_segment_stream(
 /// Fetches all of `segment`'s bytes in one request, checking that the object is still the
 /// one listed: same size, and (when the listing gave one) the same entity tag, sent as
 /// `If-Match` so the store itself refuses a replaced object.
+///
+/// A segment the planner of this process read whole and kept ([`Location::keeping`]) is
+/// taken from there instead, once: it was read with the same checks.
 pub async fn fetch_segment(location: &Location, segment: &SegmentRef) -> Result<Bytes> {
     let path = location.child(&segment.path);
+    if let Some(kept) = location.kept()
+        && let Some(bytes) = kept.take(path.as_ref(), segment.size, segment.etag.as_deref())
+    {
+        return Ok(bytes);
+    }
     let options = object_store::GetOptions {
         if_match: segment.etag.clone(),
         ..Default::default()

@@ -1,7 +1,6 @@
 //! Listing the Parquet segments of an archive.
 
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use replayfleet_config::SegmentGlob;
@@ -39,13 +38,8 @@ pub async fn list_segments_matching(
     segments: &SegmentGlob,
 ) -> Result<Vec<SegmentRef>> {
     let prefix = location.prefix();
-    let listing = location.store().list(if prefix.as_ref().is_empty() {
-        None
-    } else {
-        Some(prefix)
-    });
-    let objects: Vec<_> = listing
-        .try_collect()
+    let objects = location
+        .list_all((!prefix.as_ref().is_empty()).then_some(prefix))
         .await
         .map_err(|source| Error::Storage {
             path: location.url().to_string(),

@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use replayfleet_finalizer::{Commit, history, history_and_added_files};
 use replayfleet_replay::{Lineage, Target, TargetPath};
 use serde::Serialize;
@@ -240,10 +239,8 @@ fn folder(path: String, reason: String, objects: Vec<Object>) -> (Removal, Vec<O
 async fn list(target: &Target, relative: &str) -> Result<Vec<Object>> {
     let location = target.location();
     let prefix = location.child(relative);
-    let metas: Vec<_> = location
-        .store()
-        .list(Some(&prefix))
-        .try_collect()
+    let metas = location
+        .list_all(Some(&prefix))
         .await
         .map_err(|e| Error::storage(&prefix, e))?;
     Ok(metas

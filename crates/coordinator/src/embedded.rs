@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Instant};
 
 use chrono::Utc;
-use replayfleet_archive::Location;
+use replayfleet_archive::{KeptObjects, Location};
 use replayfleet_audit::Emitter;
 use replayfleet_config::Config;
 use replayfleet_finalizer::{FinalizeOptions, Finalized, finalize};
@@ -16,6 +16,10 @@ use replayfleet_replay::{Created, Lineage, Plan, Target, to_json_bytes};
 use replayfleet_worker::{RunContext, Runs, Worker};
 
 use crate::{Error, Estimate, Result, new_run_id, openlineage, plan_run};
+
+/// The most bytes of small segments a coordinator with workers of its own keeps from
+/// planning for their replay (at most `limits.memory` / 16).
+pub const KEPT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Progress of a run, as the watcher sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -128,6 +132,13 @@ pub async fn coordinate(
         None => unfinished_uncommitted(&**store, &target, &config.name).await?,
     };
     let mut resumed = resume.is_some();
+    // Workers in this process replay what it plans: the small segments the planner
+    // reads whole are kept for them, so each costs one request, not two.
+    let kept = (fleet.local_workers > 0).then(|| {
+        Arc::new(KeptObjects::new(
+            (config.memory_limit_bytes / 16).min(KEPT_MAX_BYTES),
+        ))
+    });
     let (plan, estimate) = match resume {
         Some(run_id) => {
             let path = Target::plan_path(&run_id);
@@ -142,7 +153,7 @@ pub async fn coordinate(
         }
         None => {
             let run_id = new_run_id(&config.name);
-            let planned = plan_run(config, &run_id).await?;
+            let planned = plan_run(config, &run_id, kept.clone()).await?;
             for warning in &planned.warnings {
                 tracing::warn!("{warning}");
             }
@@ -168,7 +179,10 @@ pub async fn coordinate(
     let plan = Arc::new(plan);
     let run_id = plan.run_id.clone();
     tracing::debug!(run = %run_id, seconds = started.elapsed().as_secs_f64(), "planned");
-    let source = Location::parse(&plan.source.url, None, &config.source.options)?;
+    let mut source = Location::parse(&plan.source.url, None, &config.source.options)?;
+    if let Some(kept) = &kept {
+        source = source.keeping(Arc::clone(kept));
+    }
 
     if store.run(&run_id).await?.is_none() {
         store
@@ -248,6 +262,11 @@ pub async fn coordinate(
         // Halted: no lease of the run may be claimed again.
         let _ = fleet.queue.remove_run(&run_id).await;
         openlineage::ended(&lineage, &**store, &run_id, Err(e)).await;
+    }
+    if let Some(kept) = &kept {
+        let (read, taken) = kept.counts();
+        tracing::debug!(run = %run_id, read, taken, "small segments read whole at planning, and of them taken by the replay");
+        kept.clear();
     }
     watched?;
     tracing::debug!(run = %run_id, seconds = started.elapsed().as_secs_f64(), "shards done");

@@ -3,10 +3,10 @@
 //! the projection SQL, and snapshot every replay input into a [`Plan`]. Nothing is written
 //! here; `run` and `coordinator` store the plan.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use chrono::Utc;
-use replayfleet_archive::{Inventory, InventoryOptions, Location, inventory_with};
+use replayfleet_archive::{Inventory, InventoryOptions, KeptObjects, Location, inventory_with};
 use replayfleet_config::{AnomalyKind, Config, Policy, redact_url};
 use replayfleet_contracts::{Catalog, PathStatus};
 use replayfleet_replay::{
@@ -64,13 +64,21 @@ pub fn new_run_id(name: &str) -> String {
 pub const SAMPLE_ROWS: usize = 3;
 
 /// Plans a run of `config` under `run_id`. Fails with exit-2 errors (config, catalog,
-/// SQL, mapping, coverage) before any work.
-pub async fn plan_run(config: &Config, run_id: &str) -> Result<Planned> {
+/// SQL, mapping, coverage) before any work. With `kept`, the small segments read whole
+/// for their footers are kept there for a replay in this process ([`KeptObjects`]).
+pub async fn plan_run(
+    config: &Config,
+    run_id: &str,
+    kept: Option<Arc<KeptObjects>>,
+) -> Result<Planned> {
     let catalog = Catalog::load(&config.contracts_dir)?;
     let output_columns =
         check_projection(&catalog, &config.projection.sql, &config.projection.key).await?;
     check_invariants(&catalog, &config.projection.sql, &config.checks.invariants).await?;
-    let source = Location::parse(&config.source.url, None, &config.source.options)?;
+    let mut source = Location::parse(&config.source.url, None, &config.source.options)?;
+    if let Some(kept) = kept {
+        source = source.keeping(kept);
+    }
     let target = Location::parse(&config.target.url, None, &config.target.options)?;
     let inventory = inventory_with(
         &source,

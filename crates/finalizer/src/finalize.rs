@@ -813,15 +813,15 @@ async fn inputs_unchanged(
     let now: Vec<Option<(u64, Option<String>)>> = if plan.segments.len() > LIST_ABOVE {
         let prefix = source.prefix();
         let listed: std::collections::HashMap<String, (u64, Option<String>)> = source
-            .store()
-            .list((!prefix.as_ref().is_empty()).then_some(prefix))
-            .map_ok(|meta| {
+            .list_all((!prefix.as_ref().is_empty()).then_some(prefix))
+            .await
+            .map_err(|e| storage(source.url().to_string(), e))?
+            .into_iter()
+            .map(|meta| {
                 let path = source.relative(&meta.location).unwrap_or_default();
                 (path, (meta.size, meta.e_tag))
             })
-            .try_collect()
-            .await
-            .map_err(|e| storage(source.url().to_string(), e))?;
+            .collect();
         plan.segments
             .iter()
             .map(|s| listed.get(&s.path).cloned())

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
 use bytes::Bytes;
-use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, path::Path};
 use replayfleet_archive::{Location, is_transient};
 use serde::{Serialize, de::DeserializeOwned};
@@ -243,11 +242,9 @@ impl Target {
     /// Lists the target-relative paths below `relative`, sorted.
     pub async fn list(&self, relative: &str) -> Result<Vec<(String, u64)>> {
         let prefix = self.path(relative);
-        let objects: Vec<_> = self
+        let objects = self
             .location
-            .store()
-            .list(Some(&prefix))
-            .try_collect()
+            .list_all(Some(&prefix))
             .await
             .map_err(|source| Error::storage(&prefix, source))?;
         let mut paths: Vec<_> = objects
@@ -264,8 +261,7 @@ impl Target {
         let prefix = self.path("runs");
         let listed = self
             .location
-            .store()
-            .list_with_delimiter(Some(&prefix))
+            .list_folders(Some(&prefix))
             .await
             .map_err(|source| Error::storage(&prefix, source))?;
         let mut ids: Vec<String> = listed

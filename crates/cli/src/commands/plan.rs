@@ -11,7 +11,7 @@ use crate::{
 
 pub async fn run(args: PlanArgs) -> anyhow::Result<u8> {
     let config = Config::load(&args.config)?;
-    let planned = plan_run(&config, &new_run_id(&config.name)).await?;
+    let planned = plan_run(&config, &new_run_id(&config.name), None).await?;
     if let Some(out) = &args.out {
         let bytes = replayfleet_replay::to_json_bytes(&planned.plan);
         std::fs::write(out, &bytes)
