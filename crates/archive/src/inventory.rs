@@ -39,8 +39,32 @@ impl Default for InventoryOptions {
     fn default() -> Self {
         Self {
             event_types: true,
-            concurrency: 16,
+            concurrency: LOCAL_CONCURRENCY,
             sample_rows: 0,
+        }
+    }
+}
+
+/// Footers read at once on a local folder: each read is a short blocking task.
+const LOCAL_CONCURRENCY: usize = 16;
+
+/// Footers read at once on object storage: each is a request that mostly waits on the
+/// network, so the requests in flight are the rate against a store with latency (an
+/// archive of small files is a request per file). The replay's fetches run 32 or more
+/// in flight for the same reason.
+const REMOTE_CONCURRENCY: usize = 64;
+
+impl InventoryOptions {
+    /// The default options for an archive at `location`: more footers read at once on
+    /// object storage than on a local folder.
+    pub fn for_location(location: &Location) -> Self {
+        Self {
+            concurrency: if location.is_local() {
+                LOCAL_CONCURRENCY
+            } else {
+                REMOTE_CONCURRENCY
+            },
+            ..Self::default()
         }
     }
 }
@@ -724,6 +748,20 @@ mod tests {
             .iter()
             .map(|p| (p.partition, p.rows, p.seq_min, p.seq_max))
             .collect()
+    }
+
+    #[test]
+    fn object_storage_reads_more_footers_at_once_than_a_local_folder() {
+        let options = |url: &str| {
+            InventoryOptions::for_location(
+                &Location::parse(url, None, &Default::default()).unwrap(),
+            )
+        };
+        let (local, remote) = (options("/tmp/archive"), options("s3://bucket/archive"));
+        assert_eq!(local, InventoryOptions::default());
+        assert_eq!(remote.concurrency, REMOTE_CONCURRENCY);
+        assert!(remote.concurrency > local.concurrency);
+        assert_eq!(remote.event_types, local.event_types);
     }
 
     #[tokio::test]

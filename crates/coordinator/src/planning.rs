@@ -87,7 +87,7 @@ pub async fn plan_run(
             event_types: true,
             // `plan` shows how the mapping reads the archive before anything runs.
             sample_rows: SAMPLE_ROWS,
-            ..InventoryOptions::default()
+            ..InventoryOptions::for_location(&source)
         },
     )
     .await?;

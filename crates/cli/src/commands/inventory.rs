@@ -31,7 +31,7 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<u8> {
     location.must_exist()?;
     let options = InventoryOptions {
         sample_rows: args.sample,
-        ..InventoryOptions::default()
+        ..InventoryOptions::for_location(&location)
     };
     let concurrency = options.concurrency;
     let inv = inventory_with(&location, &mapping, options).await?;
