@@ -27,10 +27,16 @@ use bytes::Bytes;
 #[derive(Debug)]
 pub struct KeptObjects {
     budget: u64,
-    objects: Mutex<HashMap<String, Kept>>,
-    held: Mutex<u64>,
+    held: Mutex<Held>,
     kept: AtomicU64,
     taken: AtomicU64,
+}
+
+/// The objects kept, and their bytes in all.
+#[derive(Debug, Default)]
+struct Held {
+    objects: HashMap<String, Kept>,
+    bytes: u64,
 }
 
 #[derive(Debug)]
@@ -39,51 +45,51 @@ struct Kept {
     bytes: Bytes,
 }
 
+impl Held {
+    fn remove(&mut self, path: &str) -> Option<Kept> {
+        let kept = self.objects.remove(path)?;
+        self.bytes -= kept.bytes.len() as u64;
+        Some(kept)
+    }
+}
+
 impl KeptObjects {
     /// Keeps at most `budget` bytes of objects at a time.
     pub fn new(budget: u64) -> Self {
         Self {
             budget,
-            objects: Mutex::new(HashMap::new()),
-            held: Mutex::new(0),
+            held: Mutex::default(),
             kept: AtomicU64::new(0),
             taken: AtomicU64::new(0),
         }
     }
 
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().expect("kept objects lock")
+    }
+
     /// Keeps `bytes`, the whole object at `path` with entity tag `etag`, if the budget
     /// has room; otherwise the object will be fetched again when it is read.
     pub(crate) fn keep(&self, path: &str, etag: Option<&str>, bytes: Bytes) {
+        let mut held = self.held();
+        held.remove(path);
         let len = bytes.len() as u64;
-        {
-            let mut held = self.held.lock().expect("kept objects lock");
-            if *held + len > self.budget {
-                return;
-            }
-            *held += len;
+        if held.bytes + len > self.budget {
+            return;
         }
-        let previous = self.objects.lock().expect("kept objects lock").insert(
-            path.to_owned(),
-            Kept {
-                etag: etag.map(str::to_owned),
-                bytes,
-            },
-        );
-        if let Some(previous) = previous {
-            self.release(previous.bytes.len() as u64);
-        }
+        held.bytes += len;
+        let kept = Kept {
+            etag: etag.map(str::to_owned),
+            bytes,
+        };
+        held.objects.insert(path.to_owned(), kept);
         self.kept.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The kept bytes of `path`, when they are `size` bytes of the object with entity tag
     /// `etag` (the one the plan lists); they are no longer kept afterwards.
     pub(crate) fn take(&self, path: &str, size: u64, etag: Option<&str>) -> Option<Bytes> {
-        let kept = self
-            .objects
-            .lock()
-            .expect("kept objects lock")
-            .remove(path)?;
-        self.release(kept.bytes.len() as u64);
+        let kept = self.held().remove(path)?;
         if kept.bytes.len() as u64 != size || kept.etag.as_deref() != etag {
             return None;
         }
@@ -94,32 +100,20 @@ impl KeptObjects {
     /// The kept bytes of `path` when they are `size` bytes of the object with entity tag
     /// `etag`, still kept afterwards (a second look at a segment while planning).
     pub(crate) fn peek(&self, path: &str, size: u64, etag: Option<&str>) -> Option<Bytes> {
-        let objects = self.objects.lock().expect("kept objects lock");
-        let kept = objects.get(path)?;
+        let held = self.held();
+        let kept = held.objects.get(path)?;
         (kept.bytes.len() as u64 == size && kept.etag.as_deref() == etag)
             .then(|| kept.bytes.clone())
     }
 
-    fn release(&self, len: u64) {
-        let mut held = self.held.lock().expect("kept objects lock");
-        *held = held.saturating_sub(len);
-    }
-
     /// Drops every object still kept (the replay is over).
     pub fn clear(&self) {
-        let dropped: u64 = self
-            .objects
-            .lock()
-            .expect("kept objects lock")
-            .drain()
-            .map(|(_, kept)| kept.bytes.len() as u64)
-            .sum();
-        self.release(dropped);
+        *self.held() = Held::default();
     }
 
     /// Bytes kept now.
-    pub fn held(&self) -> u64 {
-        *self.held.lock().expect("kept objects lock")
+    pub fn bytes(&self) -> u64 {
+        self.held().bytes
     }
 
     /// Objects kept so far, and objects taken so far (each one request saved).
@@ -142,7 +136,7 @@ mod tests {
         kept.keep("b", None, Bytes::from_static(b"1234"));
         // Over the budget: not kept.
         kept.keep("c", None, Bytes::from_static(b"12"));
-        assert_eq!(kept.held(), 9);
+        assert_eq!(kept.bytes(), 9);
         assert_eq!(kept.take("c", 2, None), None);
         assert_eq!(
             kept.peek("a", 5, Some("e1")),
@@ -156,16 +150,16 @@ mod tests {
             None,
             "taken (and dropped) once"
         );
-        assert_eq!(kept.held(), 4);
+        assert_eq!(kept.bytes(), 4);
         assert_eq!(kept.take("b", 4, None), Some(Bytes::from_static(b"1234")));
         assert_eq!(kept.take("b", 4, None), None);
-        assert_eq!(kept.held(), 0);
+        assert_eq!(kept.bytes(), 0);
         // Room again.
         kept.keep("c", None, Bytes::from_static(b"12"));
         assert_eq!(kept.take("c", 2, None), Some(Bytes::from_static(b"12")));
         assert_eq!(kept.counts(), (3, 2));
         kept.keep("d", None, Bytes::from_static(b"123"));
         kept.clear();
-        assert_eq!((kept.held(), kept.take("d", 3, None)), (0, None));
+        assert_eq!((kept.bytes(), kept.take("d", 3, None)), (0, None));
     }
 }

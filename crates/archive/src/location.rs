@@ -102,6 +102,17 @@ impl Location {
         self.retry_budget
     }
 
+    /// How requests to this location are tried again: jittered exponential backoff from
+    /// 50 ms to 5 s between tries, all of them within [`retry_budget`](Self::retry_budget).
+    pub fn retry_backoff(&self) -> backon::ExponentialBuilder {
+        backon::ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(5))
+            .without_max_times()
+            .with_total_delay(Some(self.retry_budget))
+    }
+
     /// Whether the location is a local folder (`file://`), where a failed write is
     /// never ambiguous and trying again does not help.
     pub fn is_local(&self) -> bool {
@@ -191,25 +202,19 @@ impl Location {
         Fut: std::future::Future<Output = object_store::Result<T>>,
     {
         use backon::Retryable;
-        let backoff = backon::ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(5))
-            .without_max_times()
-            .with_total_delay(Some(self.retry_budget));
         let local = self.is_local();
-        let mut tries = 0u32;
-        list.retry(backoff)
+        let mut warned = false;
+        list.retry(self.retry_backoff())
             .when(|e| !local && crate::is_transient(e))
             .notify(|e, _| {
-                if tries == 0 {
+                if !warned {
+                    warned = true;
                     tracing::warn!(
                         prefix = %prefix.map(Path::as_ref).unwrap_or_default(),
                         op,
                         "listing failed; listing again: {e}"
                     );
                 }
-                tries += 1;
                 metrics::counter!(LIST_RETRIES_METRIC, "op" => op).increment(1);
             })
             .await

@@ -81,9 +81,7 @@ impl ObjectReader {
         }
         Ok(())
     }
-}
 
-impl ObjectReader {
     /// Reads the whole object. With somewhere to keep it, asks for the object the listing
     /// named (its entity tag sent as `If-Match`) and keeps all its bytes; when it was
     /// replaced since, reads it as any other range and keeps nothing.

@@ -395,13 +395,7 @@ impl Retry {
             path: path.to_string(),
             budget,
             started: Instant::now(),
-            backoff: backon::ExponentialBuilder::default()
-                .with_jitter()
-                .with_min_delay(Duration::from_millis(50))
-                .with_max_delay(Duration::from_secs(5))
-                .without_max_times()
-                .with_total_delay(Some(budget))
-                .build(),
+            backoff: location.retry_backoff().build(),
             tries: 0,
         }
     }

@@ -33,9 +33,11 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<u8> {
         sample_rows: args.sample,
         ..InventoryOptions::for_location(&location)
     };
-    let concurrency = options.concurrency;
     let inv = inventory_with(&location, &mapping, options).await?;
     if args.verify {
+        // Whole segments are held while their pages are decoded: as many at once as
+        // footers on a local folder, not the many more requests object storage gets.
+        let concurrency = InventoryOptions::default().concurrency;
         let done = verify_pages(&location, &inv, &mapping, concurrency).await?;
         eprintln!(
             "verified: every page of {} segments read, {} rows decoded",
