@@ -568,3 +568,52 @@ fn a_halted_coordinator_keeps_its_final_phase_scrapable_while_it_lingers() {
     let _ = coordinator.kill();
     let _ = coordinator.wait();
 }
+
+/// A shard whose every worker ends while replaying it (here a jq step nested into 10^9
+/// values, past `limits.step_time`, which ends the worker's process with exit 2) fails
+/// once its lease has expired `fleet.max_attempts` times, instead of taking the workers
+/// down one after another for ever: the run halts naming the shard, nothing is committed,
+/// and the worker that found it so is still serving. On the code before, the first worker
+/// heartbeated its lease for ever and the run never ended.
+#[test]
+fn a_shard_that_ends_every_worker_fails_after_its_attempts() {
+    let nats = NatsServer::start();
+    let f = Fixture::new(300, 1, 5, &[]);
+    let opened = f.path("contracts/account_opened.yaml");
+    let fixed = std::fs::read_to_string(&opened).unwrap();
+    let endless = fixed.replace(
+        "- jq: '{holder:",
+        "- jq: '([range(1000)] as $a | [$a[] as $x | $a[] as $y | $a[]] | length) as $n | {holder:",
+    );
+    assert_ne!(endless, fixed);
+    std::fs::write(&opened, endless).unwrap();
+    let mut settings = fleet_settings(&nats, "poison");
+    settings.extra = format!(
+        "{}max_attempts = 1\n[limits]\nstep_time = \"1s\"\n",
+        settings.extra
+    );
+    let config = f.config("poison", &settings);
+    let (coordinator, _run) = start_coordinator(&f, &config, "poison");
+    let mut first = WorkerProcess::start(&nats.url());
+    let code = wait_for(Duration::from_secs(60), "the first worker to end", || {
+        first.0.try_wait().unwrap()
+    })
+    .code();
+    assert_eq!(code, Some(2), "the watchdog ends the worker with exit 2");
+    // The lease comes back after its TTL (2s), expired once: past `max_attempts = 1`.
+    let mut second = WorkerProcess::start(&nats.url());
+    let out = coordinator.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needle in [
+        "its lease expired 1 times with no worker finishing or failing it",
+        "limits.step_time",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    assert!(f.history("poison").is_empty(), "nothing is committed");
+    assert!(
+        second.0.try_wait().unwrap().is_none(),
+        "the worker that failed the shard is still serving"
+    );
+}

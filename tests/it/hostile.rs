@@ -458,6 +458,81 @@ fn a_projection_past_its_time_budget_fails_its_shard_naming_the_setting() {
         .stderr_names(&["limits.projection_time", "`soon`"]);
 }
 
+/// Puts `prefix` before the jq program of `AccountOpened` version 3 (every generated
+/// archive has older versions of it); returns the file and its text before.
+fn prefix_opened_jq(f: &Fixture, prefix: &str) -> (std::path::PathBuf, String) {
+    let opened = f.path("contracts/account_opened.yaml");
+    let fixed = std::fs::read_to_string(&opened).unwrap();
+    let changed = fixed.replace("- jq: '{holder:", &format!("- jq: '{prefix}{{holder:"));
+    assert_ne!(changed, fixed);
+    std::fs::write(&opened, changed).unwrap();
+    (opened, fixed)
+}
+
+/// A jq step that builds a gigabyte for one event (a string repeated 10^8 times: one
+/// operation, no iteration) ends the process with exit 2 naming the step before the
+/// allocation; nothing is committed. On the code before, the run allocated it.
+#[test]
+fn a_jq_step_building_past_its_memory_ends_the_run_with_exit_2_naming_the_step() {
+    let f = Fixture::new(300, 2, 5, &[]);
+    prefix_opened_jq(&f, "(.owner_name * 100000000 | length) as $n | ");
+    let config = f.config("hungry-jq", &Settings::default());
+    let out = f.run(&config, "2");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    out.stderr_names(&[
+        "account_opened.yaml",
+        "version 3, step 1 (jq)",
+        "built more than 256 MiB for one event",
+        "nothing is committed",
+    ]);
+    assert!(f.history("target").is_empty(), "nothing is committed");
+}
+
+/// A jq step whose nested traversals (`.[]`, which the iteration budget does not meter)
+/// would run on one event for hours: past `limits.step_time` the watchdog ends the process
+/// with exit 2 naming the step and the setting; nothing is committed, and the run with the
+/// program fixed commits. On the code before the watchdog this run did not end.
+#[test]
+fn a_jq_step_past_its_time_budget_ends_the_run_with_exit_2_naming_the_step() {
+    let f = Fixture::new(300, 2, 5, &[]);
+    // A thousand values iterated three levels deep: 10^9 values from 1,000 iterations.
+    let (opened, fixed) = prefix_opened_jq(
+        &f,
+        "([range(1000)] as $a | [$a[] as $x | $a[] as $y | $a[]] | length) as $n | ",
+    );
+    let config = f.config(
+        "endless",
+        &Settings {
+            extra: "[limits]\nstep_time = \"1s\"\n".into(),
+            ..Settings::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let out = f.run(&config, "2");
+    eprintln!("exit {} after {:?}", out.code, started.elapsed());
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    out.stderr_names(&[
+        "account_opened.yaml",
+        "version 3, step 1 (jq)",
+        "more than 1s (`limits.step_time`)",
+        "nothing is committed",
+    ]);
+    assert!(f.history("target").is_empty(), "nothing is committed");
+    std::fs::write(&opened, &fixed).unwrap();
+    f.run(&config, "2").expect_code(0);
+    assert_eq!(f.history("target").len(), 1);
+    let bad = f.config(
+        "bad-step-time",
+        &Settings {
+            extra: "[limits]\nstep_time = \"10ms\"\n".into(),
+            ..Settings::default()
+        },
+    );
+    replayfleet(&["plan", "--config", &bad])
+        .expect_code(2)
+        .stderr_names(&["limits.step_time", "at least 1s"]);
+}
+
 /// A projection whose state outgrows its memory pool (an ungrouped `array_agg` of every
 /// event 400 times: state that DataFusion cannot spill) fails its shard with exit 1
 /// naming `limits.memory`, on the first attempt (retrying cannot help); nothing is

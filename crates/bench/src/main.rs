@@ -12,7 +12,8 @@ mod fleet;
 mod run;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: replayfleet_contracts::watch::Metered<mimalloc::MiMalloc> =
+    replayfleet_contracts::watch::Metered(mimalloc::MiMalloc);
 
 /// replayfleet's benchmarks: throughput measured side by side in one run.
 #[derive(Debug, Parser)]

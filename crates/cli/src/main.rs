@@ -15,9 +15,12 @@ use replayfleet_cli::{exit, output};
 // interleaved, between the SQL steps' larger arrays: mimalloc serves that pattern with far
 // fewer slow paths than glibc's malloc. Built without transparent huge pages (`no_thp`):
 // with them, re-used arena memory faults in whole cleared pages and the replay as a whole
-// got slower than on glibc (docs/PERFORMANCE.md, "The allocator").
+// got slower than on glibc (docs/PERFORMANCE.md, "The allocator"). Wrapped in the count
+// of what a jq step allocates on one event, which ends the process past its bound
+// (`replayfleet_contracts::watch`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: replayfleet_contracts::watch::Metered<mimalloc::MiMalloc> =
+    replayfleet_contracts::watch::Metered(mimalloc::MiMalloc);
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -23,8 +23,9 @@ pub use mapping::{
     SourceMapping, TemplatePart, template_parts,
 };
 pub use model::{
-    Checks, Config, DEFAULT_PROJECTION_TIME, ENV_PREFIX, FleetConfig, MAX_NAME_BYTES,
-    ProjectionConfig, SourceConfig, StoreConfig, Window, parse_bytes, store_options_from_env,
+    Checks, Config, DEFAULT_PROJECTION_TIME, DEFAULT_STEP_TIME, ENV_PREFIX, FleetConfig,
+    MAX_NAME_BYTES, ProjectionConfig, SourceConfig, StoreConfig, Window, parse_bytes,
+    store_options_from_env,
 };
 pub use pattern::{DEFAULT_SEGMENTS, KeyPattern, KeyPatterns, SegmentGlob};
 pub use redact::redact_url;

@@ -73,6 +73,8 @@ pub struct Config {
     pub spill_max_bytes: u64,
     /// The time one shard's projection SQL may run (`limits.projection_time`).
     pub projection_time: Duration,
+    /// The time one jq step may run on one event (`limits.step_time`).
+    pub step_time: Duration,
     /// The folder relative paths were resolved against (the config file's).
     pub base_dir: PathBuf,
 }
@@ -214,6 +216,7 @@ impl std::fmt::Debug for Config {
             .field("spill_dir", &self.spill_dir)
             .field("spill_max_bytes", &self.spill_max_bytes)
             .field("projection_time", &self.projection_time)
+            .field("step_time", &self.step_time)
             .field("base_dir", &self.base_dir)
             .finish()
     }
@@ -592,24 +595,13 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
             ),
         ));
     }
-    let projection_time = match &raw.limits.projection_time {
-        None => DEFAULT_PROJECTION_TIME,
-        Some(s) => humantime::parse_duration(s).map_err(|e| {
-            invalid(
-                "limits.projection_time",
-                format!("`{s}` is not a duration like \"1h\": {e}"),
-            )
-        })?,
-    };
-    if projection_time < Duration::from_secs(1) {
-        return Err(invalid(
-            "limits.projection_time",
-            format!(
-                "{} is too short: at least 1s",
-                humantime::format_duration(projection_time)
-            ),
-        ));
-    }
+    let projection_time = limit_time(
+        raw.limits.projection_time.as_deref(),
+        DEFAULT_PROJECTION_TIME,
+    )
+    .map_err(|m| invalid("limits.projection_time", m))?;
+    let step_time = limit_time(raw.limits.step_time.as_deref(), DEFAULT_STEP_TIME)
+        .map_err(|m| invalid("limits.step_time", m))?;
     let max_attempts = match raw.fleet.max_attempts {
         None => 3,
         Some(n) if (1..=1000).contains(&n) => n as u32,
@@ -754,6 +746,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: PathBuf, env: &Env) -> Result
         spill_dir,
         spill_max_bytes,
         projection_time,
+        step_time,
         base_dir,
     })
 }
@@ -859,8 +852,34 @@ fn window(raw: crate::raw::RawWindow, invalid: &dyn Fn(&str, String) -> Error) -
     })
 }
 
+/// A time limit's value: a duration of at least 1s, `default` when absent; else what is
+/// wrong with it.
+fn limit_time(text: Option<&str>, default: Duration) -> std::result::Result<Duration, String> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let time = humantime::parse_duration(text).map_err(|e| {
+        format!(
+            "`{text}` is not a duration like \"{}\": {e}",
+            humantime::format_duration(default)
+        )
+    })?;
+    if time < Duration::from_secs(1) {
+        return Err(format!(
+            "{} is too short: at least 1s",
+            humantime::format_duration(time)
+        ));
+    }
+    Ok(time)
+}
+
 /// The default of `limits.projection_time`: the time one shard's projection may run.
 pub const DEFAULT_PROJECTION_TIME: Duration = Duration::from_secs(3600);
+
+/// The default of `limits.step_time`: the time one jq step may run on one event. An
+/// honest step runs in microseconds; the iteration budget alone lets one run for about a
+/// second.
+pub const DEFAULT_STEP_TIME: Duration = Duration::from_secs(60);
 
 /// The longest `run.name`, in bytes: the run id `<name>-<ULID>` (27 bytes more) names a
 /// folder, and file names have at most 255 bytes on common file systems.

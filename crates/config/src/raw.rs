@@ -218,4 +218,6 @@ pub(crate) struct RawLimits {
     pub spill_max: Option<toml::Value>,
     /// The time one shard's projection may take ("1h").
     pub projection_time: Option<String>,
+    /// The time one jq step may run on one event ("60s").
+    pub step_time: Option<String>,
 }

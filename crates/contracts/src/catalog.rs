@@ -513,7 +513,17 @@ fn compile_steps(
                 let Value::String(code) = body else {
                     return Err(err("jq", "expected a jq program (a string)".to_owned()));
                 };
-                let program = JqProgram::compile(&code).map_err(|m| err("jq", m))?;
+                let program = JqProgram::compile(&code)
+                    .map_err(|m| err("jq", m))?
+                    .named(format!(
+                        "{file}{}, version {version}, step {} (jq)",
+                        if line == 0 {
+                            String::new()
+                        } else {
+                            format!(":{line}")
+                        },
+                        i + 1
+                    ));
                 // The field set after jq is unknown: later SQL sees undeclared fields as Utf8.
                 shape.clear();
                 Step::Jq(Arc::new(program))

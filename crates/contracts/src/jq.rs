@@ -126,6 +126,8 @@ type Filter = jaq_core::Filter<Metered>;
 pub(crate) struct JqProgram {
     // jaq's compiled filter is not `Clone`; the catalog is, so share it.
     filter: std::sync::Arc<Filter>,
+    /// Which step this is (file, version, step), for the watchdog's message.
+    what: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for JqProgram {
@@ -291,13 +293,21 @@ impl JqProgram {
             })?;
         Ok(JqProgram {
             filter: std::sync::Arc::new(filter),
+            what: std::sync::Arc::from("a jq step"),
         })
     }
 
+    /// Names the step this program is (file, version, step) for the message of a run past
+    /// `limits.step_time` ([`crate::watch`]).
+    pub(crate) fn named(mut self, what: String) -> JqProgram {
+        self.what = std::sync::Arc::from(what);
+        self
+    }
+
     /// Runs the program on one value: exactly one output, else an error message. At most
-    /// [`JQ_BUDGET`] iterations.
+    /// [`JQ_BUDGET`] iterations, and at most `limits.step_time` ([`crate::watch`]).
     pub(crate) fn run(&self, input: Val) -> Result<Val, String> {
-        self.run_with_budget(input, JQ_BUDGET)
+        crate::watch::watched(&self.what, || self.run_with_budget(input, JQ_BUDGET))
     }
 
     fn run_with_budget(&self, input: Val, budget: u64) -> Result<Val, String> {

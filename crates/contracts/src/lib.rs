@@ -23,6 +23,13 @@ mod schema;
 mod sql;
 mod step;
 mod upcast;
+pub mod watch;
+
+// The unit tests run under the binaries' counting allocator, so that the jq memory bound
+// is tested where it is kept.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: watch::Metered<std::alloc::System> = watch::Metered(std::alloc::System);
 
 pub use bench::{BENCH_BATCH, BenchReport, Measurement, bench_catalog, bench_upcast};
 pub use bounded::{MAX_BATCH_BYTES, MAX_VALUE_BYTES, bound_functions};

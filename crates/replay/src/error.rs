@@ -44,6 +44,19 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Every earlier delivery of the shard's lease expired with its worker gone, more
+    /// often than the plan's attempts allow (a fleet worker's check before it replays).
+    #[error(
+        "shard {shard}: its lease expired {expired} times with no worker finishing or failing it (`fleet.max_attempts` is {max_attempts}): each worker that took it ended while replaying it (killed, out of memory, or ended by a jq step past `limits.step_time`); their logs say which"
+    )]
+    WorkersEnded {
+        /// The shard.
+        shard: String,
+        /// How many deliveries expired.
+        expired: u32,
+        /// The plan's `fleet.max_attempts`.
+        max_attempts: u32,
+    },
     /// The projection SQL failed on this shard's events.
     #[error("shard {shard}: the projection SQL failed: {message}")]
     Projection {

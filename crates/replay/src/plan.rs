@@ -122,6 +122,10 @@ pub struct Plan {
     /// past it the shard fails. 0 (plans of older builds): no limit.
     #[serde(default)]
     pub projection_time_ms: u64,
+    /// The time one jq step may run on one event, milliseconds (`limits.step_time`); past
+    /// it the process ends with exit 2. 0 (plans of older builds): the default.
+    #[serde(default)]
+    pub step_time_ms: u64,
     /// Real failures of a shard before the run halts.
     pub max_attempts: u32,
     /// Lease time-to-live, milliseconds.

@@ -145,6 +145,12 @@ pub async fn replay_shard(job: &ShardJob) -> Result<ShardOutcome> {
     let started_at = Utc::now();
     let clock = std::time::Instant::now();
     let plan = &job.plan;
+    // The time a jq step may run on one event (`limits.step_time`), kept by the
+    // watchdog for the whole process.
+    replayfleet_contracts::watch::set_step_time(match plan.step_time_ms {
+        0 => replayfleet_contracts::watch::DEFAULT_STEP_TIME,
+        ms => std::time::Duration::from_millis(ms),
+    });
     let shard = plan.shard(&job.shard).ok_or_else(|| Error::Format {
         path: crate::Target::plan_path(&plan.run_id),
         message: format!("the plan has no shard {}", job.shard),

@@ -291,6 +291,19 @@ impl Worker {
                 .await?;
             return self.queue.ack(lease).await;
         }
+        // A lease delivered again expired with its worker gone (a release keeps the
+        // number). A shard whose workers all end on it (out of memory, or a jq step past
+        // `limits.step_time`, which ends the process) would take every worker down in
+        // turn: past the plan's attempts, it fails instead.
+        let max_attempts = run.plan.max_attempts.max(1);
+        if lease.delivery > max_attempts {
+            let error = replayfleet_replay::Error::WorkersEnded {
+                shard: lease.shard.clone(),
+                expired: lease.delivery - 1,
+                max_attempts,
+            };
+            return self.failed(lease, &run, error).await;
+        }
         let worker = self.id.clone();
         self.store
             .update_shard(&lease.run_id, &lease.shard, &move |s| {
