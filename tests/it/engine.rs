@@ -108,29 +108,41 @@ fn a_shard_larger_than_its_memory_spills_and_gives_the_same_bytes() {
         )
     };
     let roomy = run(&config("roomy", "roomy", ""), "2", "20000");
-    let tight = replayfleet_env(
-        &[
-            "run",
-            "--config",
-            &config("tight", "tight", "[limits]\nmemory = \"64MiB\""),
-            "--workers",
-            "1",
-            "--threads",
-            "2",
-            "--json",
-        ],
-        &[
-            ("REPLAYFLEET_BUCKET_ROWS".into(), "20000".into()),
-            ("REPLAYFLEET_LOG".into(), "replayfleet_replay=info".into()),
-        ],
-    );
-    tight.expect_code(0);
-    assert!(
-        tight.stderr.contains("rows spilled to disk"),
-        "64 MiB must not hold this shard's rows: {}",
-        tight.stderr
-    );
-    assert_eq!(outputs(&f, "roomy", &roomy), outputs(&f, "tight", &tight));
+    // 64 MiB cannot hold this shard's rows: they spill, as they are (the default) and
+    // LZ4-compressed (`limits.spill_compression`), and the outputs do not change.
+    for (name, compression) in [("tight", "none"), ("tight-lz4", "lz4")] {
+        let tight = replayfleet_env(
+            &[
+                "run",
+                "--config",
+                &config(
+                    name,
+                    if compression == "none" {
+                        "tight"
+                    } else {
+                        "tight-lz4"
+                    },
+                    &format!("[limits]\nmemory = \"64MiB\"\nspill_compression = \"{compression}\""),
+                ),
+                "--workers",
+                "1",
+                "--threads",
+                "2",
+                "--json",
+            ],
+            &[
+                ("REPLAYFLEET_BUCKET_ROWS".into(), "20000".into()),
+                ("REPLAYFLEET_LOG".into(), "replayfleet_replay=info".into()),
+            ],
+        );
+        tight.expect_code(0);
+        assert!(
+            tight.stderr.contains("rows spilled to disk"),
+            "64 MiB must not hold this shard's rows: {}",
+            tight.stderr
+        );
+        assert_eq!(outputs(&f, "roomy", &roomy), outputs(&f, name, &tight));
+    }
 
     // The spill folder (`limits.spill_dir`) full: a 1 MiB tmpfs, mounted in a user and
     // mount namespace of the run's own (`unshare -rm`, no privilege needed). Exit 1

@@ -24,8 +24,8 @@ pub use mapping::{
 };
 pub use model::{
     Checks, Config, DEFAULT_PROJECTION_TIME, DEFAULT_STEP_TIME, ENV_PREFIX, FleetConfig,
-    MAX_NAME_BYTES, ProjectionConfig, SourceConfig, StoreConfig, Window, parse_bytes,
-    store_options_from_env,
+    MAX_NAME_BYTES, ProjectionConfig, SourceConfig, SpillCompression, StoreConfig, Window,
+    parse_bytes, store_options_from_env,
 };
 pub use pattern::{DEFAULT_SEGMENTS, KeyPattern, KeyPatterns, SegmentGlob};
 pub use redact::redact_url;

@@ -220,4 +220,6 @@ pub(crate) struct RawLimits {
     pub projection_time: Option<String>,
     /// The time one jq step may run on one event ("60s").
     pub step_time: Option<String>,
+    /// How a shard's spilled rows are written: "none" or "lz4".
+    pub spill_compression: Option<String>,
 }

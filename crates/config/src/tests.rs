@@ -43,6 +43,7 @@ fn minimal_file_gets_the_spec_defaults() {
     assert_eq!(c.spill_dir, None);
     assert_eq!(c.projection_time, crate::DEFAULT_PROJECTION_TIME);
     assert_eq!(c.step_time, crate::DEFAULT_STEP_TIME);
+    assert_eq!(c.spill_compression, crate::SpillCompression::None);
     assert_eq!(c.checks.max_quarantined_ratio, 0.0);
     assert_eq!(c.checks.max_changed_ratio, 1.0);
     for kind in AnomalyKind::ALL {
@@ -163,6 +164,10 @@ fn values_out_of_range_name_their_key() {
         ("[limits]\nstep_time = \"a while\"", "limits.step_time"),
         ("[limits]\nstep_time = \"500ms\"", "limits.step_time"),
         (
+            "[limits]\nspill_compression = \"zip\"",
+            "limits.spill_compression",
+        ),
+        (
             "[pacing]\nevents_per_second = -1",
             "pacing.events_per_second",
         ),
@@ -184,12 +189,13 @@ fn values_out_of_range_name_their_key() {
 #[test]
 fn the_spill_folder_is_resolved_against_the_config_file() {
     let c = parse(&format!(
-        "{MINIMAL}\n[limits]\nspill_dir = \"spill\"\nprojection_time = \"90s\"\nstep_time = \"5s\"\n"
+        "{MINIMAL}\n[limits]\nspill_dir = \"spill\"\nprojection_time = \"90s\"\nstep_time = \"5s\"\nspill_compression = \"lz4\"\n"
     ))
     .unwrap();
     assert_eq!(c.spill_dir.as_deref(), Some(Path::new("/etc/rf/spill")));
     assert_eq!(c.projection_time.as_secs(), 90);
     assert_eq!(c.step_time.as_secs(), 5);
+    assert_eq!(c.spill_compression, crate::SpillCompression::Lz4);
 }
 
 #[test]

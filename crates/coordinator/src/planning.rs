@@ -232,6 +232,7 @@ pub async fn plan_run(
         lease_ttl_ms: config.fleet.lease_ttl.as_millis() as u64,
         projection_time_ms: config.projection_time.as_millis() as u64,
         step_time_ms: config.step_time.as_millis() as u64,
+        spill_compression: config.spill_compression,
         pacing_events_per_second: config.pacing_events_per_second,
         // For the record only, without credentials: the coordinator posts to the
         // config's URL.

@@ -118,6 +118,9 @@ pub struct Plan {
     /// (`limits.spill_max`); unbounded in plans written before it was recorded.
     #[serde(default = "unbounded")]
     pub spill_max_bytes: u64,
+    /// How the shard's spilled rows are written (`limits.spill_compression`).
+    #[serde(default)]
+    pub spill_compression: replayfleet_config::SpillCompression,
     /// The time one shard's projection may run, milliseconds (`limits.projection_time`);
     /// past it the shard fails. 0 (plans of older builds): no limit.
     #[serde(default)]

@@ -329,6 +329,7 @@ pub(crate) async fn read_shard(
             shard.rows,
             plan.spill_dir.as_deref().map(std::path::PathBuf::from),
             plan.spill_max_bytes,
+            plan.spill_compression,
         ),
         digests: IdDigests::new(),
     });

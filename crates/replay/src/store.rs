@@ -1,6 +1,6 @@
 //! Where a shard's raw rows wait between reading and the buckets' replay: in memory up
 //! to a budget (70% of `limits.memory`), then appended to one Arrow IPC file per bucket
-//! (LZ4-compressed) in a spill folder (under `limits.spill_dir`, else the system's temp
+//! (LZ4-compressed with `limits.spill_compression = "lz4"`) in a spill folder (under `limits.spill_dir`, else the system's temp
 //! folder, `TMPDIR`), removed when the shard is done, or when it fails. A bucket is read
 //! back whole when its turn comes, so memory holds the rows not yet spilled and the
 //! buckets being replayed, whatever the shard's size.
@@ -27,6 +27,8 @@ use arrow::{
         writer::{FileWriter, IpcWriteOptions},
     },
 };
+
+use replayfleet_config::SpillCompression;
 
 use crate::{Error, Result, raw::raw_schema};
 
@@ -77,6 +79,8 @@ struct Spiller {
     spill_dir: Option<PathBuf>,
     /// `limits.spill_max`: the bytes the spill files may hold in all.
     spill_max: u64,
+    /// `limits.spill_compression`.
+    compression: SpillCompression,
     spill: Option<Spill>,
 }
 
@@ -98,6 +102,7 @@ impl Store {
         expected_rows: u64,
         spill_dir: Option<PathBuf>,
         spill_max: u64,
+        compression: SpillCompression,
     ) -> Store {
         Store {
             inner: Mutex::new(Inner {
@@ -111,6 +116,7 @@ impl Store {
             spiller: Mutex::new(Spiller {
                 spill_dir,
                 spill_max,
+                compression,
                 spill: None,
             }),
             budget,
@@ -226,12 +232,15 @@ impl Spiller {
             });
         }
         let spill = self.spill.as_mut().expect("created above");
-        // LZ4 (arrow-ipc's `lz4` feature, which DataFusion enables): the rows' text
-        // (ids, payloads) shrinks to about a third, and writing and reading the files
-        // back is what a spilling shard pays for.
-        let options = IpcWriteOptions::default()
-            .try_with_compression(Some(CompressionType::LZ4_FRAME))
-            .expect("LZ4 is built in");
+        // As they are by default: LZ4 (arrow-ipc's `lz4` feature, which DataFusion
+        // enables) halves the files, but compressing and decompressing them cost a
+        // spilling shard ~16% of its time (docs/PERFORMANCE.md).
+        let options = match self.compression {
+            SpillCompression::None => IpcWriteOptions::default(),
+            SpillCompression::Lz4 => IpcWriteOptions::default()
+                .try_with_compression(Some(CompressionType::LZ4_FRAME))
+                .expect("LZ4 is built in"),
+        };
         for (b, pieces) in taken.into_iter().enumerate() {
             if pieces.is_empty() {
                 continue;
@@ -545,12 +554,12 @@ mod tests {
     #[test]
     fn a_shard_that_will_not_fit_spills_from_half_the_budget() {
         // 10 rows held in 60 bytes: 1,000 rows will not fit in 100 bytes, 15 rows will.
-        let big = Store::new(1, 100, 1_000, None, u64::MAX);
+        let big = Store::new(1, 100, 1_000, None, u64::MAX, SpillCompression::None);
         big.push(vec![(0, rows(10, 0))], 40).unwrap();
         assert_eq!(big.spilled_rows(), 0, "under half the budget");
         big.push(vec![(0, rows(5, 10))], 20).unwrap();
         assert_eq!(big.spilled_rows(), 15, "past half the budget");
-        let small = Store::new(1, 100, 15, None, u64::MAX);
+        let small = Store::new(1, 100, 15, None, u64::MAX, SpillCompression::None);
         small.push(vec![(0, rows(10, 0))], 40).unwrap();
         small.push(vec![(0, rows(5, 10))], 20).unwrap();
         assert_eq!(small.spilled_rows(), 0, "it fits: nothing spills");
@@ -574,7 +583,7 @@ mod tests {
 
     #[test]
     fn memory_held_outside_counts_against_the_budget() {
-        let store = Store::new(1, 100, 0, None, u64::MAX);
+        let store = Store::new(1, 100, 0, None, u64::MAX, SpillCompression::None);
         store.push(vec![(0, rows(4, 0))], 40).unwrap();
         store.hold(50).unwrap();
         assert_eq!(store.spilled_rows(), 0);
@@ -587,12 +596,18 @@ mod tests {
 
     #[test]
     fn rows_come_back_whole_whether_spilled_or_not() {
-        let store = Store::new(2, 1, 0, None, u64::MAX);
+        for compression in [SpillCompression::None, SpillCompression::Lz4] {
+            rows_come_back_whole(compression);
+        }
+    }
+
+    fn rows_come_back_whole(compression: SpillCompression) {
+        let store = Store::new(2, 1, 0, None, u64::MAX, compression);
         store
             .push(vec![(0, rows(3, 0)), (1, rows(2, 3))], 10)
             .unwrap();
         assert_eq!(store.spilled_rows(), 5);
-        let unspilled = Store::new(2, usize::MAX, 0, None, u64::MAX);
+        let unspilled = Store::new(2, usize::MAX, 0, None, u64::MAX, SpillCompression::None);
         unspilled.push(vec![(1, rows(4, 5))], 10).unwrap();
         assert_eq!(unspilled.spilled_rows(), 0);
         store.push(vec![(1, rows(4, 5))], 0).unwrap();
