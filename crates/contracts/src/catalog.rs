@@ -516,13 +516,10 @@ fn compile_steps(
                 let program = JqProgram::compile(&code)
                     .map_err(|m| err("jq", m))?
                     .named(format!(
-                        "{file}{}, version {version}, step {} (jq)",
-                        if line == 0 {
-                            String::new()
-                        } else {
-                            format!(":{line}")
-                        },
-                        i + 1
+                        "{file}{}, version {version}, step {}{}",
+                        crate::error::at_line(line, 0),
+                        i + 1,
+                        crate::error::kind_suffix("jq")
                     ));
                 // The field set after jq is unknown: later SQL sees undeclared fields as Utf8.
                 shape.clear();

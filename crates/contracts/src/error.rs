@@ -131,7 +131,7 @@ impl Error {
 /// The result of catalog operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-fn at_line(line: u64, column: u64) -> String {
+pub(crate) fn at_line(line: u64, column: u64) -> String {
     match (line, column) {
         (0, _) => String::new(),
         (l, 0) => format!(":{l}"),
@@ -145,7 +145,7 @@ fn at_version(version: Option<i32>) -> String {
         .unwrap_or_default()
 }
 
-fn kind_suffix(kind: &str) -> String {
+pub(crate) fn kind_suffix(kind: &str) -> String {
     if kind.is_empty() {
         String::new()
     } else {

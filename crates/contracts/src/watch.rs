@@ -1,4 +1,5 @@
-//! The time a jq step may run on one event (`limits.step_time`), kept by a watchdog.
+//! The time and memory a jq step may take on one event: `limits.step_time`, kept by a
+//! watchdog thread, and [`STEP_MEMORY`], kept by the binaries' allocator ([`Metered`]).
 //!
 //! The iteration budget (`JQ_BUDGET`, in `jq.rs`) meters the builtins that loop
 //! (`range`, `repeat`, `recurse`, `while`, `until`...), so that the same program fails the
@@ -41,17 +42,20 @@ pub fn set_step_time(budget: Duration) {
     BUDGET_MS.store(ms, Ordering::Relaxed);
 }
 
-/// The time one jq step may run on one event.
-pub fn step_time() -> Duration {
-    Duration::from_millis(BUDGET_MS.load(Ordering::Relaxed))
-}
-
 /// One thread's jq run in progress, if any.
 struct Slot {
     /// When the run started: milliseconds since [`epoch`] plus one; 0 when idle.
     since: AtomicU64,
     /// Which step runs (file, version, step).
     what: Mutex<Option<Arc<str>>>,
+}
+
+impl Slot {
+    /// The step this slot's thread runs (or ran last), for a message.
+    fn what(&self) -> String {
+        let what = self.what.lock().unwrap_or_else(|e| e.into_inner());
+        what.as_deref().unwrap_or("a jq step").to_owned()
+    }
 }
 
 fn epoch() -> Instant {
@@ -92,30 +96,24 @@ pub(crate) fn watched<T>(what: &Arc<str>, run: impl FnOnce() -> T) -> T {
                 *current = Some(Arc::clone(what));
             }
         }
-        // Cleared when the run returns or unwinds.
-        struct Idle<'a>(&'a AtomicU64);
-        impl Drop for Idle<'_> {
+        // The run is timed, and what it allocates counted (`Metered`), from here until
+        // it returns or unwinds.
+        struct Done<'a>(&'a AtomicU64);
+        impl Drop for Done<'_> {
             fn drop(&mut self) {
                 self.0.store(0, Ordering::Release);
-            }
-        }
-        slot.since.store(now_ms(), Ordering::Release);
-        let _idle = Idle(&slot.since);
-        // What the run allocates is counted from here (`Metered`) until it returns.
-        struct Uncounted;
-        impl Drop for Uncounted {
-            fn drop(&mut self) {
                 let _ = HELD.try_with(|held| held.set(NOT_RUNNING));
             }
         }
-        let _uncounted = Uncounted;
+        slot.since.store(now_ms(), Ordering::Release);
+        let _done = Done(&slot.since);
         let _ = HELD.try_with(|held| held.set(0));
         run()
     })
 }
 
-/// The most one jq step may hold on one event, net of what it frees: its input, the
-/// values it builds and its output. An event's payload is kilobytes; a program that
+/// The most one jq step may hold on one event: what it allocates (the values it builds,
+/// its output) net of what it frees. An event's payload is kilobytes; a program that
 /// builds more than this is building without bound.
 pub const STEP_MEMORY: i64 = 256 << 20;
 
@@ -156,16 +154,8 @@ fn count(bytes: i64) {
 #[inline(never)]
 fn too_much() {
     let what = SLOT
-        .try_with(|slot| {
-            slot.what
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_deref()
-                .map(str::to_owned)
-        })
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "a jq step".to_owned());
+        .try_with(|slot| slot.what())
+        .unwrap_or_else(|_| "a jq step".to_owned());
     breach(format!(
         "the jq program of {what} built more than {} MiB for one event (the memory one jq step may hold) and cannot be stopped there, so the process ends; nothing is committed. jaq does not bound the values one operation builds (`\"ab\" * 1e9`, `.[1e9] = 1`, a doubling written out: `. + . | . + .`): bound what the program builds",
         STEP_MEMORY >> 20
@@ -257,12 +247,11 @@ fn overdue(budget_ms: u64) -> Option<String> {
         if since == 0 || now.saturating_sub(since) <= budget_ms {
             continue;
         }
-        let what = slot.what.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let what = slot.what();
         // The same run still (not one that started since).
         if slot.since.load(Ordering::Acquire) != since {
             continue;
         }
-        let what = what.as_deref().unwrap_or("a jq step").to_owned();
         return Some(format!(
             "the jq program of {what} ran on one event for more than {} (`limits.step_time`) and cannot be stopped there, so the process ends; nothing is committed. jaq's own traversals (`.[]`, `..`, `tojson`, sorting) are not metered by the iteration budget: bound the program's nested loops over them, or raise `limits.step_time`",
             humantime::format_duration(Duration::from_millis(budget_ms))

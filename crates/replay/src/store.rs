@@ -1,7 +1,7 @@
 //! Where a shard's raw rows wait between reading and the buckets' replay: in memory up
 //! to a budget (70% of `limits.memory`), then appended to one Arrow IPC file per bucket
-//! (LZ4-compressed with `limits.spill_compression = "lz4"`) in a spill folder (under `limits.spill_dir`, else the system's temp
-//! folder, `TMPDIR`), removed when the shard is done, or when it fails. A bucket is read
+//! (LZ4-compressed with `limits.spill_compression = "lz4"`) in a spill folder (under
+//! `limits.spill_dir`, else the system's temp folder, `TMPDIR`), removed when the shard is done, or when it fails. A bucket is read
 //! back whole when its turn comes, so memory holds the rows not yet spilled and the
 //! buckets being replayed, whatever the shard's size.
 //!
@@ -79,8 +79,8 @@ struct Spiller {
     spill_dir: Option<PathBuf>,
     /// `limits.spill_max`: the bytes the spill files may hold in all.
     spill_max: u64,
-    /// `limits.spill_compression`.
-    compression: SpillCompression,
+    /// How spill files are written (`limits.spill_compression`).
+    options: IpcWriteOptions,
     spill: Option<Spill>,
 }
 
@@ -116,7 +116,16 @@ impl Store {
             spiller: Mutex::new(Spiller {
                 spill_dir,
                 spill_max,
-                compression,
+                // As they are by default: LZ4 (arrow-ipc's `lz4` feature, which
+                // DataFusion enables) halves the files, but compressing and
+                // decompressing them cost a spilling shard ~16% of its time
+                // (docs/PERFORMANCE.md).
+                options: match compression {
+                    SpillCompression::None => IpcWriteOptions::default(),
+                    SpillCompression::Lz4 => IpcWriteOptions::default()
+                        .try_with_compression(Some(CompressionType::LZ4_FRAME))
+                        .expect("LZ4 is built in"),
+                },
                 spill: None,
             }),
             budget,
@@ -232,15 +241,6 @@ impl Spiller {
             });
         }
         let spill = self.spill.as_mut().expect("created above");
-        // As they are by default: LZ4 (arrow-ipc's `lz4` feature, which DataFusion
-        // enables) halves the files, but compressing and decompressing them cost a
-        // spilling shard ~16% of its time (docs/PERFORMANCE.md).
-        let options = match self.compression {
-            SpillCompression::None => IpcWriteOptions::default(),
-            SpillCompression::Lz4 => IpcWriteOptions::default()
-                .try_with_compression(Some(CompressionType::LZ4_FRAME))
-                .expect("LZ4 is built in"),
-        };
         for (b, pieces) in taken.into_iter().enumerate() {
             if pieces.is_empty() {
                 continue;
@@ -255,7 +255,7 @@ impl Spiller {
                         FileWriter::try_new_with_options(
                             BufWriter::new(file),
                             &raw_schema(),
-                            options.clone(),
+                            self.options.clone(),
                         )
                         .map_err(|e| full(&path, &e, arrow_disk_full(&e)))?,
                     )
